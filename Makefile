@@ -1,0 +1,58 @@
+# `make` or `make help` lists the targets. Everything runs in .venv (CPU torch).
+.DEFAULT_GOAL := help
+SHELL := /bin/bash
+
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+STAMP := $(VENV)/.stamp
+# The torch pin lives in pyproject.toml; torch is installed on its own, before anything else,
+# so that no other package can pull in a different (e.g. CUDA) build.
+TORCH_PIN := $(shell grep -oE '"torch==[^"]+"' pyproject.toml | head -n 1 | tr -d '"')
+# Extra pip flags for the torch install, e.g. on a machine whose pip does not already find the
+# CPU wheel: make setup TORCH_PIP_FLAGS="--index-url https://download.pytorch.org/whl/cpu"
+TORCH_PIP_FLAGS ?=
+# timm is only a numerical reference in tests; --no-deps keeps its requirements off torch.
+TIMM_PIN := timm==1.0.31
+
+.PHONY: help setup test test-fast lint bench sweep clean distclean
+
+help: ## list the targets
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) \
+		| awk 'BEGIN {FS = ":.*## "}; {printf "  %-10s %s\n", $$1, $$2}'
+
+setup: $(STAMP) ## create .venv and install torch (CPU), the package and test/dev tools
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PIP) install $(TORCH_PIP_FLAGS) '$(TORCH_PIN)'
+	$(PIP) install -e '.[test,dev]'
+	$(PIP) install --no-deps '$(TIMM_PIN)'
+	touch $@
+
+test: setup ## run all tests, slow end-to-end ones included (what CI runs)
+	$(PY) -m pytest
+
+test-fast: setup ## run the tests not marked slow
+	$(PY) -m pytest -m "not slow"
+
+lint: setup ## ruff check + ruff format --check
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+bench: setup ## run every benchmarks/*.py
+	@for f in benchmarks/*.py; do \
+		[ -e "$$f" ] || continue; \
+		echo "== $$f"; \
+		$(PY) "$$f" || exit 1; \
+	done
+
+sweep: setup ## run the ablation sweep (not yet available)
+	@echo "make sweep: not yet available — the sweep driver lands with issue #4 (see README)"
+
+clean: ## remove caches and build outputs (keeps .venv)
+	rm -rf .pytest_cache .ruff_cache build dist *.egg-info
+	find . -path ./$(VENV) -prune -o -type d -name __pycache__ -exec rm -rf {} +
+
+distclean: clean ## clean, and remove .venv too
+	rm -rf $(VENV)

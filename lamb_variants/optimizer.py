@@ -1,0 +1,284 @@
+"""``Lamb``: one ``torch.optim.Optimizer`` whose knobs span the LAMB family."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from . import knobs as K
+from . import stages
+from .layers import layer_index
+
+#: Elements per fast-path block on CPU: 4 MiB of float32 per operand keeps a block's operands in
+#: L2/L3 between the ~12 ops of a step (optimizer-performance.md: per-op overhead ~6 µs, so much
+#: smaller chunks lose more to dispatch than they gain in cache reuse).
+CPU_BLOCK_NUMEL = 1 << 20
+
+
+@dataclass(frozen=True)
+class LambStats:
+    """Telemetry of the last step, as tensors on the parameters' device (no host sync).
+
+    ``names[i]`` is tensor i's name (from ``named_parameters()``, else ``"group{g}.{j}"``);
+    ``layers[i]`` its trust-ratio layer. ``weight_norms``/``update_norms`` are ‖w‖ and ‖u‖ of that
+    layer (before φ; ‖w‖ after a decoupled decay), ``trust_ratios`` the ratio tensor i applied.
+    """
+
+    grad_norm: Tensor
+    names: tuple[str, ...]
+    layers: tuple[str, ...]
+    weight_norms: Tensor
+    update_norms: Tensor
+    trust_ratios: Tensor
+
+
+class Lamb(torch.optim.Optimizer):
+    r"""The LAMB family as independent knobs. Defaults are NVLAMB (apex FusedLAMB,
+    ``use_nvlamb=True``).
+
+    One step, for every tensor w with gradient g (see :mod:`lamb_variants.stages`):
+
+    1. **pre-normalize** (``prenorm``, ``max_grad_norm``): ĝ = g·c with G the global norm over
+       every gradient of every group; c = 1 (``"none"``), 1/max(1, G/M) (``"clip"``, apex/timm),
+       1/G (``"normalize"``). ``decay="l2"`` adds λw to ĝ here.
+    2. **moments** (``moments``, ``betas``, ``grad_averaging``, ``bias_correction``): Adam moments
+       m, v with β3 = 1-β1 (or 1); m̂ = m/(1-β1^t), v̂ = v/(1-β2^t) if ``bias_correction=True``.
+    3. **direction** (``eps``, ``eps_inside_sqrt``): d = m̂/(√v̂+ε) or m̂/√(v̂+ε); d = ĝ for
+       ``moments="momentum"`` (the LARS branch).
+    4. **weight decay** (``weight_decay`` λ, ``decay``): u = d + λw (``"in_ratio"``, apex/LAMB
+       paper); w ← w(1-ηλ) before the norms, u = d (``"decoupled"``, timm); or L2 in step 1.
+    5. **trust ratio** (``layer_split``, ``adapt``, ``phi``, ``phi_min``/``phi_max``,
+       ``trust_clip``, ``trust_coeff``, ``trust_eps``, ``ratio_denominator``): per layer (a tensor,
+       or all tensors of one module), r = clamp(c·φ(‖w‖)/(‖u‖ + eps_r), trust_clip); ‖u‖ is
+       replaced by ‖d‖ + λ‖w‖ for the LARS denominator; r = 1 when either norm is 0 and for
+       tensors ``adapt`` excludes (``"decayed"``: λ = 0 tensors, apex's default).
+    6. **apply**: w ← w - η_t·r·u with η_t = η, or η·√(1-β2^t)/(1-β1^t) for
+       ``bias_correction="step_size"`` (DeepSpeed, torch-optimizer ``debias``); for
+       ``moments="momentum"``, SGD momentum on r·u (``momentum``, ``dampening``, ``nesterov``).
+
+    The step count t is per group (``group["step"]``, as apex); set it to 0 to restart bias
+    correction (NVIDIA's phase 2). Knobs live in ``defaults`` and every param group.
+
+    Args:
+        params: tensors, ``named_parameters()``, or param-group dicts whose ``"params"`` are
+            tensors or ``(name, tensor)`` pairs. ``layer_split="module"`` needs names.
+        impl: ``"fast"`` (multi-tensor, default) or ``"reference"`` (per tensor, the spec).
+        **knobs: see :data:`lamb_variants.knobs.DEFAULTS`.
+    """
+
+    def __init__(self, params: Iterable[Any], impl: str = "fast", **knobs: Any) -> None:
+        if impl not in ("fast", "reference"):
+            raise ValueError(f"impl={impl!r} is not allowed; expected one of ['fast', 'reference']")
+        defaults = K.validate({**K.DEFAULTS, **knobs})
+        self.impl = impl
+        super().__init__(params, defaults)
+        self._update_buffers: dict[Tensor, Tensor] = {}
+        self._block_tmp: dict[tuple, Tensor] = {}
+        self.stats: LambStats | None = None
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        given = {k: v for k, v in param_group.items() if k not in ("params", "param_names")}
+        param_group.update(K.validate(given))
+        super().add_param_group(param_group)
+        group = self.param_groups[-1]
+        group.setdefault("step", 0)
+        if group["layer_split"] == "module" and "param_names" not in group:
+            raise ValueError(
+                'layer_split="module" needs parameter names: pass model.named_parameters() '
+                "or param groups whose 'params' are (name, tensor) pairs"
+            )
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        self.__dict__.setdefault("_update_buffers", {})
+        self.__dict__.setdefault("_block_tmp", {})
+        self.__dict__.setdefault("stats", None)
+        self.__dict__.setdefault("impl", "fast")
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        super().load_state_dict(state_dict)
+        for group in self.param_groups:
+            given = {k: v for k, v in group.items() if k in K.KNOB_NAMES}
+            group.update(K.validate(given))
+
+    # ------------------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        work = self._gather()
+        if not work.params:
+            return loss
+        grad_norm = stages.global_grad_norm(work.grads)  # stage 1 needs every group's gradients
+        scalars = []
+        for group in self.param_groups:
+            group["step"] += 1
+            pre = stages.prenorm_factor(group, grad_norm)
+            scalars.append(stages.group_scalars(group, group["step"], pre))
+        if self.impl == "reference":
+            self._step_reference(work, scalars, grad_norm)
+        else:
+            self._step_fast(work, scalars, grad_norm)
+        return loss
+
+    def _step_reference(self, work: _Work, scalars: list, grad_norm: Tensor) -> None:
+        updates, norms = [], []
+        for p, g, gi in zip(work.params, work.grads, work.group_of, strict=True):
+            u, n = stages.ref_direction(p, g, self.state[p], scalars[gi])  # stages 1-4
+            updates.append(u)
+            norms.append(n)
+        ratios = self._ratios(work, norms, grad_norm)  # stage 5
+        for i, (p, u, gi) in enumerate(zip(work.params, updates, work.group_of, strict=True)):
+            stages.ref_apply(p, u, ratios[i], self.state[p], scalars[gi])  # stage 6
+
+    def _step_fast(self, work: _Work, scalars: list, grad_norm: Tensor) -> None:
+        fresh = [("momentum_buffer" not in self.state[p]) for p in work.params]
+        for p, gi in zip(work.params, work.group_of, strict=True):
+            if scalars[gi].knobs["moments"] == "momentum":
+                self.state[p].setdefault("momentum_buffer", torch.zeros_like(p))
+        blocks = self._blocks(work)
+        n = len(work.params)
+        dtype = work.norm_dtype
+        device = work.params[0].device
+        sq = [torch.zeros(n, dtype=dtype, device=device) for _ in range(3)]
+        for b in blocks:  # stages 1-4, block by block
+            index = b.index
+            for acc, piece in zip(sq, stages.fast_direction(b, scalars[b.group]), strict=True):
+                acc.index_add_(0, index, piece.to(device, dtype))
+        norms = [stages.Norms(*row) for row in zip(*sq, strict=True)]
+        ratios = self._ratios(work, norms, grad_norm)  # stage 5
+        per_tensor = ratios.tolist() if ratios.device.type == "cpu" else list(ratios.unbind())
+        for b in blocks:  # stage 6
+            scale = [per_tensor[i] for i in b.tensor]
+            stages.fast_apply(b, scale, scalars[b.group], [fresh[i] for i in b.tensor])
+
+    def _ratios(self, work: _Work, norms: list[stages.Norms], grad_norm: Tensor) -> Tensor:
+        """Stage 5 on per-layer norms; stores :class:`LambStats`."""
+        device, dtype = work.params[0].device, work.norm_dtype
+        layer_of = torch.tensor(work.layer_of, device=device)
+        n_layers = len(work.layer_names)
+
+        def per_layer(squares: list[Tensor]) -> Tensor:
+            t = torch.stack([s.to(device, dtype) for s in squares])
+            total = torch.zeros(n_layers, dtype=dtype, device=device).index_add_(0, layer_of, t)
+            return total.sqrt()[layer_of]
+
+        w = per_layer([n.w for n in norms])
+        u = per_layer([n.u for n in norms])
+        d = per_layer([n.d for n in norms])
+        x = stages.ratio_inputs(work.knobs, device, dtype)
+        ratios = stages.trust_ratios(w, u, d, x)
+        self.stats = LambStats(
+            grad_norm=grad_norm,
+            names=tuple(work.names),
+            layers=tuple(work.layer_names[i] for i in work.layer_of),
+            weight_norms=w,
+            update_norms=u,
+            trust_ratios=ratios,
+        )
+        return ratios
+
+    # ------------------------------------------------------------------------------------------
+
+    def _gather(self) -> _Work:
+        w = _Work()
+        for gi, group in enumerate(self.param_groups):
+            names = group.get("param_names") or [f"group{gi}.{j}" for j in range(len(group["params"]))]
+            for p, name in zip(group["params"], names, strict=True):
+                if p.grad is None:
+                    continue
+                if p.grad.is_sparse:
+                    raise RuntimeError("Lamb does not support sparse gradients")
+                state = self.state[p]
+                if group["moments"] == "adam" and "exp_avg" not in state:
+                    state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                    state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                w.params.append(p)
+                w.grads.append(p.grad)
+                w.group_of.append(gi)
+                w.names.append(name)
+                w.knobs.append(group)
+        w.layer_of, w.layer_names = layer_index(w.names, [k["layer_split"] for k in w.knobs])
+        if any(p.dtype == torch.float64 for p in w.params):
+            w.norm_dtype = torch.float64
+        return w
+
+    def _blocks(self, work: _Work) -> list[stages.Block]:
+        """Split the step's tensors into fast-path blocks (cache-sized chunks on CPU)."""
+        blocks: list[stages.Block] = []
+        open_blocks: dict[tuple, stages.Block] = {}
+        sizes: dict[tuple, int] = {}
+        for i, (p, gi) in enumerate(zip(work.params, work.group_of, strict=True)):
+            cpu = p.device.type == "cpu"
+            limit = CPU_BLOCK_NUMEL if cpu else p.numel()
+            key = (gi, p.device, p.dtype)
+            u_buf = self._update_buffer(p)
+            state = self.state[p]
+            flat = {
+                "w": p.view(-1),
+                "g": p.grad.view(-1) if p.grad.is_contiguous() else p.grad.reshape(-1),
+                "u": u_buf.view(-1),
+                "exp_avg": state["exp_avg"].view(-1) if "exp_avg" in state else None,
+                "exp_avg_sq": state["exp_avg_sq"].view(-1) if "exp_avg_sq" in state else None,
+                "buf": state["momentum_buffer"].view(-1) if "momentum_buffer" in state else None,
+            }
+            n = p.numel()
+            for start in range(0, n, limit) if cpu else [0]:
+                stop = min(n, start + limit) if cpu else n
+                size = stop - start
+                b = open_blocks.get(key)
+                if b is None or (cpu and sizes[key] + size > CPU_BLOCK_NUMEL):
+                    b = open_blocks[key] = stages.Block(gi, [], [], [], [], [])
+                    sizes[key] = 0
+                    blocks.append(b)
+                b.tensor.append(i)
+                for name in ("w", "g", "u", "exp_avg", "exp_avg_sq", "buf"):
+                    if flat[name] is not None:
+                        getattr(b, name).append(flat[name][start:stop])
+                sizes[key] += size
+        for b in blocks:
+            self._attach_tmp(b)
+            b.index = torch.tensor(b.tensor, device=b.w[0].device)
+        return blocks
+
+    def _attach_tmp(self, b: stages.Block) -> None:
+        w0 = b.w[0]
+        total = sum(t.numel() for t in b.w)
+        key = (w0.device, w0.dtype)
+        tmp = self._block_tmp.get(key)
+        if tmp is None or tmp.numel() < total:
+            tmp = self._block_tmp[key] = torch.empty(total, dtype=w0.dtype, device=w0.device)
+        views, start = [], 0
+        for t in b.w:
+            views.append(tmp[start : start + t.numel()])
+            start += t.numel()
+        b.tmp = views
+
+    def _update_buffer(self, p: Tensor) -> Tensor:
+        # Persistent, so the large update temporaries are not page-faulted in every step; not
+        # optimizer state (it holds nothing between steps) and never saved.
+        buf = self._update_buffers.get(p)
+        if buf is None or buf.shape != p.shape or buf.dtype != p.dtype:
+            buf = self._update_buffers[p] = torch.empty_like(p, memory_format=torch.contiguous_format)
+        return buf
+
+
+class _Work:
+    """The tensors of one step, in step order (every group, params that have a gradient)."""
+
+    def __init__(self) -> None:
+        self.params: list[Tensor] = []
+        self.grads: list[Tensor] = []
+        self.group_of: list[int] = []
+        self.names: list[str] = []
+        self.knobs: list[dict[str, Any]] = []
+        self.layer_of: list[int] = []
+        self.layer_names: list[str] = []
+        self.norm_dtype = torch.float32
