@@ -67,7 +67,9 @@ def _number(name: str, value: Any, lo: float, hi: float, *, lo_open=False, hi_op
     ok_hi = v < hi if hi_open else v <= hi
     if not (ok_lo and ok_hi and not math.isnan(v)):
         left, right = "(" if lo_open else "[", ")" if hi_open else "]"
-        raise ValueError(f"{name}={value!r} is not allowed; expected a number in {left}{lo}, {hi}{right}")
+        raise ValueError(
+            f"{name}={value!r} is not allowed; expected a number in {left}{lo}, {hi}{right}"
+        )
     return v
 
 

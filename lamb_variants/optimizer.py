@@ -17,6 +17,8 @@ from .layers import layer_index
 #: L2/L3 between the ~12 ops of a step (optimizer-performance.md: per-op overhead ~6 µs, so much
 #: smaller chunks lose more to dispatch than they gain in cache reuse).
 CPU_BLOCK_NUMEL = 1 << 20
+#: CPU tensors at least this large get per-piece ``out=`` ops; smaller ones share foreach ops.
+CPU_PER_PIECE_MIN = 1 << 18
 
 
 @dataclass(frozen=True)
@@ -77,7 +79,8 @@ class Lamb(torch.optim.Optimizer):
         self.impl = impl
         super().__init__(params, defaults)
         self._update_buffers: dict[Tensor, Tensor] = {}
-        self._block_tmp: dict[tuple, Tensor] = {}
+        self._plan: list[stages.Block] = []
+        self._plan_key: tuple = ()
         self.stats: LambStats | None = None
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
@@ -95,7 +98,8 @@ class Lamb(torch.optim.Optimizer):
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
         self.__dict__.setdefault("_update_buffers", {})
-        self.__dict__.setdefault("_block_tmp", {})
+        self.__dict__.setdefault("_plan", [])
+        self.__dict__.setdefault("_plan_key", ())
         self.__dict__.setdefault("stats", None)
         self.__dict__.setdefault("impl", "fast")
 
@@ -190,7 +194,9 @@ class Lamb(torch.optim.Optimizer):
     def _gather(self) -> _Work:
         w = _Work()
         for gi, group in enumerate(self.param_groups):
-            names = group.get("param_names") or [f"group{gi}.{j}" for j in range(len(group["params"]))]
+            names = group.get("param_names") or [
+                f"group{gi}.{j}" for j in range(len(group["params"]))
+            ]
             for p, name in zip(group["params"], names, strict=True):
                 if p.grad is None:
                     continue
@@ -211,62 +217,76 @@ class Lamb(torch.optim.Optimizer):
         return w
 
     def _blocks(self, work: _Work) -> list[stages.Block]:
-        """Split the step's tensors into fast-path blocks (cache-sized chunks on CPU)."""
+        """The step's tensors as fast-path blocks; views are cached, gradients are re-sliced.
+
+        On CPU, tensors of at least ``CPU_PER_PIECE_MIN`` elements are cut into chunks of up to
+        ``CPU_BLOCK_NUMEL`` (one chunk per block, processed with ``out=`` ops), and smaller ones
+        are packed together into blocks of up to ``CPU_BLOCK_NUMEL`` elements (processed by
+        foreach ops: one dispatch for many tensors). Elsewhere a block is a whole group.
+        """
+        key = tuple(
+            (id(p), gi, *(id(t) for t in self.state[p].values() if isinstance(t, Tensor)))
+            for p, gi in zip(work.params, work.group_of, strict=True)
+        )
+        if self._plan_key != key:
+            self._plan = self._plan_blocks(work)
+            self._plan_key = key
+        flat = [g.view(-1) if g.is_contiguous() else g.reshape(-1) for g in work.grads]
+        for b in self._plan:
+            b.g = [flat[i][lo:hi] for i, (lo, hi) in zip(b.tensor, b.spans, strict=True)]
+        return self._plan
+
+    def _plan_blocks(self, work: _Work) -> list[stages.Block]:
         blocks: list[stages.Block] = []
-        open_blocks: dict[tuple, stages.Block] = {}
-        sizes: dict[tuple, int] = {}
+        packing: dict[tuple, stages.Block] = {}
         for i, (p, gi) in enumerate(zip(work.params, work.group_of, strict=True)):
-            cpu = p.device.type == "cpu"
-            limit = CPU_BLOCK_NUMEL if cpu else p.numel()
-            key = (gi, p.device, p.dtype)
-            u_buf = self._update_buffer(p)
+            if not p.is_contiguous():
+                raise RuntimeError(
+                    "Lamb's fast path needs contiguous parameters; use impl='reference'"
+                )
             state = self.state[p]
             flat = {
                 "w": p.view(-1),
-                "g": p.grad.view(-1) if p.grad.is_contiguous() else p.grad.reshape(-1),
-                "u": u_buf.view(-1),
-                "exp_avg": state["exp_avg"].view(-1) if "exp_avg" in state else None,
-                "exp_avg_sq": state["exp_avg_sq"].view(-1) if "exp_avg_sq" in state else None,
-                "buf": state["momentum_buffer"].view(-1) if "momentum_buffer" in state else None,
+                "u": self._update_buffer(p).view(-1),
+                **{
+                    name: state[name].view(-1)
+                    for name in ("exp_avg", "exp_avg_sq")
+                    if name in state
+                },
             }
+            if "momentum_buffer" in state:
+                flat["buf"] = state["momentum_buffer"].view(-1)
             n = p.numel()
-            for start in range(0, n, limit) if cpu else [0]:
-                stop = min(n, start + limit) if cpu else n
-                size = stop - start
-                b = open_blocks.get(key)
-                if b is None or (cpu and sizes[key] + size > CPU_BLOCK_NUMEL):
-                    b = open_blocks[key] = stages.Block(gi, [], [], [], [], [])
-                    sizes[key] = 0
+            cpu = p.device.type == "cpu"
+            if cpu and n >= CPU_PER_PIECE_MIN:
+                spans = [(lo, min(n, lo + CPU_BLOCK_NUMEL)) for lo in range(0, n, CPU_BLOCK_NUMEL)]
+                targets = [stages.Block(gi, per_piece=True) for _ in spans]
+                blocks.extend(targets)
+            else:
+                group_key = (gi, p.device, p.dtype)
+                b = packing.get(group_key)
+                if b is None or (cpu and b.numel + n > CPU_BLOCK_NUMEL):
+                    b = packing[group_key] = stages.Block(gi, per_piece=False)
                     blocks.append(b)
+                spans, targets = [(0, n)], [b]
+            for (lo, hi), b in zip(spans, targets, strict=True):
                 b.tensor.append(i)
-                for name in ("w", "g", "u", "exp_avg", "exp_avg_sq", "buf"):
-                    if flat[name] is not None:
-                        getattr(b, name).append(flat[name][start:stop])
-                sizes[key] += size
+                b.spans.append((lo, hi))
+                b.numel += hi - lo
+                for name, t in flat.items():
+                    getattr(b, name).append(t[lo:hi])
         for b in blocks:
-            self._attach_tmp(b)
             b.index = torch.tensor(b.tensor, device=b.w[0].device)
         return blocks
-
-    def _attach_tmp(self, b: stages.Block) -> None:
-        w0 = b.w[0]
-        total = sum(t.numel() for t in b.w)
-        key = (w0.device, w0.dtype)
-        tmp = self._block_tmp.get(key)
-        if tmp is None or tmp.numel() < total:
-            tmp = self._block_tmp[key] = torch.empty(total, dtype=w0.dtype, device=w0.device)
-        views, start = [], 0
-        for t in b.w:
-            views.append(tmp[start : start + t.numel()])
-            start += t.numel()
-        b.tmp = views
 
     def _update_buffer(self, p: Tensor) -> Tensor:
         # Persistent, so the large update temporaries are not page-faulted in every step; not
         # optimizer state (it holds nothing between steps) and never saved.
         buf = self._update_buffers.get(p)
         if buf is None or buf.shape != p.shape or buf.dtype != p.dtype:
-            buf = self._update_buffers[p] = torch.empty_like(p, memory_format=torch.contiguous_format)
+            buf = self._update_buffers[p] = torch.empty_like(
+                p, memory_format=torch.contiguous_format
+            )
         return buf
 
 

@@ -158,7 +158,9 @@ _PRESETS = (
 PRESETS: Mapping[str, Preset] = MappingProxyType({p.name: p for p in _PRESETS})
 
 
-def create(name: str, params: Iterable[Any], *, lr: float, impl: str = "fast", **overrides: Any) -> Lamb:
+def create(
+    name: str, params: Iterable[Any], *, lr: float, impl: str = "fast", **overrides: Any
+) -> Lamb:
     """Build the optimizer of preset ``name`` with ``lr`` and knob ``overrides``.
 
     Raises:
@@ -169,7 +171,9 @@ def create(name: str, params: Iterable[Any], *, lr: float, impl: str = "fast", *
     unknown = sorted(set(overrides) - (set(K.KNOB_NAMES) - {"lr"}))
     if unknown:
         valid = sorted(set(K.KNOB_NAMES) - {"lr"})
-        raise ValueError(f"unknown override(s) {unknown} for preset {name!r}; valid keys are {valid}")
+        raise ValueError(
+            f"unknown override(s) {unknown} for preset {name!r}; valid keys are {valid}"
+        )
     if isinstance(lr, bool) or not isinstance(lr, int | float) or not math.isfinite(lr):
         raise ValueError(f"lr={lr!r} is not allowed; expected a finite number")
     knobs = {**PRESETS[name].resolved(), **overrides}

@@ -1,0 +1,18 @@
+"""Shared fixtures. Helpers live in ``tests/helpers.py`` (importable: pytest puts tests/ on the
+path because it has no ``__init__.py``)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from helpers import load_timm_optim
+
+# Small models: one thread is as fast and keeps results independent of the machine's cores.
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="session")
+def timm_optim():
+    """timm's ``Lamb`` and ``Lars`` classes, imported without timm's package ``__init__``."""
+    return load_timm_optim()
