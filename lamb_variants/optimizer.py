@@ -81,7 +81,11 @@ class Lamb(torch.optim.Optimizer):
         self._update_buffers: dict[Tensor, Tensor] = {}
         self._plan: list[stages.Block] = []
         self._plan_key: tuple = ()
+        self._plan_refs: list = []
+        self._ratio_key: tuple = ()
+        self._ratio_cache: tuple = ()
         self.stats: LambStats | None = None
+        self._accelerator_path = False
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         given = {k: v for k, v in param_group.items() if k not in ("params", "param_names")}
@@ -100,8 +104,10 @@ class Lamb(torch.optim.Optimizer):
         self.__dict__.setdefault("_update_buffers", {})
         self.__dict__.setdefault("_plan", [])
         self.__dict__.setdefault("_plan_key", ())
+        self.__dict__.setdefault("_ratio_key", ())
         self.__dict__.setdefault("stats", None)
         self.__dict__.setdefault("impl", "fast")
+        self.__dict__.setdefault("_accelerator_path", False)
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         super().load_state_dict(state_dict)
@@ -124,7 +130,7 @@ class Lamb(torch.optim.Optimizer):
         scalars = []
         for group in self.param_groups:
             group["step"] += 1
-            pre = stages.prenorm_factor(group, grad_norm)
+            pre = stages.prenorm_factor(group, grad_norm, host=self._host(grad_norm))
             scalars.append(stages.group_scalars(group, group["step"], pre))
         if self.impl == "reference":
             self._step_reference(work, scalars, grad_norm)
@@ -138,7 +144,8 @@ class Lamb(torch.optim.Optimizer):
             u, n = stages.ref_direction(p, g, self.state[p], scalars[gi])  # stages 1-4
             updates.append(u)
             norms.append(n)
-        ratios = self._ratios(work, norms, grad_norm)  # stage 5
+        squares = tuple(torch.stack([getattr(n, f) for n in norms]) for f in ("w", "u", "d"))
+        ratios = self._ratios(work, squares, grad_norm)  # stage 5
         for i, (p, u, gi) in enumerate(zip(work.params, updates, work.group_of, strict=True)):
             stages.ref_apply(p, u, ratios[i], self.state[p], scalars[gi])  # stage 6
 
@@ -156,28 +163,32 @@ class Lamb(torch.optim.Optimizer):
             index = b.index
             for acc, piece in zip(sq, stages.fast_direction(b, scalars[b.group]), strict=True):
                 acc.index_add_(0, index, piece.to(device, dtype))
-        norms = [stages.Norms(*row) for row in zip(*sq, strict=True)]
-        ratios = self._ratios(work, norms, grad_norm)  # stage 5
-        per_tensor = ratios.tolist() if ratios.device.type == "cpu" else list(ratios.unbind())
+        ratios = self._ratios(work, tuple(sq), grad_norm)  # stage 5
+        host = self._host(ratios)
+        per_tensor = ratios.tolist() if host else ratios
         for b in blocks:  # stage 6
-            scale = [per_tensor[i] for i in b.tensor]
-            stages.fast_apply(b, scale, scalars[b.group], [fresh[i] for i in b.tensor])
+            ratio = [per_tensor[i] for i in b.tensor] if host else ratios[b.index]
+            stages.fast_apply(b, ratio, scalars[b.group], [fresh[i] for i in b.tensor])
 
-    def _ratios(self, work: _Work, norms: list[stages.Norms], grad_norm: Tensor) -> Tensor:
-        """Stage 5 on per-layer norms; stores :class:`LambStats`."""
+    def _ratios(
+        self, work: _Work, squares: tuple[Tensor, Tensor, Tensor], grad_norm: Tensor
+    ) -> Tensor:
+        """Stage 5 from per-tensor squared norms (w, u, d); stores :class:`LambStats`."""
         device, dtype = work.params[0].device, work.norm_dtype
-        layer_of = torch.tensor(work.layer_of, device=device)
+        groups = tuple(_ratio_knobs(g) for g in self.param_groups)
+        key = (tuple(work.group_of), tuple(work.layer_of), groups, device, dtype)
+        if self._ratio_key != key:  # built once: no host-to-device copies in a steady step
+            layer_of = torch.tensor(work.layer_of, device=device)
+            self._ratio_cache = (layer_of, stages.ratio_inputs(work.knobs, device, dtype))
+            self._ratio_key = key
+        layer_of, x = self._ratio_cache
         n_layers = len(work.layer_names)
 
-        def per_layer(squares: list[Tensor]) -> Tensor:
-            t = torch.stack([s.to(device, dtype) for s in squares])
-            total = torch.zeros(n_layers, dtype=dtype, device=device).index_add_(0, layer_of, t)
-            return total.sqrt()[layer_of]
+        def per_layer(sq: Tensor) -> Tensor:
+            total = torch.zeros(n_layers, dtype=dtype, device=device)
+            return total.index_add_(0, layer_of, sq.to(device, dtype)).sqrt()[layer_of]
 
-        w = per_layer([n.w for n in norms])
-        u = per_layer([n.u for n in norms])
-        d = per_layer([n.d for n in norms])
-        x = stages.ratio_inputs(work.knobs, device, dtype)
+        w, u, d = (per_layer(sq) for sq in squares)
         ratios = stages.trust_ratios(w, u, d, x)
         self.stats = LambStats(
             grad_norm=grad_norm,
@@ -224,13 +235,16 @@ class Lamb(torch.optim.Optimizer):
         are packed together into blocks of up to ``CPU_BLOCK_NUMEL`` elements (processed by
         foreach ops: one dispatch for many tensors). Elsewhere a block is a whole group.
         """
-        key = tuple(
-            (id(p), gi, *(id(t) for t in self.state[p].values() if isinstance(t, Tensor)))
+        refs = [
+            (p, gi, *(t for t in self.state[p].values() if isinstance(t, Tensor)))
             for p, gi in zip(work.params, work.group_of, strict=True)
-        )
+        ]
+        key = tuple(tuple(id(x) for x in r) for r in refs)
         if self._plan_key != key:
             self._plan = self._plan_blocks(work)
-            self._plan_key = key
+            # The plan keeps these objects alive, so their ids cannot be reused by new tensors
+            # (e.g. after load_state_dict) while the key still matches.
+            self._plan_key, self._plan_refs = key, refs
         flat = [g.view(-1) if g.is_contiguous() else g.reshape(-1) for g in work.grads]
         for b in self._plan:
             b.g = [flat[i][lo:hi] for i, (lo, hi) in zip(b.tensor, b.spans, strict=True)]
@@ -257,7 +271,7 @@ class Lamb(torch.optim.Optimizer):
             if "momentum_buffer" in state:
                 flat["buf"] = state["momentum_buffer"].view(-1)
             n = p.numel()
-            cpu = p.device.type == "cpu"
+            cpu = self._host(p)
             if cpu and n >= CPU_PER_PIECE_MIN:
                 spans = [(lo, min(n, lo + CPU_BLOCK_NUMEL)) for lo in range(0, n, CPU_BLOCK_NUMEL)]
                 targets = [stages.Block(gi, per_piece=True) for _ in spans]
@@ -279,6 +293,14 @@ class Lamb(torch.optim.Optimizer):
             b.index = torch.tensor(b.tensor, device=b.w[0].device)
         return blocks
 
+    def _host(self, t: Tensor) -> bool:
+        """True where scalars may be read on the host for free and blocks are cache-sized (CPU).
+
+        ``_accelerator_path = True`` runs the accelerator code path (device scalars, whole-group
+        blocks, foreach everywhere) on CPU tensors, so CPU-only tests can prove it equal too.
+        """
+        return t.device.type == "cpu" and not self._accelerator_path
+
     def _update_buffer(self, p: Tensor) -> Tensor:
         # Persistent, so the large update temporaries are not page-faulted in every step; not
         # optimizer state (it holds nothing between steps) and never saved.
@@ -288,6 +310,23 @@ class Lamb(torch.optim.Optimizer):
                 p, memory_format=torch.contiguous_format
             )
         return buf
+
+
+_RATIO_KNOBS = (
+    "weight_decay",
+    "adapt",
+    "phi",
+    "phi_min",
+    "phi_max",
+    "trust_clip",
+    "trust_coeff",
+    "trust_eps",
+    "ratio_denominator",
+)
+
+
+def _ratio_knobs(group: dict[str, Any]) -> tuple:
+    return tuple(group[k] for k in _RATIO_KNOBS)
 
 
 class _Work:

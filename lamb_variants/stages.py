@@ -76,7 +76,7 @@ def global_grad_norm(grads: list[Tensor]) -> Tensor:
     return torch.cat(parts).sum().sqrt()
 
 
-def prenorm_factor(knobs: dict[str, Any], grad_norm: Tensor) -> Scalar:
+def prenorm_factor(knobs: dict[str, Any], grad_norm: Tensor, host: bool) -> Scalar:
     """The gradient multiplier of stage 1 (pre-normalization).
 
     - ``"none"``: 1.
@@ -94,7 +94,7 @@ def prenorm_factor(knobs: dict[str, Any], grad_norm: Tensor) -> Scalar:
         factor = torch.where(g > 0, 1.0 / g, torch.ones_like(g))
     # A CPU scalar is free to read, and Python floats let the fast path fold it into other
     # scalars; on an accelerator it stays a device tensor so the step never waits on the host.
-    return factor.item() if factor.device.type == "cpu" else factor
+    return factor.item() if host else factor
 
 
 def group_scalars(knobs: dict[str, Any], step: int, pre: Scalar) -> GroupScalars:
@@ -359,11 +359,15 @@ def _div_into(b: Block, dst: list[Tensor], num: list[Tensor], den: list[Tensor])
         torch._foreach_copy_(dst, torch._foreach_div(num, den))
 
 
-def fast_apply(b: Block, scale: list[Scalar], s: GroupScalars, fresh: list[bool]) -> None:
-    """Stage 6 on a block; ``scale`` is each piece's trust ratio, ``fresh`` marks new buffers."""
+def fast_apply(b: Block, ratio: list[float] | Tensor, s: GroupScalars, fresh: list[bool]) -> None:
+    """Stage 6 on a block.
+
+    ``ratio`` holds each piece's trust ratio: host floats, or a device vector (no host sync);
+    ``fresh`` marks momentum buffers that start this step.
+    """
     k = s.knobs
     if k["moments"] == "adam":
-        factor = _times(scale, -s.step_size * direction_scale(s))
+        factor = _times(ratio, -s.step_size * direction_scale(s))
         if b.per_piece:  # one pass per piece instead of two
             for w, u, f in zip(b.w, b.u, factor, strict=True):
                 w.add_(u, alpha=f)
@@ -371,7 +375,7 @@ def fast_apply(b: Block, scale: list[Scalar], s: GroupScalars, fresh: list[bool]
             torch._foreach_mul_(b.u, factor)
             torch._foreach_add_(b.w, b.u)
         return
-    torch._foreach_mul_(b.u, scale)
+    torch._foreach_mul_(b.u, _times(ratio, 1.0))
     mu, damp = k["momentum"], k["dampening"]
     for u, buf, new in zip(b.u, b.buf, fresh, strict=True):
         if new:
@@ -385,8 +389,8 @@ def fast_apply(b: Block, scale: list[Scalar], s: GroupScalars, fresh: list[bool]
         torch._foreach_add_(b.w, b.buf, alpha=-s.lr)
 
 
-def _times(scale: list[Scalar], c: float) -> list[Scalar]:
-    return [x * c for x in scale]
+def _times(ratio: list[float] | Tensor, c: float) -> list[Scalar]:
+    return [x * c for x in ratio] if isinstance(ratio, list) else list((ratio * c).unbind())
 
 
 def squares(xs: list[Tensor], per_piece: bool) -> Tensor:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from helpers import load_timm_optim
 
 # Small models: one thread is as fast and keeps results independent of the machine's cores.

@@ -74,9 +74,7 @@ def named_groups(model: nn.Module, weight_decay: float = 0.01) -> list[dict]:
 
 def plain_groups(model: nn.Module, weight_decay: float = 0.01) -> list[dict]:
     """The same two groups with plain tensors, for upstream optimizers."""
-    return [
-        {**g, "params": [p for _, p in g["params"]]} for g in named_groups(model, weight_decay)
-    ]
+    return [{**g, "params": [p for _, p in g["params"]]} for g in named_groups(model, weight_decay)]
 
 
 def batches(

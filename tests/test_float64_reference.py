@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 
 import pytest
 import torch
+from helpers import make_model, named_groups, rel_diff, stats_rows, train
 
 import lamb_variants
-from helpers import make_model, named_groups, rel_diff, stats_rows, train
 
 STEPS = 50
 TOL = 1e-10
@@ -257,9 +257,19 @@ TF2_EXCLUDE = {"exclude_from_weight_decay": list(NO_DECAY_RE)}
 ROWS = [
     Row("apex-defaults", ref(ApexFusedLamb), "apex"),
     Row("apex-nvlamb", ref(ApexFusedLamb, use_nvlamb=True), "nvlamb"),
-    Row("apex-nvlamb-l2", ref(ApexFusedLamb, use_nvlamb=True, adam_w_mode=False), "nvlamb", {"decay": "l2"}),
+    Row(
+        "apex-nvlamb-l2",
+        ref(ApexFusedLamb, use_nvlamb=True, adam_w_mode=False),
+        "nvlamb",
+        {"decay": "l2"},
+    ),
     Row("apex-l2", ref(ApexFusedLamb, adam_w_mode=False), "apex", {"decay": "l2"}),
-    Row("apex-nvlamb-clip0.5", ref(ApexFusedLamb, use_nvlamb=True, max_grad_norm=0.5), "nvlamb", {"max_grad_norm": 0.5}),
+    Row(
+        "apex-nvlamb-clip0.5",
+        ref(ApexFusedLamb, use_nvlamb=True, max_grad_norm=0.5),
+        "nvlamb",
+        {"max_grad_norm": 0.5},
+    ),
     Row(
         "apex-nvlamb-no_bc-no_averaging",
         ref(ApexFusedLamb, use_nvlamb=True, bias_correction=False, grad_averaging=False),
@@ -294,7 +304,12 @@ ROWS = [
         "tfa",
     ),
     # tfa's default: layer adaptation excluded wherever weight decay is.
-    Row("tfa-exclusions", ref(TfaLamb, weight_decay=0.01, **TF2_EXCLUDE), "tfa", {"adapt": "decayed"}),
+    Row(
+        "tfa-exclusions",
+        ref(TfaLamb, weight_decay=0.01, **TF2_EXCLUDE),
+        "tfa",
+        {"adapt": "decayed"},
+    ),
 ]
 
 
@@ -321,14 +336,22 @@ def test_preset_matches_float64_reference(row, impl):
     theirs, ours = run_pair(row, impl)
     assert torch.isfinite(theirs).all()
     assert rel_diff(theirs, ours) <= TOL
-    initial = torch.cat([p.detach().reshape(-1) for p in make_model(head_scale=row.head_scale).parameters()])
+    initial = torch.cat(
+        [p.detach().reshape(-1) for p in make_model(head_scale=row.head_scale).parameters()]
+    )
     assert rel_diff(theirs, initial) > 1e-3  # the run moved: the comparison has teeth
 
 
 @pytest.mark.parametrize("eps_inside_sqrt", [False, True])
 def test_deepspeed_min_coeff_bites(eps_inside_sqrt):
     """In the min_coeff rows the head's coefficient sits at 0.01 at every step."""
-    row = next(r for r in ROWS if r.id.startswith("deepspeed") and r.head_scale != 1.0 and r.overrides.get("eps_inside_sqrt", False) == eps_inside_sqrt)
+    row = next(
+        r
+        for r in ROWS
+        if r.id.startswith("deepspeed")
+        and r.head_scale != 1.0
+        and r.overrides.get("eps_inside_sqrt", False) == eps_inside_sqrt
+    )
     rows: list[dict] = []
     run_pair(row, "fast", callback=stats_rows(rows))
     head = rows[0]["names"].index("head.weight")
@@ -341,10 +364,27 @@ def test_deepspeed_min_coeff_bites(eps_inside_sqrt):
 MISMATCHES = [
     Row("apex-defaults-vs-nvlamb", ref(ApexFusedLamb), "nvlamb"),
     Row("apex-l2-vs-in_ratio", ref(ApexFusedLamb, use_nvlamb=True, adam_w_mode=False), "nvlamb"),
-    Row("deepspeed-eps_inside-vs-outside", ref(DeepSpeedFusedLamb, eps_inside_sqrt=True), "deepspeed", head_scale=1e-3),
-    Row("deepspeed-vs-no_min_coeff", ref(DeepSpeedFusedLamb), "deepspeed", {"trust_clip": None}, head_scale=1e-3),
+    Row(
+        "deepspeed-eps_inside-vs-outside",
+        ref(DeepSpeedFusedLamb, eps_inside_sqrt=True),
+        "deepspeed",
+        head_scale=1e-3,
+    ),
+    Row(
+        "deepspeed-vs-no_min_coeff",
+        ref(DeepSpeedFusedLamb),
+        "deepspeed",
+        {"trust_clip": None},
+        head_scale=1e-3,
+    ),
     Row("tfa-exclusions-vs-nvidia_tf2", ref(TfaLamb, weight_decay=0.01, **TF2_EXCLUDE), "tfa"),
-    Row("bert_adam-vs-bias_correction", ref(BertAdamWeightDecay), "bert_adam", {"bias_correction": True}, lr=1e-3),
+    Row(
+        "bert_adam-vs-bias_correction",
+        ref(BertAdamWeightDecay),
+        "bert_adam",
+        {"bias_correction": True},
+        lr=1e-3,
+    ),
 ]
 
 

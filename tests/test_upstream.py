@@ -18,9 +18,9 @@ from typing import Any
 import pytest
 import torch
 import torch_optimizer
+from helpers import make_model, named_groups, plain_groups, rel_diff, stats_rows, train
 
 import lamb_variants
-from helpers import make_model, named_groups, plain_groups, rel_diff, stats_rows, train
 
 STEPS = 50
 TOL = {torch.float32: 1e-5, torch.float64: 1e-10}
@@ -80,14 +80,26 @@ ROWS = [
         "nvlamb",
         {"trust_clip": (0.0, 1.0)},
     ),
-    Row("timm-no_bias_correction", timm_lamb(bias_correction=False), "timm", {"bias_correction": False}),
-    Row("timm-no_grad_averaging", timm_lamb(grad_averaging=False), "timm", {"grad_averaging": False}),
+    Row(
+        "timm-no_bias_correction",
+        timm_lamb(bias_correction=False),
+        "timm",
+        {"bias_correction": False},
+    ),
+    Row(
+        "timm-no_grad_averaging", timm_lamb(grad_averaging=False), "timm", {"grad_averaging": False}
+    ),
     Row("timm-no_clip", timm_lamb(max_grad_norm=None), "timm", {"prenorm": "none"}),
     Row("timm-clip0.5", timm_lamb(max_grad_norm=0.5), "timm", {"max_grad_norm": 0.5}),
     # torch_optimizer.Lamb (§2.8): no clipping, φ = clamp(‖w‖, 0, clamp_value), ratio everywhere.
     Row("torch_optimizer-defaults", to_lamb(), "torch_optimizer", weight_decay=0.0),
     Row("torch_optimizer-wd", to_lamb(weight_decay=0.01), "torch_optimizer"),
-    Row("torch_optimizer-debias", to_lamb(debias=True), "torch_optimizer", {"bias_correction": "step_size"}),
+    Row(
+        "torch_optimizer-debias",
+        to_lamb(debias=True),
+        "torch_optimizer",
+        {"bias_correction": "step_size"},
+    ),
     Row("torch_optimizer-adam", to_lamb(adam=True), "torch_optimizer", {"adapt": "none"}),
     Row("torch_optimizer-clamp1", to_lamb(clamp_value=1.0), "torch_optimizer", {"phi_max": 1.0}),
     # cybertronai/pytorch-lamb (§2.9) through its torch-optimizer equivalent.
@@ -159,7 +171,14 @@ MISMATCHES = [
     Row("timm-clip0.5-vs-clip1", timm_lamb(max_grad_norm=0.5), "timm"),
     Row("torch_optimizer-clamp1-vs-clamp10", to_lamb(clamp_value=1.0), "torch_optimizer"),
     Row("torch_optimizer-debias-vs-not", to_lamb(debias=True), "torch_optimizer"),
-    Row("lars-nesterov-vs-not", timm_lars(momentum=0.9, nesterov=True, always_adapt=True), "lars", LARS, 1e-4, 1.0),
+    Row(
+        "lars-nesterov-vs-not",
+        timm_lars(momentum=0.9, nesterov=True, always_adapt=True),
+        "lars",
+        LARS,
+        1e-4,
+        1.0,
+    ),
 ]
 
 
@@ -202,7 +221,11 @@ def test_clipping_exercised_both_ways():
 
 @pytest.mark.parametrize(
     ("preset", "package", "version"),
-    [("timm", "timm", "1.0.31"), ("lars", "timm", "1.0.31"), ("torch_optimizer", "torch-optimizer", "0.3.0")],
+    [
+        ("timm", "timm", "1.0.31"),
+        ("lars", "timm", "1.0.31"),
+        ("torch_optimizer", "torch-optimizer", "0.3.0"),
+    ],
 )
 def test_reference_packages_are_the_versions_presets_name(preset, package, version):
     assert importlib.metadata.version(package) == version
