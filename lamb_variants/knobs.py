@@ -2,7 +2,7 @@
 
 Every knob lives in the optimizer's ``defaults`` and in each ``param_group`` (so it may differ per
 group) and round-trips through ``state_dict``. Validation is strict: a bad value raises
-``ValueError`` naming the knob and what is allowed; an unknown knob name is a ``TypeError``-free
+``ValueError`` naming the knob and what is allowed, and an unknown knob name raises
 ``ValueError`` listing the valid names.
 """
 
@@ -20,6 +20,19 @@ ADAPT = ("all", "decayed", "none")
 DECAY = ("in_ratio", "decoupled", "l2")
 MOMENTS = ("adam", "momentum")
 RATIO_DENOMINATOR = ("update", "split")
+
+#: Knobs whose value is one of a few names.
+CHOICES: dict[str, tuple] = {
+    "prenorm": PRENORM,
+    "bias_correction": BIAS_CORRECTION,
+    "phi": PHI,
+    "layer_split": LAYER_SPLIT,
+    "adapt": ADAPT,
+    "decay": DECAY,
+    "moments": MOMENTS,
+    "ratio_denominator": RATIO_DENOMINATOR,
+}
+FLAGS = ("grad_averaging", "eps_inside_sqrt", "nesterov")
 
 #: Knob defaults: NVLAMB as in apex FusedLAMB(use_nvlamb=True), the algorithm NVIDIA published.
 DEFAULTS: dict[str, Any] = {
@@ -111,23 +124,9 @@ def validate(knobs: Mapping[str, Any]) -> dict[str, Any]:
         elif name == "max_grad_norm":
             # M = 0 would divide every gradient by +inf (apex/timm silently zero them): reject it.
             out[name] = _number(name, value, 0.0, inf, lo_open=True)
-        elif name == "prenorm":
-            _choice(name, value, PRENORM)
-        elif name == "bias_correction":
-            _choice(name, value, BIAS_CORRECTION)
-        elif name == "phi":
-            _choice(name, value, PHI)
-        elif name == "layer_split":
-            _choice(name, value, LAYER_SPLIT)
-        elif name == "adapt":
-            _choice(name, value, ADAPT)
-        elif name == "decay":
-            _choice(name, value, DECAY)
-        elif name == "moments":
-            _choice(name, value, MOMENTS)
-        elif name == "ratio_denominator":
-            _choice(name, value, RATIO_DENOMINATOR)
-        elif name in ("grad_averaging", "eps_inside_sqrt", "nesterov"):
+        elif name in CHOICES:
+            _choice(name, value, CHOICES[name])
+        elif name in FLAGS:
             _flag(name, value)
         elif name == "trust_clip":
             out[name] = _trust_clip(value)

@@ -78,14 +78,18 @@ class Lamb(torch.optim.Optimizer):
         defaults = K.validate({**K.DEFAULTS, **knobs})
         self.impl = impl
         super().__init__(params, defaults)
+        self._reset_caches()
+        self.stats: LambStats | None = None
+        self._accelerator_path = False
+
+    def _reset_caches(self) -> None:
+        """Scratch and plans of the fast path: derived from params and state, never saved."""
         self._update_buffers: dict[Tensor, Tensor] = {}
         self._plan: list[stages.Block] = []
         self._plan_key: tuple = ()
         self._plan_refs: list = []
         self._ratio_key: tuple = ()
         self._ratio_cache: tuple = ()
-        self.stats: LambStats | None = None
-        self._accelerator_path = False
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         given = {k: v for k, v in param_group.items() if k not in ("params", "param_names")}
@@ -100,20 +104,30 @@ class Lamb(torch.optim.Optimizer):
             )
 
     def __setstate__(self, state: dict[str, Any]) -> None:
+        impl = state.pop("impl", "fast")
         super().__setstate__(state)
-        self.__dict__.setdefault("_update_buffers", {})
-        self.__dict__.setdefault("_plan", [])
-        self.__dict__.setdefault("_plan_key", ())
-        self.__dict__.setdefault("_ratio_key", ())
-        self.__dict__.setdefault("stats", None)
-        self.__dict__.setdefault("impl", "fast")
-        self.__dict__.setdefault("_accelerator_path", False)
+        self.impl = impl
+        self.stats = None
+        self._accelerator_path = False
+        self._reset_caches()
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**super().__getstate__(), "impl": self.impl}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         super().load_state_dict(state_dict)
         for group in self.param_groups:
             given = {k: v for k, v in group.items() if k in K.KNOB_NAMES}
             group.update(K.validate(given))
+
+    def restart_steps(self) -> None:
+        """Restart every group's step count, keeping the moments (NVIDIA's phase-2 start).
+
+        The next step then uses bias corrections of t = 1: m̂ = m/(1-β1), v̂ = v/(1-β2) on moments
+        carried over from phase 1 (DeepLearningExamples run_pretraining.py, ``--phase2``).
+        """
+        for group in self.param_groups:
+            group["step"] = 0
 
     # ------------------------------------------------------------------------------------------
 
