@@ -104,11 +104,13 @@ class Lamb(torch.optim.Optimizer):
             )
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        impl = state.pop("impl", "fast")
+        # load_state_dict() also lands here (with state and param_groups only): keep what the
+        # instance already has; unpickling gets the saved impl.
+        impl = state.pop("impl", getattr(self, "impl", "fast"))
         super().__setstate__(state)
         self.impl = impl
-        self.stats = None
-        self._accelerator_path = False
+        self.stats = getattr(self, "stats", None)
+        self._accelerator_path = getattr(self, "_accelerator_path", False)
         self._reset_caches()
 
     def __getstate__(self) -> dict[str, Any]:

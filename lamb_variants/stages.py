@@ -180,7 +180,9 @@ def ref_apply(w: Tensor, u: Tensor, ratio: Scalar, state: dict, s: GroupScalars)
 
 
 def _sq(t: Tensor) -> Tensor:
-    n = torch.linalg.vector_norm(t)
+    # Half precision would overflow the square of any norm above 256: square in float32.
+    low = t.dtype in (torch.float16, torch.bfloat16)
+    n = torch.linalg.vector_norm(t, dtype=torch.float32 if low else None)
     return n * n
 
 
