@@ -55,6 +55,8 @@ SHAPES = {
 
 def load_timm_optim() -> types.ModuleType:
     """timm.optim.lamb without running timm/__init__.py (which imports torchvision)."""
+    if "timm.optim.lamb" in sys.modules:
+        return sys.modules["timm.optim.lamb"]
     spec = importlib.util.find_spec("timm")
     root = Path(spec.submodule_search_locations[0])
     for name, path in (("timm", root), ("timm.optim", root / "optim")):
