@@ -26,7 +26,7 @@ setup: $(STAMP) ## create .venv and install torch (CPU), the package and test/de
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP) install $(TORCH_PIP_FLAGS) '$(TORCH_PIN)'
-	$(PIP) install -e '.[test,dev]'
+	$(PIP) install -e '.[harness,test,dev]'
 	$(PIP) install --no-deps '$(TIMM_PIN)'
 	touch $@
 

@@ -1,0 +1,274 @@
+"""Run configuration: frozen dataclasses, built strictly from plain dicts (YAML, CLI, sweep).
+
+``RunConfig.from_dict`` rejects unknown keys and wrong types with a one-line ``ConfigError``
+naming the key path (``phases[1].seq_len``) and what was expected. Nothing else in the harness
+reads raw dicts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import lamb_variants
+
+
+class ConfigError(ValueError):
+    """A bad configuration value; the message is one line naming the key path."""
+
+
+def _check(ok: bool, key: str, expected: str, got: Any) -> None:
+    if not ok:
+        raise ConfigError(f"{key}: expected {expected}, got {got!r}")
+
+
+
+MODEL_SIZES: dict[str, dict[str, int]] = {
+    # CPU-friendly sizes first; base and large are BERT's (NVIDIA's large: 24 x 1024, 16 heads).
+    "tiny": {"hidden": 128, "layers": 2, "heads": 2, "intermediate": 512},
+    "mini": {"hidden": 256, "layers": 4, "heads": 4, "intermediate": 1024},
+    "small": {"hidden": 512, "layers": 4, "heads": 8, "intermediate": 2048},
+    "medium": {"hidden": 512, "layers": 8, "heads": 8, "intermediate": 2048},
+    "base": {"hidden": 768, "layers": 12, "heads": 12, "intermediate": 3072},
+    "large": {"hidden": 1024, "layers": 24, "heads": 16, "intermediate": 4096},
+}
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """BERT for pretraining, built from ``transformers`` modules (no weights downloaded)."""
+
+    size: str = "tiny"
+    dropout: float = 0.1
+    initializer_range: float = 0.02
+    max_position_embeddings: int = 512
+
+    def __post_init__(self) -> None:
+        _check(self.size in MODEL_SIZES, "model.size", f"one of {sorted(MODEL_SIZES)}", self.size)
+        _check(0.0 <= self.dropout < 1.0, "model.dropout", "a number in [0, 1)", self.dropout)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where examples come from.
+
+    ``source``: ``"embedded"`` (the default English corpus), a text file or folder of ``.txt``
+    files (documents separated by blank lines), or a folder of NVIDIA pretraining ``.hdf5``
+    shards (``format="hdf5"``). ``vocab_file``: a BERT ``vocab.txt``; otherwise a WordPiece
+    vocabulary of ``vocab_size`` is trained on the corpus (cached by content hash).
+    """
+
+    source: str = "embedded"
+    format: Literal["text", "hdf5"] = "text"
+    vocab_file: str | None = None
+    vocab_size: int = 4096
+    lower_case: bool = True
+    masked_lm_prob: float = 0.15
+    short_seq_prob: float = 0.1
+    dupe_factor: int = 1
+    val_fraction: float = 0.02
+    seed: int = 12345
+    cache_dir: str = ".cache/ablations"
+    num_workers: int = 0
+
+    def __post_init__(self) -> None:
+        _check(self.vocab_size >= 128, "data.vocab_size", "an integer >= 128", self.vocab_size)
+        _check(0 < self.masked_lm_prob < 1, "data.masked_lm_prob", "in (0, 1)", self.masked_lm_prob)
+        _check(0 <= self.val_fraction < 1, "data.val_fraction", "in [0, 1)", self.val_fraction)
+        _check(self.dupe_factor >= 1, "data.dupe_factor", "an integer >= 1", self.dupe_factor)
+
+
+@dataclass(frozen=True)
+class PhaseConfig:
+    """One pretraining phase (NVIDIA: phase 1 at 128/20, phase 2 at 512/80).
+
+    ``global_batch`` = ``micro_batch`` x accumulation x devices, per optimizer step. The LR
+    schedule is linear warmup over ``warmup`` (a fraction of ``steps``) then polynomial decay
+    of degree ``decay_power``; ``schedule="start"`` is NVIDIA's PolyWarmUpScheduler.
+    """
+
+    steps: int = 100
+    global_batch: int = 32
+    micro_batch: int = 32
+    seq_len: int = 64
+    max_predictions: int = 10
+    lr: float = 6e-3
+    warmup: float = 0.2843
+    decay_power: float = 0.5
+    schedule: Literal["start", "warmup"] = "start"
+
+    def __post_init__(self) -> None:
+        _check(self.steps >= 1, "steps", "an integer >= 1", self.steps)
+        _check(self.micro_batch >= 1, "micro_batch", "an integer >= 1", self.micro_batch)
+        _check(
+            self.global_batch % self.micro_batch == 0,
+            "global_batch",
+            f"a multiple of micro_batch={self.micro_batch}",
+            self.global_batch,
+        )
+        _check(self.seq_len >= 8, "seq_len", "an integer >= 8", self.seq_len)
+        _check(
+            1 <= self.max_predictions <= self.seq_len,
+            "max_predictions",
+            "an integer in [1, seq_len]",
+            self.max_predictions,
+        )
+        _check(self.lr > 0, "lr", "a number > 0", self.lr)
+        _check(0 <= self.warmup < 1, "warmup", "a fraction of steps in [0, 1)", self.warmup)
+        _check(self.decay_power >= 0, "decay_power", "a number >= 0", self.decay_power)
+
+    def accumulation(self, devices: int) -> int:
+        """Micro-batches per optimizer step on each device."""
+        per_step = self.micro_batch * devices
+        if self.global_batch % per_step:
+            raise ConfigError(
+                f"global_batch={self.global_batch} is not a multiple of "
+                f"micro_batch x devices = {per_step}"
+            )
+        return self.global_batch // per_step
+
+
+@dataclass(frozen=True)
+class OptimizerConfig:
+    """A ``lamb_variants`` preset plus knob overrides (the lr comes from each phase)."""
+
+    preset: str = "nvlamb"
+    overrides: Mapping[str, Any] = field(default_factory=dict)
+    weight_decay: float = 0.01
+    #: "carry": NVIDIA's phase 2 (moments kept, step count and schedule restarted);
+    #: "fresh": a new optimizer for phase 2.
+    phase2: Literal["carry", "fresh"] = "carry"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "overrides", types.MappingProxyType(dict(self.overrides)))
+        _check(
+            self.preset in lamb_variants.PRESETS,
+            "optimizer.preset",
+            f"one of {sorted(lamb_variants.PRESETS)}",
+            self.preset,
+        )
+        valid = set(lamb_variants.KNOB_NAMES) - {"lr", "weight_decay"}
+        for key in self.overrides:
+            _check(key in valid, f"optimizer.overrides.{key}", f"a knob in {sorted(valid)}", key)
+        try:
+            lamb_variants.knobs.validate(dict(self.overrides))
+        except ValueError as e:
+            raise ConfigError(f"optimizer.overrides: {e}") from None
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    """What is written to the run's curves."""
+
+    layer_every: int = 50  # per-layer trust ratios every N optimizer steps
+    val_every: int = 100  # validation loss every M optimizer steps (and at the end)
+    val_batches: int = 8
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything one training run needs; written to ``<run_dir>/config.yaml``."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    phases: tuple[PhaseConfig, ...] = (PhaseConfig(),)
+    precision: Literal["32", "bf16-mixed", "16-mixed"] = "32"
+    accelerator: Literal["cpu", "gpu", "auto"] = "cpu"
+    devices: int = 1
+    num_nodes: int = 1
+    seed: int = 0
+    #: Diverged: a non-finite loss, or a loss above this multiple of the first step's loss.
+    divergence_factor: float = 3.0
+    log: LogConfig = field(default_factory=LogConfig)
+
+    def __post_init__(self) -> None:
+        _check(1 <= len(self.phases) <= 2, "phases", "a list of 1 or 2 phases", len(self.phases))
+        _check(self.devices >= 1, "devices", "an integer >= 1", self.devices)
+        _check(self.divergence_factor > 1, "divergence_factor", "a number > 1", self.divergence_factor)
+        for i, phase in enumerate(self.phases):
+            try:
+                phase.accumulation(self.devices * self.num_nodes)
+            except ConfigError as e:
+                raise ConfigError(f"phases[{i}].{e}") from None
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> RunConfig:
+        """Build from plain data; unknown keys and wrong types raise :class:`ConfigError`."""
+        return _build(cls, raw, "")
+
+    def to_dict(self) -> dict[str, Any]:
+        return _plain(self)
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def _build(cls: type, raw: Any, path: str) -> Any:
+    where = path or "config"
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{where}: expected a mapping, got {type(raw).__name__}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - set(fields))
+    if unknown:
+        key = f"{path}.{unknown[0]}" if path else unknown[0]
+        raise ConfigError(f"{key}: unknown key; expected one of {sorted(fields)}")
+    kwargs = {}
+    for name, value in raw.items():
+        key = f"{path}.{name}" if path else name
+        kwargs[name] = _coerce(hints[name], value, key)
+    try:
+        return cls(**kwargs)
+    except ConfigError as e:
+        msg = str(e)
+        if path and not msg.startswith(path):
+            msg = f"{path}.{msg}"
+        raise ConfigError(msg) from None
+
+
+def _coerce(tp: Any, value: Any, key: str) -> Any:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, key)
+    if origin is tuple and args and args[-1] is Ellipsis:
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        return tuple(_coerce(args[0], v, f"{key}[{i}]") for i, v in enumerate(value))
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"{key}: expected one of {list(args)}, got {value!r}")
+        return value
+    if origin in (types.UnionType, typing.Union):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(inner[0], value, key)
+    if origin is not None and issubclass(origin, Mapping):
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        return dict(value)
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        return float(value)
+    if tp in (int, str, bool):
+        if not isinstance(value, tp) or (tp is int and isinstance(value, bool)):
+            raise ConfigError(f"{key}: expected {tp.__name__}, got {value!r}")
+        return value
+    return value
+
+
+def _plain(obj: Any) -> Any:
+    if dataclasses.is_dataclass(obj):
+        return {f.name: _plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, tuple | list):
+        return [_plain(v) for v in obj]
+    if isinstance(obj, Mapping):
+        return {k: _plain(v) for k, v in obj.items()}
+    return obj
