@@ -26,7 +26,6 @@ def _check(ok: bool, key: str, expected: str, got: Any) -> None:
         raise ConfigError(f"{key}: expected {expected}, got {got!r}")
 
 
-
 MODEL_SIZES: dict[str, dict[str, int]] = {
     # CPU-friendly sizes first; base and large are BERT's (NVIDIA's large: 24 x 1024, 16 heads).
     "tiny": {"hidden": 128, "layers": 2, "heads": 2, "intermediate": 512},
@@ -189,7 +188,8 @@ class RunConfig:
     def __post_init__(self) -> None:
         _check(1 <= len(self.phases) <= 2, "phases", "a list of 1 or 2 phases", len(self.phases))
         _check(self.devices >= 1, "devices", "an integer >= 1", self.devices)
-        _check(self.divergence_factor > 1, "divergence_factor", "a number > 1", self.divergence_factor)
+        factor = self.divergence_factor
+        _check(factor > 1, "divergence_factor", "a number > 1", factor)
         for i, phase in enumerate(self.phases):
             try:
                 phase.accumulation(self.devices * self.num_nodes)
