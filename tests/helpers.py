@@ -121,8 +121,10 @@ def train(
     ``callback(opt, t)`` runs after every step (e.g. to read ``opt.stats``).
     """
     dtype = next(model.parameters()).dtype
+    device = next(model.parameters()).device
     opt = make_opt(model)
     for t, (x, y, scale) in enumerate(batches(steps, dtype, seed, batch)):
+        x, y = x.to(device), y.to(device)
         opt.zero_grad(set_to_none=True)
         loss = (loss_scale * scale) * torch.nn.functional.mse_loss(model(x), y)
         loss.backward()
