@@ -166,6 +166,16 @@ class LogConfig:
     layer_every: int = 50  # per-layer trust ratios every N optimizer steps
     val_every: int = 100  # validation loss every M optimizer steps (and at the end)
     val_batches: int = 8
+    #: On accelerators, per-step metrics stay on the device and are read (one host sync) every
+    #: this many optimizer steps, before each checkpoint and at validation; on CPU every step.
+    flush_every: int = 50
+    progress_bar: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("layer_every", "val_every", "flush_every"):
+            value = getattr(self, name)
+            _check(value >= 1, f"log.{name}", "an integer >= 1", value)
+        _check(self.val_batches >= 0, "log.val_batches", "an integer >= 0", self.val_batches)
 
 
 @dataclass(frozen=True)
@@ -183,6 +193,8 @@ class RunConfig:
     seed: int = 0
     #: Diverged: a non-finite loss, or a loss above this multiple of the first step's loss.
     divergence_factor: float = 3.0
+    #: ``last.ckpt`` of the current phase every this many optimizer steps (resume point).
+    checkpoint_every: int = 100
     log: LogConfig = field(default_factory=LogConfig)
 
     def __post_init__(self) -> None:
@@ -190,11 +202,21 @@ class RunConfig:
         _check(self.devices >= 1, "devices", "an integer >= 1", self.devices)
         factor = self.divergence_factor
         _check(factor > 1, "divergence_factor", "a number > 1", factor)
+        every = self.checkpoint_every
+        _check(every >= 1, "checkpoint_every", "an integer >= 1", every)
+        _check(self.num_nodes >= 1, "num_nodes", "an integer >= 1", self.num_nodes)
         for i, phase in enumerate(self.phases):
             try:
                 phase.accumulation(self.devices * self.num_nodes)
             except ConfigError as e:
                 raise ConfigError(f"phases[{i}].{e}") from None
+            limit = self.model.max_position_embeddings
+            _check(
+                phase.seq_len <= limit,
+                f"phases[{i}].seq_len",
+                f"at most model.max_position_embeddings={limit}",
+                phase.seq_len,
+            )
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> RunConfig:

@@ -1,0 +1,330 @@
+"""Train one run: the place where a ``lamb_variants`` optimizer meets the BERT workload.
+
+:func:`train` runs the phases of a :class:`~ablations.config.RunConfig` one Lightning
+``Trainer.fit`` each, writes the run's files (:mod:`ablations.curves`), and resumes from the last
+checkpoint when called again with the same ``run_dir``::
+
+    <run_dir>/checkpoints/phase1/last.ckpt   every ``checkpoint_every`` steps (the resume point)
+    <run_dir>/checkpoints/phase1/end.ckpt    the phase is complete (last.ckpt is then removed)
+    <run_dir>/checkpoints/phase2/...
+
+Phase 2 starts from ``phase1/end.ckpt``: its weights, its optimizer moments
+(``optimizer.phase2="carry"``, NVIDIA's semantics; ``"fresh"``: a new optimizer), its counters and
+its RNG state, with the step count and LR schedule restarted at phase 2's lr. A checkpoint inside
+phase 2 resumes phase 2. A run whose ``status.json`` says ``complete`` or ``diverged`` is not run
+again; ``train`` returns that status.
+
+Data. The data module (``ablations.data.datamodule.BertDataModule(data, phase, seed)`` unless one
+is injected) provides examples; the training batches are cut by
+:class:`~ablations.sampling.StepBatchSampler` from ``train_dataloader().dataset`` (a map-style
+dataset of examples, collated by the loader's ``collate_fn`` into :mod:`ablations.batch` dicts),
+so the data order is a function of (seed, optimizer step, rank): restored exactly on resume and the
+same global batches on any number of devices. A data module may define ``epoch_order(epoch)`` (a
+permutation of its training examples, the same on every rank) to set the order within an epoch,
+e.g. shard by shard; the default is a seeded ``randperm``. Exact resumption also needs a data
+pipeline that does not draw from the global RNGs (the model's dropout does, and its RNG state is
+checkpointed).
+
+Distributed. ``devices * num_nodes > 1`` uses Lightning's ``"ddp"`` strategy (gloo on CPU, NCCL
+on GPU); under SLURM Lightning's ``SLURMEnvironment`` is detected as usual (``srun`` with
+``--ntasks-per-node = devices``). Every rank runs this function; only global rank 0 writes files.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+import yaml
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.utilities.model_helpers import is_overridden
+from torch.utils.data import DataLoader, IterableDataset
+
+from .config import DataConfig, PhaseConfig, RunConfig
+from .curves import read_json, write_config, write_meta, write_status
+from .module import PretrainingModule
+from .sampling import StepBatchSampler
+
+DataModuleFactory = Callable[[DataConfig, PhaseConfig, int], L.LightningDataModule]
+
+#: Lightning warnings that do not apply here (each says why in train()).
+_QUIET = (
+    # Our checkpoints are taken after the update on purpose: they are resume points.
+    r"Using ModelCheckpoint with manual optimization",
+    # The sampler restarts at the restored step: the data loader needs no state of its own.
+    r"You're resuming from a checkpoint that ended before the epoch ended",
+    # Lightning 2.6.6's own use of a torch.utils._pytree API that torch 2.13 deprecates.
+    r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+)
+
+
+class RunDirError(ValueError):
+    """``run_dir`` holds a run with a different config."""
+
+
+def train(
+    config: RunConfig,
+    run_dir: Path | str,
+    datamodule: L.LightningDataModule | DataModuleFactory | None = None,
+    *,
+    callbacks: Sequence[Callback] = (),
+) -> dict[str, Any]:
+    """Train (or resume, or return the result of) the run in ``run_dir``.
+
+    Args:
+        config: the run.
+        run_dir: the run's directory, created if needed; a second call resumes.
+        datamodule: the data: None for ``BertDataModule(config.data, phase, config.seed)``, a
+            factory with that signature, or one data module used for every phase.
+        callbacks: extra Lightning callbacks, given to every phase's ``Trainer``.
+
+    Returns:
+        The content of ``status.json``: ``status`` ("complete" or "diverged"), ``step``, for a
+        divergence its ``reason``, and the last ``metrics`` and ``val`` lines.
+
+    Raises:
+        RunDirError: ``run_dir`` holds a run with a different config (a ``ValueError``).
+        Exception: whatever stopped training; ``status.json`` then says ``failed`` (or
+            ``interrupted`` for a signal or Ctrl-C) with a one-line error.
+    """
+    run_dir = Path(run_dir)
+    saved = run_dir / "config.yaml"
+    if saved.exists() and yaml.safe_load(saved.read_text()) != config.to_dict():
+        raise RunDirError(f"{run_dir} holds a run with a different config.yaml; use a new run_dir")
+    status = read_json(run_dir / "status.json")
+    if status is not None and status["status"] in ("complete", "diverged"):
+        return status
+
+    L.seed_everything(config.seed, verbose=False)
+    with warnings.catch_warnings():
+        for message in _QUIET:
+            warnings.filterwarnings("ignore", message=message)
+        return _train(config, run_dir, datamodule, list(callbacks))
+
+
+def _train(
+    config: RunConfig,
+    run_dir: Path,
+    datamodule: L.LightningDataModule | DataModuleFactory | None,
+    callbacks: list[Callback],
+) -> dict[str, Any]:
+    rank0 = True
+    module: PretrainingModule | None = None
+    try:
+        for i, phase in enumerate(config.phases):
+            phase_dir = run_dir / "checkpoints" / f"phase{i + 1}"
+            trainer = _trainer(config, i, phase_dir, callbacks)
+            if i == 0:
+                rank0 = trainer.global_rank == 0
+                if rank0:
+                    run_dir.mkdir(parents=True, exist_ok=True)
+                    write_config(run_dir, config.to_dict())
+                    write_meta(run_dir, _device(config))
+                    write_status(run_dir, "running")
+            end = phase_dir / _PhaseEnd.NAME
+            if end.exists():
+                continue
+            resume = _resume_path(phase_dir)
+            init = None
+            if resume is None and i > 0:
+                previous = run_dir / "checkpoints" / f"phase{i}" / _PhaseEnd.NAME
+                init = torch.load(previous, map_location="cpu", weights_only=True)
+            module = PretrainingModule(config, i, run_dir=run_dir, init=init)
+            data = PhaseData(_datamodule(datamodule, config, phase), phase, config.seed)
+            trainer.fit(module, datamodule=data, ckpt_path=resume)
+            if module.outcome == "diverged":
+                result = _status(module, "diverged", **module.divergence)
+                return write_status(run_dir, **result) if rank0 else result
+            if module.outcome != "complete":
+                raise RuntimeError(
+                    f"phase {i + 1} stopped after {module.progress.phase_step} of {phase.steps} "
+                    f"steps ({module.progress.skipped} fp16 steps skipped)"
+                )
+        result = _status(module, "complete", step=sum(p.steps for p in config.phases))
+        if module is None:  # every phase was complete already: take the numbers from the end
+            state = torch.load(end, map_location="cpu", weights_only=True)["ablations"]
+            result.update(metrics=state["last_metrics"], val=state["last_val"])
+        return write_status(run_dir, **result) if rank0 else result
+    except BaseException as e:
+        if rank0 and run_dir.exists():
+            interrupted = isinstance(e, KeyboardInterrupt | SystemExit)
+            line = str(e).strip().splitlines()[0] if str(e).strip() else ""
+            error = f"{type(e).__name__}: {line}" if line else type(e).__name__
+            write_status(run_dir, "interrupted" if interrupted else "failed", error=error)
+        raise
+
+
+def _status(module: PretrainingModule | None, status: str, **fields: Any) -> dict[str, Any]:
+    result = {"status": status, **fields}
+    if module is not None:
+        result.update(metrics=module.last_metrics, val=module.last_val)
+    return result
+
+
+def _trainer(
+    config: RunConfig, phase_index: int, phase_dir: Path, callbacks: list[Callback]
+) -> L.Trainer:
+    phase = config.phases[phase_index]
+    world = config.devices * config.num_nodes
+    checkpoint = _AtomicCheckpoint(
+        dirpath=phase_dir,
+        save_last=True,
+        save_top_k=0,  # only last.ckpt: a resume point, not a model selection
+        every_n_train_steps=config.checkpoint_every,
+        save_on_train_epoch_end=False,
+        enable_version_counter=False,
+    )
+    return L.Trainer(
+        accelerator=config.accelerator,
+        devices=config.devices,
+        num_nodes=config.num_nodes,
+        strategy="ddp" if world > 1 else "auto",
+        precision=config.precision,
+        max_steps=_windows(phase),
+        logger=False,  # curves are ours (append-only, truncated on resume)
+        enable_progress_bar=config.log.progress_bar,
+        enable_model_summary=False,
+        callbacks=[checkpoint, _PhaseEnd(phase_dir), *callbacks],
+        default_root_dir=phase_dir,  # where SLURM's auto-requeue puts hpc_ckpt_*.ckpt
+        use_distributed_sampler=False,  # StepBatchSampler shards by rank
+        limit_val_batches=0,  # validation is run by the module at its own steps
+        num_sanity_val_steps=0,
+    )
+
+
+def _windows(phase: PhaseConfig) -> int:
+    """Optimizer-step calls allowed in a phase: its steps plus fp16 steps the GradScaler skips."""
+    return phase.steps + max(100, phase.steps)
+
+
+def _resume_path(phase_dir: Path) -> str | None:
+    """The newest of ``last.ckpt`` and SLURM's ``hpc_ckpt_*.ckpt`` in ``phase_dir``."""
+    found = [*phase_dir.glob("last*.ckpt"), *phase_dir.glob("hpc_ckpt_*.ckpt")]
+    return str(max(found, key=lambda p: p.stat().st_mtime)) if found else None
+
+
+def _datamodule(
+    given: L.LightningDataModule | DataModuleFactory | None, config: RunConfig, phase: PhaseConfig
+) -> L.LightningDataModule:
+    if isinstance(given, L.LightningDataModule):
+        return given
+    if given is None:
+        from .data.datamodule import BertDataModule
+
+        given = BertDataModule
+    return given(config.data, phase, config.seed)
+
+
+def _device(config: RunConfig) -> str:
+    if config.accelerator != "cpu" and torch.cuda.is_available():
+        return torch.cuda.get_device_name()
+    return "cpu"
+
+
+class PhaseData(L.LightningDataModule):
+    """A data module's examples, batched by :class:`StepBatchSampler` for one phase."""
+
+    def __init__(self, inner: L.LightningDataModule, phase: PhaseConfig, seed: int) -> None:
+        super().__init__()
+        self.inner, self.phase, self.seed = inner, phase, seed
+
+    @property
+    def vocab_size(self) -> int:
+        return self.inner.vocab_size
+
+    def prepare_data(self) -> None:
+        self.inner.prepare_data()
+
+    def setup(self, stage: str) -> None:
+        self.inner.trainer = self.trainer
+        self.inner.setup(stage)
+
+    def teardown(self, stage: str) -> None:
+        self.inner.teardown(stage)
+
+    def train_dataloader(self) -> DataLoader:
+        base = self.inner.train_dataloader()
+        dataset = base.dataset
+        if isinstance(dataset, IterableDataset) or not hasattr(dataset, "__len__"):
+            raise TypeError("the training dataset must be map-style (__len__ and __getitem__)")
+        trainer = self.trainer
+        sampler = StepBatchSampler(
+            len(dataset),
+            self.phase.micro_batch,
+            self.phase.global_batch,
+            rank=trainer.global_rank,
+            world_size=trainer.world_size,
+            seed=self.seed,
+            windows=_windows(self.phase),
+            start=lambda: trainer.global_step,  # restored before the loader is iterated
+            order=getattr(self.inner, "epoch_order", None),
+        )
+        workers = {}
+        if base.num_workers > 0:
+            workers = {
+                "persistent_workers": base.persistent_workers,
+                "prefetch_factor": base.prefetch_factor,
+                "worker_init_fn": base.worker_init_fn,
+                "multiprocessing_context": base.multiprocessing_context,
+            }
+        return DataLoader(
+            dataset,
+            batch_sampler=sampler,
+            collate_fn=base.collate_fn,
+            num_workers=base.num_workers,
+            pin_memory=base.pin_memory,
+            # its own generator: creating an iterator must not draw from the global RNG
+            generator=torch.Generator().manual_seed(self.seed),
+            **workers,
+        )
+
+    def validation_loader(self) -> Any:
+        """The inner module's validation loader, or None (not Lightning's ``val_dataloader``:
+        the module validates at its own steps, outside Lightning's validation loop)."""
+        if not is_overridden("val_dataloader", self.inner, L.LightningDataModule):
+            return None
+        return self.inner.val_dataloader()
+
+
+class _AtomicCheckpoint(ModelCheckpoint):
+    """``ModelCheckpoint`` whose files appear whole: written to ``*.tmp``, then renamed."""
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """No ``last.ckpt`` at the end of fit: a complete phase has ``end.ckpt`` (_PhaseEnd)."""
+
+    def _save_checkpoint(self, trainer: L.Trainer, filepath: str) -> None:
+        _save_atomic(trainer, filepath)  # self.save_weights_only is False
+        self._last_global_step_saved = trainer.global_step
+        self._last_checkpoint_saved = filepath
+
+
+class _PhaseEnd(Callback):
+    """Saves ``end.ckpt`` when the module completed its phase; then drops the resume points."""
+
+    NAME = "end.ckpt"
+
+    def __init__(self, phase_dir: Path) -> None:
+        self.phase_dir = phase_dir
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: PretrainingModule) -> None:
+        if pl_module.outcome != "complete":
+            return
+        _save_atomic(trainer, str(self.phase_dir / self.NAME))
+        if trainer.is_global_zero:
+            for path in [*self.phase_dir.glob("last*.ckpt"), *self.phase_dir.glob("hpc_ckpt_*")]:
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+        trainer.strategy.barrier("phase_end")  # every rank sees end.ckpt before phase 2 loads it
+
+
+def _save_atomic(trainer: L.Trainer, filepath: str) -> None:
+    tmp = f"{filepath}.tmp"
+    trainer.save_checkpoint(tmp, weights_only=False)  # every rank (hooks, barrier); rank 0 writes
+    if trainer.is_global_zero:
+        os.replace(tmp, filepath)
