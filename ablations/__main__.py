@@ -126,11 +126,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
 
     # the heavy imports (Lightning, transformers), once the arguments are known to be good
+    from .data import DataError
     from .train import RunDirError, train
 
     try:
         result = train(config, args.run_dir, factory)
-    except RunDirError as e:
+    except (RunDirError, DataError) as e:
         print(f"error: {_one_line(e)}", file=sys.stderr)
         return 2
     if _is_rank_zero():

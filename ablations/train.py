@@ -100,6 +100,8 @@ def train(
     status = read_json(run_dir / "status.json")
     if status is not None and status["status"] in ("complete", "diverged"):
         return status
+    if not saved.exists():
+        _preflight(config, datamodule)
 
     L.seed_everything(config.seed, verbose=False)
     with warnings.catch_warnings():
@@ -152,12 +154,33 @@ def _train(
             result.update(metrics=state["last_metrics"], val=state["last_val"])
         return write_status(run_dir, **result) if rank0 else result
     except BaseException as e:
+        if module is not None and module.curves is not None:
+            module.curves.close()  # Lightning skips the module's teardown on an exception
         if rank0 and run_dir.exists():
             interrupted = isinstance(e, KeyboardInterrupt | SystemExit)
             line = str(e).strip().splitlines()[0] if str(e).strip() else ""
             error = f"{type(e).__name__}: {line}" if line else type(e).__name__
             write_status(run_dir, "interrupted" if interrupted else "failed", error=error)
         raise
+
+
+def _preflight(
+    config: RunConfig, datamodule: L.LightningDataModule | DataModuleFactory | None
+) -> None:
+    """Build and check every phase's data before the run directory is created.
+
+    Bad input (a missing or empty corpus, a shard with a missing key or the wrong sequence
+    length, a vocabulary smaller than the shards' token ids) then fails with its one-line
+    ``DataError`` and leaves nothing behind. The caches it builds are the ones training reads.
+    """
+    for phase in config.phases:
+        data = _datamodule(datamodule, config, phase)
+        data.prepare_data()
+        data.setup("fit")
+        _ = data.vocab_size
+        if hasattr(data, "unigram_entropy"):  # BertDataModule: also checks ids < vocab size
+            _ = data.unigram_entropy
+        data.train_dataloader()  # checks that the split holds a micro-batch
 
 
 def _status(module: PretrainingModule | None, status: str, **fields: Any) -> dict[str, Any]:

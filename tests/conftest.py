@@ -15,3 +15,14 @@ torch.set_num_threads(1)
 def timm_optim():
     """timm's ``Lamb`` and ``Lars`` classes, imported without timm's package ``__init__``."""
     return load_timm_optim()
+
+
+@pytest.fixture(scope="session")
+def embedded_cache(tmp_path_factory):
+    """A cache folder holding the embedded corpus, built once per test session (~15-30 s)."""
+    from ablations.data import build_embedded
+
+    cache = tmp_path_factory.mktemp("embedded-cache")
+    entry = build_embedded(cache)
+    assert entry.built
+    return cache, entry

@@ -260,14 +260,26 @@ def test_deferred_reads_write_the_same_curves(tmp_path):
     assert max(flushes) == 3  # several steps were read at once
 
 
-def test_a_failure_is_recorded_in_one_line_and_raised(tmp_path):
+def test_bad_data_fails_before_the_run_dir_exists(tmp_path):
     def broken(data, phase, seed):
         raise RuntimeError("no data here\nsecond line")
 
     with pytest.raises(RuntimeError, match="no data here"):
-        train(config(), tmp_path, broken)
+        train(config(), tmp_path / "run", broken)
+    assert not (tmp_path / "run").exists()  # checked before anything is written
+
+
+class _Boom(Callback):
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if batch_idx == 3:
+            raise RuntimeError("boom in training\nsecond line")
+
+
+def test_a_failure_is_recorded_in_one_line_and_raised(tmp_path):
+    with pytest.raises(RuntimeError, match="boom in training"):
+        train(config(), tmp_path, synthetic.make, callbacks=[_Boom()])
     status = json.loads((tmp_path / "status.json").read_text())
-    assert status["status"] == "failed" and status["error"] == "RuntimeError: no data here"
+    assert status["status"] == "failed" and status["error"] == "RuntimeError: boom in training"
 
 
 class _Capture(Callback):
