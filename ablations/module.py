@@ -241,7 +241,7 @@ class PretrainingModule(L.LightningModule):
         self.progress.samples += self.phase.global_batch
         self.progress.wall_time = self._wall0 + time.perf_counter() - self._t0
         stats = lamb.stats
-        values = torch.cat([_all_reduce(sums), self._optim_values(lamb, stats)])
+        values = torch.cat([_all_reduce(sums), self._optim_values(stats)])
         layers = None
         if self.step % self.config.log.layer_every == 0:
             layers = torch.stack([stats.trust_ratios, stats.weight_norms, stats.update_norms])
@@ -274,9 +274,9 @@ class PretrainingModule(L.LightningModule):
         """Steps between host reads: 1 on CPU, where reading a tensor is free."""
         return 1 if self.device.type == "cpu" else self.config.log.flush_every
 
-    def _optim_values(self, lamb: lamb_variants.Lamb, stats: lamb_variants.LambStats) -> Tensor:
+    def _optim_values(self, stats: lamb_variants.LambStats) -> Tensor:
         """grad_norm, ‖u‖ over all tensors, trust ratio min/median/max over adapted layers."""
-        index = self._adapted_layers(lamb, stats)
+        index = self._adapted_layers(stats)
         first = self._ratio_index[1]  # first tensor of every layer
         u = stats.update_norms[first]
         ratios = stats.trust_ratios[index].to(torch.float64)
@@ -297,24 +297,15 @@ class PretrainingModule(L.LightningModule):
             ]
         )
 
-    def _adapted_layers(self, lamb: lamb_variants.Lamb, stats: lamb_variants.LambStats) -> Tensor:
+    def _adapted_layers(self, stats: lamb_variants.LambStats) -> Tensor:
         """Indices of one tensor per layer that gets a trust ratio (cached per tensor layout)."""
-        key = (stats.names, stats.layers)
+        key = (stats.names, stats.layers, stats.adapted)
         if self._ratio_index is None or self._ratio_index[0] != key:
-            adapted_names = set()
-            for gi, group in enumerate(lamb.param_groups):
-                if group["adapt"] == "all" or (
-                    group["adapt"] == "decayed" and group["weight_decay"] != 0
-                ):
-                    names = group.get("param_names") or [
-                        f"group{gi}.{j}" for j in range(len(group["params"]))
-                    ]
-                    adapted_names.update(names)
             first: dict[str, int] = {}
             adapted: dict[str, int] = {}
-            for i, (name, layer) in enumerate(zip(stats.names, stats.layers, strict=True)):
+            for i, layer in enumerate(stats.layers):
                 first.setdefault(layer, i)
-                if name in adapted_names:
+                if stats.adapted[i]:
                     adapted.setdefault(layer, i)
             device = stats.trust_ratios.device
             self._ratio_index = (key, torch.tensor(list(first.values()), device=device))

@@ -28,6 +28,8 @@ class LambStats:
     ``names[i]`` is tensor i's name (from ``named_parameters()``, else ``"group{g}.{j}"``);
     ``layers[i]`` its trust-ratio layer. ``weight_norms``/``update_norms`` are ‖w‖ and ‖u‖ of that
     layer (before φ; ‖w‖ after a decoupled decay), ``trust_ratios`` the ratio tensor i applied.
+    ``adapted[i]`` says whether tensor i gets a trust ratio at all (``adapt``; host-side, from
+    the knobs, like the names).
     """
 
     grad_norm: Tensor
@@ -36,6 +38,7 @@ class LambStats:
     weight_norms: Tensor
     update_norms: Tensor
     trust_ratios: Tensor
+    adapted: tuple[bool, ...] = ()
 
 
 class Lamb(torch.optim.Optimizer):
@@ -213,6 +216,7 @@ class Lamb(torch.optim.Optimizer):
             weight_norms=w,
             update_norms=u,
             trust_ratios=ratios,
+            adapted=tuple(stages.is_adapted(k) for k in work.knobs),
         )
         return ratios
 

@@ -206,18 +206,20 @@ class RatioInputs:
     split: Tensor  # bool: ratio_denominator == "split" (LARS: ‖d‖ + λ‖w‖)
 
 
+def is_adapted(knobs: dict[str, Any]) -> bool:
+    """Does a tensor of a group with these knobs get a trust ratio (``adapt``)?"""
+    return knobs["adapt"] == "all" or (knobs["adapt"] == "decayed" and knobs["weight_decay"] != 0)
+
+
 def ratio_inputs(knobs: list[dict[str, Any]], device, dtype) -> RatioInputs:
     def vec(values):
         return torch.tensor(values, dtype=dtype, device=device)
-
-    def adapted(k):
-        return k["adapt"] == "all" or (k["adapt"] == "decayed" and k["weight_decay"] != 0)
 
     inf = math.inf
     identity = [k["phi"] == "identity" for k in knobs]
     return RatioInputs(
         weight_decay=vec([k["weight_decay"] for k in knobs]),
-        adapt=torch.tensor([adapted(k) for k in knobs], device=device),
+        adapt=torch.tensor([is_adapted(k) for k in knobs], device=device),
         phi_min=vec([0.0 if i else k["phi_min"] for i, k in zip(identity, knobs, strict=True)]),
         phi_max=vec([inf if i else k["phi_max"] for i, k in zip(identity, knobs, strict=True)]),
         clip_min=vec([k["trust_clip"][0] if k["trust_clip"] else 0.0 for k in knobs]),
