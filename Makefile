@@ -15,7 +15,7 @@ TORCH_PIP_FLAGS ?=
 # timm is only a numerical reference in tests; --no-deps keeps its requirements off torch.
 TIMM_PIN := timm==1.0.31
 
-.PHONY: help setup test test-fast lint bench sweep clean distclean
+.PHONY: help setup test test-fast lint bench sweep slurm-up slurm-down clean distclean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) \
@@ -49,6 +49,12 @@ bench: setup ## run every benchmarks/*.py
 
 sweep: setup ## run the ablation sweep (not yet available)
 	@echo "make sweep: not yet available — the sweep driver lands with issue #4 (see README)"
+
+slurm-up: ## start a local one-node SLURM cluster (installs slurm via apt as root); prints SLURM_CONF
+	bash ablations/slurm/local_cluster.sh up
+
+slurm-down: ## stop the local SLURM cluster started by slurm-up
+	bash ablations/slurm/local_cluster.sh down
 
 clean: ## remove caches and build outputs (keeps .venv)
 	rm -rf .pytest_cache .ruff_cache build dist *.egg-info
