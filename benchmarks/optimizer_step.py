@@ -1,9 +1,11 @@
 """Optimizer step time at BERT shapes: lamb_variants against torch, timm and torch-optimizer.
 
-Prints, per shape set, the median step time of every candidate measured round-robin in one run
-(so machine noise hits all alike), its ratio to fused AdamW, to timm's Lamb and to our
-``nvlamb``, the memory-traffic floor (bytes that must move / measured copy bandwidth), and the
-targets of issue #2:
+Prints, per shape set, the step time of every candidate measured round-robin in one run, in a
+shuffled order each round (so machine noise and cache state hit all alike): the minimum over
+rounds (timeit's estimator: interference on a shared VM only ever adds time) and the median;
+then the ratios of the minima to fused AdamW, to timm's Lamb and to our ``nvlamb``, the
+memory-traffic floor (bytes that must move / measured copy bandwidth), and the targets of
+issue #2 judged on both estimators:
 
 - ``nvlamb`` fast path <= 0.4x timm.optim.Lamb and <= 3x AdamW(fused=True) at BERT-base shapes;
 - every knob value (each knob moved away from ``nvlamb`` alone) and every preset within 1.25x of
@@ -18,6 +20,7 @@ import argparse
 import importlib
 import importlib.util
 import math
+import random
 import statistics
 import sys
 import time
@@ -147,17 +150,21 @@ def run(shape_set: str, rounds: int, quick: bool) -> None:
     for fn in candidates.values():  # warm-up: state allocation, first-touch page faults
         fn()
     times: dict[str, list[float]] = {k: [] for k in candidates}
+    order = list(candidates.items())
+    shuffle = random.Random(0)
     for _ in range(rounds):
-        for label, fn in candidates.items():
+        shuffle.shuffle(order)  # no candidate always follows the same neighbour
+        for label, fn in order:
             fn()  # untimed: the previous candidate's traffic left other data in the caches
             t = time.perf_counter()
             fn()
             times[label].append(time.perf_counter() - t)
     med = {k: statistics.median(v) * 1e3 for k, v in times.items()}
+    best = {k: min(v) * 1e3 for k, v in times.items()}
 
     bw = copy_bandwidth()
     floor = {k: numel * b / bw * 1e3 for k, b in FLOOR_BYTES.items()}
-    fused, timm_ms, nv = med["AdamW(fused=True)"], med["timm.optim.Lamb"], med["nvlamb"]
+    fused, timm_ms, nv = best["AdamW(fused=True)"], best["timm.optim.Lamb"], best["nvlamb"]
     print(f"\n## {shape_set}: {numel:,} float32 parameters in {len(shapes)} tensors")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {rounds} rounds")
     print(
@@ -166,21 +173,27 @@ def run(shape_set: str, rounds: int, quick: bool) -> None:
         f"LAMB {floor['lamb']:.1f} ms ({FLOOR_BYTES['lamb']} B/elem)"
     )
     print(
-        f"{'optimizer':34s} {'median ms':>10s} {'x fusedAdamW':>13s} "
+        f"{'optimizer':34s} {'min ms':>8s} {'median ms':>10s} {'x fusedAdamW':>13s} "
         f"{'x timm':>8s} {'x nvlamb':>9s}"
     )
-    for label, ms in med.items():
-        print(f"{label:34s} {ms:10.2f} {ms / fused:13.2f} {ms / timm_ms:8.2f} {ms / nv:9.2f}")
+    for label, ms in best.items():
+        print(
+            f"{label:34s} {ms:8.2f} {med[label]:10.2f} {ms / fused:13.2f} "
+            f"{ms / timm_ms:8.2f} {ms / nv:9.2f}"
+        )
     print(f"nvlamb / LAMB floor: {nv / floor['lamb']:.2f}x")
     if shape_set == "base":
-        worst = max((ms / nv, k) for k, ms in med.items() if k in variants)
-        checks = [
-            ("nvlamb <= 0.4x timm.optim.Lamb", nv / timm_ms, 0.4),
-            ("nvlamb <= 3x AdamW(fused=True)", nv / fused, 3.0),
-            (f"every knob value <= 1.25x nvlamb (worst: {worst[1]})", worst[0], 1.25),
-        ]
-        for text, value, limit in checks:
-            print(f"target {text}: {value:.2f} -> {'met' if value <= limit else 'NOT met'}")
+        for estimator, t in (("min", best), ("median", med)):
+            nv, fused, timm_ms = t["nvlamb"], t["AdamW(fused=True)"], t["timm.optim.Lamb"]
+            worst = max((ms / nv, k) for k, ms in t.items() if k in variants)
+            checks = [
+                ("nvlamb <= 0.4x timm.optim.Lamb", nv / timm_ms, 0.4),
+                ("nvlamb <= 3x AdamW(fused=True)", nv / fused, 3.0),
+                (f"every knob value <= 1.25x nvlamb (worst: {worst[1]})", worst[0], 1.25),
+            ]
+            for text, value, limit in checks:
+                verdict = "met" if value <= limit else "NOT met"
+                print(f"target ({estimator}s) {text}: {value:.2f} -> {verdict}")
 
 
 def main() -> None:
