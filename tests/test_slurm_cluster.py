@@ -21,6 +21,20 @@ pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "ablations" / "slurm" / "local_cluster.sh"
+
+
+def _script(verb: str, env: dict, timeout: int) -> subprocess.CompletedProcess:
+    """Run ``local_cluster.sh VERB``; the caller checks the exit status."""
+    return subprocess.run(
+        ["bash", str(SCRIPT), verb],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
 # Away from the script's defaults (16817/16818) so a `make slurm-up` cluster is left alone.
 CTLD_PORT, D_PORT = "16837", "16838"
 TERMINAL = {"COMPLETED", "CANCELLED", "FAILED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY"}
@@ -102,49 +116,21 @@ def cluster(tmp_path_factory):
     )
     for var in ("SLURM_JOB_ID", "SLURM_JOBID", "SLURM_ARRAY_JOB_ID", "SLURM_NTASKS"):
         env.pop(var, None)  # in case pytest itself runs inside a SLURM job
-    up = subprocess.run(
-        ["bash", str(SCRIPT), "up"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
+    up = _script("up", env, 600)
     try:
         assert up.returncode == 0, f"local_cluster.sh up failed:\n{up.stdout}\n{up.stderr}"
         assert f"export SLURM_CONF={root}/etc/slurm.conf" in up.stdout
         # `up` again is a no-op on a running cluster
-        again = subprocess.run(
-            ["bash", str(SCRIPT), "up"],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
+        again = _script("up", env, 60)
         assert again.returncode == 0, f"second `up` failed:\n{again.stdout}\n{again.stderr}"
         yield Cluster(env, root)
     finally:
-        down = subprocess.run(
-            ["bash", str(SCRIPT), "down"],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
+        down = _script("down", env, 120)
     assert down.returncode == 0, f"local_cluster.sh down failed:\n{down.stdout}\n{down.stderr}"
     time.sleep(0.5)
     left = _our_processes(root)
     assert not left, "processes left after `down`:\n" + "\n".join(left)
-    status = subprocess.run(
-        ["bash", str(SCRIPT), "status"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
+    status = _script("status", env, 30)
     assert "slurmctld: not running" in status.stdout
     assert "slurmd:    not running" in status.stdout
 
