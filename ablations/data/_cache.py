@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ablations.fileio import write_atomic
+
 
 @dataclass(frozen=True)
 class Entry:
@@ -59,9 +61,7 @@ def _tmp(path: Path) -> Path:
 
 def write_json(path: Path, obj: Any) -> None:
     """Write ``obj`` as JSON, atomically."""
-    tmp = _tmp(path)
-    tmp.write_text(json.dumps(obj, indent=1, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(obj, indent=1, sort_keys=True) + "\n")
 
 
 def cached(
