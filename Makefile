@@ -14,8 +14,15 @@ TORCH_PIN := $(shell grep -oE '"torch==[^"]+"' pyproject.toml | head -n 1 | tr -
 TORCH_PIP_FLAGS ?=
 # timm is only a numerical reference in tests; --no-deps keeps its requirements off torch.
 TIMM_PIN := timm==1.0.31
+# `make sweep` runs the experiments of $(SWEEP) marked default (or EXPERIMENT="a b").
+SWEEP ?= sweep.yaml
+EXPERIMENT ?=
+# e.g. SWEEP_FLAGS=--local to run here even where sbatch exists, or --dry-run
+SWEEP_FLAGS ?=
+# where `make collect` / `make figures` read experiments (the sweep file's `results:`)
+RESULTS ?= results
 
-.PHONY: help setup test test-fast lint bench sweep slurm-up slurm-down clean distclean
+.PHONY: help setup test test-fast lint bench sweep collect figures slurm-up slurm-down clean distclean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) \
@@ -28,6 +35,9 @@ $(STAMP): pyproject.toml
 	$(PIP) install $(TORCH_PIP_FLAGS) '$(TORCH_PIN)'
 	$(PIP) install -e '.[harness,test,dev]'
 	$(PIP) install --no-deps '$(TIMM_PIN)'
+	# the harness is run from this checkout (not part of the distribution): a .pth puts the repo
+	# root on the venv's path, for workers, Jupyter kernels and scripts started anywhere
+	$(PY) -c 'import site, sys; open(site.getsitepackages()[0] + "/ablations-repo.pth", "w").write(sys.argv[1] + "\n")' '$(CURDIR)'
 	touch $@
 
 test: setup ## run all tests, slow end-to-end ones included (what CI runs)
@@ -47,8 +57,14 @@ bench: setup ## run every benchmarks/*.py
 		$(PY) "$$f" || exit 1; \
 	done
 
-sweep: setup ## run the ablation sweep (not yet available)
-	@echo "make sweep: not yet available — the sweep driver lands with issue #4 (see README)"
+sweep: setup ## run the sweep (SWEEP=sweep.yaml, EXPERIMENT=name): SLURM where sbatch works, else local
+	$(PY) -m ablations sweep --file '$(SWEEP)' $(if $(EXPERIMENT),$(foreach e,$(EXPERIMENT),--experiment '$(e)')) $(SWEEP_FLAGS)
+
+collect: setup ## results/<experiment>/{curves,runs,layers}.parquet from every experiment's trials
+	$(PY) -m ablations.results collect $(or $(foreach e,$(EXPERIMENT),$(RESULTS)/$(e)),$(patsubst %/sweep.json,%,$(wildcard $(RESULTS)/*/sweep.json)))
+
+figures: setup ## execute notebooks/ headless (real Jupyter kernel) -> results/figures/*.png
+	$(PY) -m ablations.figures run --results $(RESULTS) --out $(RESULTS)/figures $(foreach e,$(EXPERIMENT),--experiment '$(e)')
 
 slurm-up: ## start a local one-node SLURM cluster (installs slurm via apt as root); prints SLURM_CONF
 	bash ablations/slurm/local_cluster.sh up

@@ -230,6 +230,16 @@ class RunConfig:
 # ---------------------------------------------------------------------------------------------
 
 
+def build(cls: type, raw: Any, path: str = "") -> Any:
+    """A frozen dataclass ``cls`` from plain data, strictly (as :meth:`RunConfig.from_dict`)."""
+    return _build(cls, raw, path)
+
+
+def plain(obj: Any) -> Any:
+    """Plain data (dicts, lists, scalars) of a config dataclass."""
+    return _plain(obj)
+
+
 def _build(cls: type, raw: Any, path: str) -> Any:
     where = path or "config"
     if not isinstance(raw, Mapping):
@@ -274,6 +284,8 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
     if origin is not None and issubclass(origin, Mapping):
         if not isinstance(value, Mapping):
             raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        if len(args) == 2 and args[1] is not Any:  # typed values: checked like fields
+            return {str(k): _coerce(args[1], v, f"{key}.{k}") for k, v in value.items()}
         return dict(value)
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, int | float):

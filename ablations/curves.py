@@ -4,7 +4,8 @@ Layout of ``<run_dir>``::
 
     config.yaml     RunConfig.to_dict()
     meta.json       versions, git SHA, host, device, start time of every attempt
-    status.json     {"status": "running" | "complete" | "diverged" | "failed" | "interrupted", ...}
+    status.json     {"status": "running" | "complete" | "diverged" | "failed" | "interrupted"
+                    | "pruned", ...}
     metrics.jsonl   one line per optimizer step
     layers.jsonl    per-tensor trust ratios and norms every ``log.layer_every`` steps
     val.jsonl       validation losses every ``log.val_every`` steps and at each phase end

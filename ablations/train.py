@@ -68,12 +68,23 @@ class RunDirError(ValueError):
     """``run_dir`` holds a run with a different config."""
 
 
+class StopRun(Exception):  # noqa: N818 (a stop, not an error)
+    """Raised by a callback to end a run early; ``status.json`` then says ``status``.
+
+    The sweep uses it for a preemption (``"interrupted"``, after a checkpoint: the run resumes
+    from it) and for a pruned trial (``"pruned"``).
+    """
+
+    status = "interrupted"
+
+
 def train(
     config: RunConfig,
     run_dir: Path | str,
     datamodule: L.LightningDataModule | DataModuleFactory | None = None,
     *,
     callbacks: Sequence[Callback] = (),
+    plugins: Sequence[Any] = (),
 ) -> dict[str, Any]:
     """Train (or resume, or return the result of) the run in ``run_dir``.
 
@@ -83,6 +94,8 @@ def train(
         datamodule: the data: None for ``BertDataModule(config.data, phase, config.seed)``, a
             factory with that signature, or one data module used for every phase.
         callbacks: extra Lightning callbacks, given to every phase's ``Trainer``.
+        plugins: Lightning plugins for every phase's ``Trainer`` (the sweep passes
+            ``SLURMEnvironment(auto_requeue=False)``: it handles SLURM's signals itself).
 
     Returns:
         The content of ``status.json``: ``status`` ("complete" or "diverged"), ``step``, for a
@@ -107,7 +120,7 @@ def train(
     with warnings.catch_warnings():
         for message in _QUIET:
             warnings.filterwarnings("ignore", message=message)
-        return _train(config, run_dir, datamodule, list(callbacks))
+        return _train(config, run_dir, datamodule, list(callbacks), list(plugins))
 
 
 def _train(
@@ -115,13 +128,14 @@ def _train(
     run_dir: Path,
     datamodule: L.LightningDataModule | DataModuleFactory | None,
     callbacks: list[Callback],
+    plugins: list[Any],
 ) -> dict[str, Any]:
     rank0 = True
     module: PretrainingModule | None = None
     try:
         for i, phase in enumerate(config.phases):
             phase_dir = run_dir / "checkpoints" / f"phase{i + 1}"
-            trainer = _trainer(config, i, phase_dir, callbacks)
+            trainer = _trainer(config, i, phase_dir, callbacks, plugins)
             if i == 0:
                 rank0 = trainer.global_rank == 0
                 if rank0:
@@ -157,10 +171,16 @@ def _train(
         if module is not None and module.curves is not None:
             module.curves.close()  # Lightning skips the module's teardown on an exception
         if rank0 and run_dir.exists():
-            interrupted = isinstance(e, KeyboardInterrupt | SystemExit)
             line = str(e).strip().splitlines()[0] if str(e).strip() else ""
             error = f"{type(e).__name__}: {line}" if line else type(e).__name__
-            write_status(run_dir, "interrupted" if interrupted else "failed", error=error)
+            if isinstance(e, StopRun):
+                status = e.status
+            elif isinstance(e, KeyboardInterrupt | SystemExit):
+                status = "interrupted"
+            else:
+                status = "failed"
+            step = module.step if module is not None else 0
+            write_status(run_dir, status, error=error, step=step)
         raise
 
 
@@ -191,7 +211,11 @@ def _status(module: PretrainingModule | None, status: str, **fields: Any) -> dic
 
 
 def _trainer(
-    config: RunConfig, phase_index: int, phase_dir: Path, callbacks: list[Callback]
+    config: RunConfig,
+    phase_index: int,
+    phase_dir: Path,
+    callbacks: list[Callback],
+    plugins: list[Any],
 ) -> L.Trainer:
     phase = config.phases[phase_index]
     world = config.devices * config.num_nodes
@@ -214,6 +238,7 @@ def _trainer(
         enable_progress_bar=config.log.progress_bar,
         enable_model_summary=False,
         callbacks=[checkpoint, _PhaseEnd(phase_dir), *callbacks],
+        plugins=plugins or None,
         default_root_dir=phase_dir,  # where SLURM's auto-requeue puts hpc_ckpt_*.ckpt
         use_distributed_sampler=False,  # StepBatchSampler shards by rank
         limit_val_batches=0,  # validation is run by the module at its own steps
@@ -344,6 +369,11 @@ class _PhaseEnd(Callback):
                 with contextlib.suppress(FileNotFoundError):
                     path.unlink()
         trainer.strategy.barrier("phase_end")  # every rank sees end.ckpt before phase 2 loads it
+
+
+def save_resume_point(trainer: L.Trainer) -> None:
+    """Write the current phase's ``last.ckpt`` now (every rank calls it, at a step boundary)."""
+    _save_atomic(trainer, str(Path(trainer.default_root_dir) / "last.ckpt"))
 
 
 def _save_atomic(trainer: L.Trainer, filepath: str) -> None:

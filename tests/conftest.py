@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 from helpers import load_timm_optim
+from slurm_cluster import session_cluster
 
 # Small models: one thread is as fast and keeps results independent of the machine's cores.
 torch.set_num_threads(1)
@@ -26,3 +27,9 @@ def embedded_cache(tmp_path_factory):
     entry = build_embedded(cache)
     assert entry.built
     return cache, entry
+
+
+@pytest.fixture(scope="session")
+def cluster(tmp_path_factory):
+    """A running one-node SLURM cluster (``tests/slurm_cluster.py``), shared by the session."""
+    yield from session_cluster(tmp_path_factory)

@@ -1,0 +1,221 @@
+"""``python -m ablations sweep | sweep-worker | sweep-collect | sweep-status``.
+
+``sweep``: validate the file, prepare the experiments, then submit them to SLURM (where ``sbatch``
+exists) or run local workers. Bad input (sweep file, experiment name, an experiment directory of
+a different definition, the data) exits 2 with one line, before anything is created or
+submitted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+from ..config import ConfigError
+from ..yamlio import one_line
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("sweep", help="run the experiments of a sweep file (SLURM or local)")
+    _common(p, required=False)
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--local", action="store_true", help="local workers even if sbatch exists")
+    where.add_argument("--slurm", action="store_true", help="submit to SLURM (needs sbatch)")
+    p.add_argument("--dry-run", action="store_true", help="validate and print the plan only")
+    for name, text in (
+        ("sweep-worker", "one worker: claim and train trials until none is left"),
+        ("sweep-collect", "after the workers: retry or resubmit what is left, then summarize"),
+        ("sweep-status", "print the experiments' progress"),
+    ):
+        _common(sub.add_parser(name, help=text), required=name != "sweep-status")
+
+
+def _common(p: argparse.ArgumentParser, required: bool) -> None:
+    p.add_argument("--file", type=Path, default=Path("sweep.yaml"), help="the sweep file")
+    p.add_argument(
+        "--experiment",
+        action="append",
+        default=[],
+        required=required,
+        help="an experiment of the file (repeatable; default: those with default: true)",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..data import DataError
+    from . import driver
+    from .slurm import SubmitError
+    from .spec import load_sweep, plan
+
+    try:
+        sweep = load_sweep(args.file)
+        names = args.experiment or [n for n, e in sweep.experiments.items() if e.default]
+        if not names:
+            raise ConfigError(f"{args.file}: no experiment has default: true; name one")
+        plans = [plan(sweep, n) for n in names]
+    except ConfigError as e:
+        return _fail(e)
+    results = _results(sweep, args.file)
+    command = args.command
+
+    if command == "sweep-worker":
+        from . import worker
+
+        return worker.run(sweep, names, results)
+    if command == "sweep-status":
+        return _status(sweep, plans, results)
+    if command == "sweep-collect":
+        return _collect(sweep, args.file, plans, results)
+
+    if args.dry_run:
+        for p in plans:
+            from .study import total_slots
+
+            print(f"{p.name}: {len(p.variants)} variants, {total_slots(p)} trials")
+            for v, toggles in p.variants.items():
+                print(f"  {v}: {toggles}")
+        return 0
+    slurm = args.slurm or (driver.has_slurm() and not args.local)
+    if args.slurm and not driver.has_slurm():
+        return _fail(ConfigError("--slurm: sbatch is not on PATH"))
+    try:
+        from .study import check_snapshot
+
+        for p in plans:  # every directory checked before any is touched
+            check_snapshot(p, results / p.name)
+        for p in plans:
+            driver.prepare_experiment(sweep, p.name, results)
+    except (ConfigError, DataError) as e:
+        return _fail(e)
+    if slurm:
+        from .slurm import submit
+
+        for p in plans:
+            try:
+                ids = submit(p, args.file, Path.cwd(), results / p.name)
+            except SubmitError as e:
+                return _fail(e)
+            print(
+                f"{p.name}: submitted worker array {ids['array']} and collect job {ids['collect']}"
+            )
+        print(
+            "watch: squeue --me   |   python -m ablations sweep-status --file "
+            f"{args.file}   |   tail -f {results}/<experiment>/slurm/*.out"
+        )
+        return 0
+    code = driver.run_local(sweep, args.file, plans, results)
+    if code == 0:
+        code = _collect(sweep, args.file, plans, results)
+    return code
+
+
+def _results(sweep: Any, sweep_file: Path) -> Path:
+    """``results:`` of the sweep file, relative to the file's directory."""
+    path = Path(sweep.results)
+    return path if path.is_absolute() else (sweep_file.resolve().parent / path)
+
+
+def _fail(e: BaseException) -> int:
+    print(f"error: {one_line(e)}", file=sys.stderr)
+    return 2
+
+
+def _status(sweep: Any, plans: list, results: Path) -> int:
+    from . import study as studies
+
+    for p in plans:
+        if not (results / p.name / "sweep.json").exists():
+            print(f"{p.name}: not started")
+            continue
+        s = studies.load(sweep, p, results / p.name)
+        print(f"{p.name}: {json.dumps(studies.progress(s, p, sweep.retry))}")
+    return 0
+
+
+def _collect(sweep: Any, sweep_file: Path, plans: list, results: Path) -> int:
+    """Queue retries; resubmit the array on SLURM while trials are left; then summarize."""
+    from . import driver
+    from . import study as studies
+    from .slurm import submissions, submit
+
+    code = 0
+    for p in plans:
+        exp_dir = results / p.name
+        s = studies.load(sweep, p, exp_dir)
+        studies.queue_retries(s, sweep, exp_dir)
+        if not studies.finished(s, p, sweep.retry):
+            done = submissions(exp_dir)
+            if driver.has_slurm() and done and len(done) <= p.experiment.slurm.max_resubmits:
+                ids = submit(p, sweep_file, Path.cwd(), exp_dir)
+                print(
+                    f"{p.name}: trials left; resubmitted array {ids['array']} "
+                    f"(collect {ids['collect']})"
+                )
+                continue
+            print(
+                f"{p.name}: incomplete: {studies.progress(s, p, sweep.retry)}; "
+                "`make sweep` again continues it",
+                file=sys.stderr,
+            )
+            code = 1
+        summary = summarize(s, p)
+        from ..curves import write_json
+
+        write_json(exp_dir / "summary.json", summary)
+        _print_summary(p.name, summary)
+        try:
+            from .. import results as tidy
+        except ImportError:
+            continue
+        tidy.collect(exp_dir)
+    return code
+
+
+def summarize(study: Any, p: Any) -> dict[str, Any]:
+    """Per variant: the chosen point, the seed runs' objective values and their statuses."""
+    from optuna.trial import TrialState
+
+    out: dict[str, Any] = {}
+    for variant in p.variants:
+        mine = [
+            t for t in study.get_trials(deepcopy=False) if t.user_attrs.get("variant") == variant
+        ]
+        seeds = [
+            t
+            for t in mine
+            if t.user_attrs.get("stage") == "seed"
+            and t.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+        ]
+        finals = [t for t in seeds if t.state == TrialState.COMPLETE]
+        values = [t.value for t in finals]
+        finite = [v for v in values if v is not None and math.isfinite(v)]
+        out[variant] = {
+            "toggles": p.variants[variant],
+            "params": (
+                {k: v for k, v in finals[0].params.items() if k != "variant"} if finals else None
+            ),
+            "tuning_trials": sum(
+                t.user_attrs.get("stage") == "tune"
+                for t in mine
+                if t.state != TrialState.FAIL or t.user_attrs.get("status") == "failed"
+            ),
+            "seed_values": values,
+            "mean": sum(finite) / len(finite) if finite else None,
+            "diverged": sum(t.user_attrs.get("status") == "diverged" for t in finals),
+            "failed": sum(t.user_attrs.get("status") == "failed" for t in seeds),
+        }
+    return out
+
+
+def _print_summary(name: str, summary: dict[str, Any]) -> None:
+    print(f"{name}:")
+    for variant, row in summary.items():
+        mean = "n/a" if row["mean"] is None else f"{row['mean']:.4f}"
+        print(
+            f"  {variant:40s} mean {mean}  seeds {len(row['seed_values'])}  "
+            f"diverged {row['diverged']}  failed {row['failed']}"
+        )

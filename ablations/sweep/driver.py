@@ -1,0 +1,158 @@
+"""``make sweep``: prepare each experiment, then run its workers on SLURM or as local processes.
+
+Preparing an experiment (:func:`prepare_experiment`) checks that its directory matches the sweep
+file, builds its data once (tokenizer, examples: the cache every worker then reads) and records
+the unigram entropy of the masked tokens (``data.json``), creates the study and queues its slots.
+It is idempotent: running ``make sweep`` again continues a sweep, whatever stopped it.
+
+Where ``sbatch`` exists, :mod:`ablations.sweep.slurm` submits one job array of workers per
+experiment plus a dependent collect job. Elsewhere :func:`run_local` starts the workers as local
+processes (``local.workers``), shows the progress, and restarts a worker that dies while work is
+left (at most ``local.workers`` times in all).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from ..curves import read_json, write_json
+from . import study as studies
+from .spec import Plan, Sweep
+from .spec import plan as resolve
+
+
+def prepare_experiment(sweep: Sweep, name: str, results: Path) -> Plan:
+    """Resolve, check against the directory, build the data, create and fill the study."""
+    p = resolve(sweep, name)
+    exp_dir = results / name
+    studies.check_snapshot(p, exp_dir)
+    if read_json(exp_dir / "data.json") is None:
+        write_json(exp_dir / "data.json", _data_reference(p))
+    study = studies.prepare(sweep, p, exp_dir)
+    studies.queue_retries(study, sweep, exp_dir)
+    return p
+
+
+def _data_reference(p: Plan) -> dict[str, float | int | str]:
+    """Build the first variant's data (the cache the workers read) and its reference line."""
+    from ..data.datamodule import BertDataModule
+
+    first = next(iter(p.variants))
+    config = p.config(first, p.points[0] if p.points else {}, 0)
+    out: dict[str, float | int | str] = {}
+    for i, phase in enumerate(config.phases):
+        dm = BertDataModule(config.data, phase, config.seed)
+        dm.prepare_data()
+        dm.setup("fit")
+        out[f"phase{i + 1}_unigram_entropy"] = dm.unigram_entropy
+        out[f"phase{i + 1}_vocab_size"] = dm.vocab_size
+    out["unigram_entropy"] = out["phase1_unigram_entropy"]
+    out["source"] = config.data.source
+    return out
+
+
+def has_slurm() -> bool:
+    """``sbatch`` is installed and a controller answers (installed packages alone are not a
+    cluster)."""
+    if shutil.which("sbatch") is None:
+        return False
+    try:
+        ping = subprocess.run(["sinfo", "-h", "-o", "%P"], capture_output=True, timeout=20)
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return ping.returncode == 0
+
+
+def worker_command(sweep_file: Path, names: list[str]) -> list[str]:
+    cmd = [sys.executable, "-m", "ablations", "sweep-worker", "--file", str(sweep_file)]
+    for name in names:
+        cmd += ["--experiment", name]
+    return cmd
+
+
+def _local_env(threads: int) -> dict[str, str]:
+    # Not SLURM tasks, even inside an allocation: Lightning must not see a SLURM world.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
+    env["ABLATIONS_THREADS"] = str(threads)
+    env["OMP_NUM_THREADS"] = str(threads)
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    return env
+
+
+def run_local(sweep: Sweep, sweep_file: Path, plans: list[Plan], results: Path) -> int:
+    """Run the workers here until every slot of ``plans`` is finished; 0 when all are."""
+    for p in plans:
+        devices = p.config(next(iter(p.variants)), p.points[0] if p.points else {}, 0)
+        if devices.devices * devices.num_nodes > 1:
+            print(
+                f"error: experiments.{p.name}: a multi-device workload runs on SLURM only "
+                "(srun starts its ranks); set devices: 1 to run it here",
+                file=sys.stderr,
+            )
+            return 2
+    names = [p.name for p in plans]
+    logs = results / ".workers"
+    logs.mkdir(parents=True, exist_ok=True)
+    env = _local_env(sweep.local.threads_per_worker)
+    procs: list[subprocess.Popen] = []
+    restarts = sweep.local.workers
+
+    def start(i: int) -> subprocess.Popen:
+        out = open(logs / f"worker-{i}.log", "a")  # noqa: SIM115 (kept open for the child)
+        return subprocess.Popen(
+            worker_command(sweep_file, names), env=env, stdout=out, stderr=subprocess.STDOUT
+        )
+
+    procs = [start(i) for i in range(sweep.local.workers)]
+    loaded = [(studies.load(sweep, p, results / p.name), p) for p in plans]
+    t0 = shown = time.monotonic()
+    last = ""
+    try:
+        while True:
+            time.sleep(2.0)
+            line = _progress_line(loaded, sweep)
+            if line != last or time.monotonic() - shown > 60:
+                minutes, seconds = divmod(int(time.monotonic() - t0), 60)
+                print(f"[{minutes:3d}:{seconds:02d}] {line}", flush=True)
+                last, shown = line, time.monotonic()
+            done = all(studies.finished(s, p, sweep.retry) for s, p in loaded)
+            alive = [q for q in procs if q.poll() is None]
+            if done and not alive:
+                break
+            if not done:
+                for i, q in enumerate(procs):
+                    if q.poll() is not None and q.returncode != 0 and restarts > 0:
+                        restarts -= 1
+                        print(
+                            f"worker {i} exited with {q.returncode}; restarting it "
+                            f"(log: {logs / f'worker-{i}.log'})",
+                            flush=True,
+                        )
+                        procs[i] = start(i)
+                if not [q for q in procs if q.poll() is None]:
+                    print(f"error: every worker exited with work left; see {logs}", file=sys.stderr)
+                    return 1
+    except KeyboardInterrupt:
+        for q in procs:
+            q.terminate()  # SIGTERM: each checkpoints its trial and hands it back
+        for q in procs:
+            q.wait()
+        print("interrupted: `make sweep` again continues where this stopped", file=sys.stderr)
+        return 130
+    return 0
+
+
+def _progress_line(loaded: list, sweep: Sweep) -> str:
+    parts = []
+    for s, p in loaded:
+        c = studies.progress(s, p, sweep.retry)
+        extra = "".join(
+            f", {c[k]} {k}" for k in ("running", "diverged", "failed", "pruned", "retried") if c[k]
+        )
+        parts.append(f"{p.name}: {c['done']}/{c['total']} done{extra}")
+    return " | ".join(parts)

@@ -1,0 +1,310 @@
+"""A sweep worker: claims trials from the experiments' studies and trains them until none is left.
+
+One worker is one array task on SLURM (or one local process). All ranks of a multi-rank task
+(``srun`` with nodes x tasks per node) train the same trial: rank 0 claims it, hands it to the
+other ranks through a file in the experiment's directory, and alone reports to the study.
+
+Signals. ``SIGUSR1`` (SLURM's ``--signal=USR1@N`` before the time limit) and ``SIGTERM``
+(``scancel``, preemption) stop the trial at the next optimizer step: every rank saves the
+phase's ``last.ckpt`` (a resume point), the trial is failed as ``preempted`` and queued again
+with the same parameters, and the worker exits; after ``SIGUSR1`` it first requeues its own array
+task (``scontrol requeue``). The retry, on whichever worker claims it, resumes in the original
+trial's directory from that checkpoint, so the curve continues without a gap or a duplicate step.
+A worker killed outright (``kill -9``) leaves a stale lease; :func:`ablations.sweep.study.reap`
+finds it and the trial is retried the same way, from its last periodic checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import signal
+import subprocess
+import time
+import traceback
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+from ..curves import read_json, write_json
+from . import study as studies
+from .spec import Plan, Sweep
+from .spec import plan as resolve
+
+log = logging.getLogger("ablations.sweep")
+POLL_SECONDS = 2.0
+
+
+class _Stop:
+    """Set by SIGUSR1/SIGTERM; read at optimizer-step boundaries."""
+
+    def __init__(self) -> None:
+        self.signal: int | None = None
+
+    def install(self) -> None:
+        for sig in (signal.SIGUSR1, signal.SIGTERM):
+            signal.signal(sig, self._handler)
+
+    def _handler(self, signum: int, frame: Any) -> None:
+        self.signal = signum
+
+    @property
+    def requested(self) -> bool:
+        return self.signal is not None
+
+
+def _callbacks(stop: _Stop, trial: optuna.Trial | None, plan: Plan) -> list[Any]:
+    """Lightning callbacks (built here: Lightning is imported only once a trial runs)."""
+    import lightning as L
+
+    from ..train import StopRun, save_resume_point
+
+    class Preempted(StopRun):
+        status = "interrupted"
+
+    class Pruned(StopRun):
+        status = "pruned"
+
+    class StopAtStep(L.Callback):
+        """Checkpoint and stop at the first optimizer step after a signal (all ranks agree)."""
+
+        def on_train_batch_start(self, trainer: L.Trainer, *args: Any) -> None:
+            self._step = trainer.global_step
+
+        def on_train_batch_end(self, trainer: L.Trainer, pl_module: Any, *args: Any) -> None:
+            if trainer.global_step == self._step or pl_module.outcome is not None:
+                return  # inside an accumulation window, or the phase is over anyway
+            flag = stop.requested
+            if trainer.world_size > 1:
+                flag = trainer.strategy.reduce_boolean_decision(flag, all=False)
+            if flag:
+                save_resume_point(trainer)
+                raise Preempted(f"signal {stop.signal} at step {pl_module.step}")
+
+    class ReportAndPrune(L.Callback):
+        """Reports the objective at each validation; prunes when the study's pruner says so."""
+
+        def on_train_start(self, trainer: L.Trainer, pl_module: Any) -> None:
+            self._seen = pl_module.last_val
+
+        def on_train_batch_end(self, trainer: L.Trainer, pl_module: Any, *args: Any) -> None:
+            val = pl_module.last_val
+            if val is None or val is self._seen:
+                return
+            self._seen = val
+            prune = False
+            if trial is not None:
+                value = val.get(plan.experiment.objective)
+                trial.report(math.inf if value is None else value, val["step"])
+                prune = trial.should_prune()
+            if trainer.world_size > 1:
+                prune = trainer.strategy.broadcast(prune, src=0)
+            if prune:
+                raise Pruned(f"pruned at step {val['step']}")
+
+    out: list[Any] = [StopAtStep()]
+    if plan.experiment.pruner.type != "none":
+        out.append(ReportAndPrune())
+    return out
+
+
+def _plugins() -> list[Any]:
+    """Under SLURM, Lightning must not handle SIGUSR1 itself: the worker does (see above)."""
+    from lightning.fabric.plugins.environments import SLURMEnvironment
+
+    if SLURMEnvironment.detect():
+        return [SLURMEnvironment(auto_requeue=False)]
+    return []
+
+
+def _pruner(plan: Plan) -> optuna.pruners.BasePruner:
+    p = plan.experiment.pruner
+    if p.type == "median":
+        return optuna.pruners.MedianPruner(
+            n_startup_trials=p.n_startup_trials, n_warmup_steps=p.n_warmup_steps
+        )
+    if p.type == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=p.min_resource)
+    return optuna.pruners.NopPruner()
+
+
+class _Handoff:
+    """Rank 0 publishes each claimed trial (or the end) to the other ranks of its task."""
+
+    def __init__(self, root: Path) -> None:
+        env = os.environ
+        key = f"{env.get('SLURM_JOB_ID', 'local')}-{env.get('SLURM_RESTART_COUNT', '0')}"
+        self.dir = root / ".ranks" / key
+        self.seq = 0
+
+    def publish(self, message: dict[str, Any] | None) -> None:
+        write_json(self.dir / f"{self.seq}.json", {"message": message})
+        self.seq += 1
+
+    def receive(self, stop: _Stop) -> dict[str, Any] | None:
+        path = self.dir / f"{self.seq}.json"
+        while not path.exists():
+            time.sleep(0.2)
+        self.seq += 1
+        return read_json(path)["message"]
+
+
+def run(sweep: Sweep, names: list[str], results: Path) -> int:
+    """The worker loop over experiments ``names`` (each already prepared). Returns 0 when
+    every slot is finished, 3 when stopped by a signal."""
+    import torch
+
+    threads = os.environ.get("SLURM_CPUS_PER_TASK") or os.environ.get("ABLATIONS_THREADS")
+    if threads:
+        torch.set_num_threads(int(threads))
+    stop = _Stop()
+    stop.install()
+    rank = int(os.environ.get("SLURM_PROCID", "0"))
+    world = int(os.environ.get("SLURM_NTASKS", "1"))
+    plans = {name: resolve(sweep, name) for name in names}
+    handoff = _Handoff(results / names[0]) if world > 1 else None
+    if rank > 0:
+        assert handoff is not None
+        return _follow(sweep, plans, results, handoff, stop)
+
+    loaded = {
+        name: (
+            optuna.load_study(
+                study_name=name,
+                storage=studies.open_storage(sweep, results / name),
+                sampler=optuna.samplers.RandomSampler(),  # every parameter is fixed: no sampling
+                pruner=_pruner(p),
+            ),
+            p,
+        )
+        for name, p in plans.items()
+    }
+    while not stop.requested:
+        claimed = None
+        for name, (study, p) in loaded.items():
+            claimed = studies.claim_next(study, p, sweep, results / name)
+            if claimed is not None:
+                break
+        if claimed is None:
+            if all(studies.finished(s, p, sweep.retry) for s, p in loaded.values()):
+                break
+            time.sleep(POLL_SECONDS)
+            continue
+        if handoff is not None:
+            handoff.publish({"experiment": name, "claim": asdict(claimed)})
+        _run_trial(sweep, study, p, results / name, claimed, stop)
+    if handoff is not None:
+        handoff.publish(None)
+    if stop.signal == signal.SIGUSR1:
+        _requeue_self()
+    return 3 if stop.requested else 0
+
+
+def _follow(
+    sweep: Sweep, plans: dict[str, Plan], results: Path, handoff: _Handoff, stop: _Stop
+) -> int:
+    from ..train import StopRun, train
+
+    while True:
+        message = handoff.receive(stop)
+        if message is None:
+            return 3 if stop.requested else 0
+        p = plans[message["experiment"]]
+        claim = studies.Claim(**message["claim"])
+        config = p.config(claim.variant, claim.params, claim.seed)
+        try:
+            train(
+                config,
+                results / p.name / str(claim.origin),
+                callbacks=_callbacks(stop, None, p),
+                plugins=_plugins(),
+            )
+        except StopRun:
+            pass
+        except Exception:  # rank 0 records the failure; this rank goes on with the next trial
+            traceback.print_exc()
+
+
+def _run_trial(
+    sweep: Sweep, study: optuna.Study, p: Plan, exp_dir: Path, claim: studies.Claim, stop: _Stop
+) -> None:
+    from ..train import StopRun, train
+
+    run_dir = exp_dir / str(claim.origin)
+    info = read_json(run_dir / "trial.json") or {}
+    write_json(
+        run_dir / "trial.json",
+        {
+            "experiment": p.name,
+            "trial": claim.origin,
+            "attempts": sorted({*info.get("attempts", []), *claim.attempts}),
+            "variant": claim.variant,
+            "stage": claim.stage,
+            "seed": claim.seed,
+            "slot": claim.slot,
+            "toggles": p.variants[claim.variant],
+            "params": claim.params,
+        },
+    )
+    config = p.config(claim.variant, claim.params, claim.seed)
+    trial = None
+    if p.experiment.pruner.type != "none" and claim.stage == "tune":
+        trial = optuna.Trial(study, claim.trial_id)
+    storage = study._storage
+    attrs: dict[str, Any] = {}
+    state, value = TrialState.COMPLETE, None
+    t0 = time.monotonic()
+    with studies.Heartbeat(study, claim, exp_dir, sweep, sweep.retry.heartbeat_seconds):
+        try:
+            result = train(
+                config, run_dir, callbacks=_callbacks(stop, trial, p), plugins=_plugins()
+            )
+        except StopRun as e:
+            if e.status == "pruned":
+                state, attrs = TrialState.PRUNED, {"status": "pruned"}
+            else:
+                state, attrs = TrialState.FAIL, {"status": "preempted", "error": str(e)}
+        except Exception as e:
+            traceback.print_exc()
+            line = " ".join(str(e).split())[:500]
+            state, attrs = (
+                TrialState.FAIL,
+                {"status": "failed", "error": f"{type(e).__name__}: {line}"},
+            )
+        else:
+            objective = (result.get("val") or {}).get(p.experiment.objective)
+            diverged = result["status"] == "diverged" or objective is None
+            value = math.inf if diverged else float(objective)
+            attrs = {"status": "diverged" if diverged else "complete", "step": result.get("step")}
+            if result.get("reason"):
+                attrs["reason"] = result["reason"]
+            fit = (result.get("metrics") or {}).get("wall_time")
+            if fit is not None:
+                attrs["fit_seconds"] = fit
+    attrs["trial_seconds"] = time.monotonic() - t0
+    try:
+        for key, v in attrs.items():
+            storage.set_trial_user_attr(claim.trial_id, key, v)
+        study.tell(claim.number, values=value, state=state)
+    except (RuntimeError, ValueError) as e:  # reaped meanwhile: its retry owns the slot now
+        log.warning("trial %d was finished elsewhere (%s); result dropped", claim.number, e)
+    if attrs["status"] == "preempted":
+        studies.queue_retries(study, sweep, exp_dir)  # at once: this worker is about to exit
+    log.info("trial %d (%s) %s %s", claim.number, claim.slot, attrs.get("status"), value)
+    print(
+        json.dumps({"trial": claim.number, "slot": claim.slot, **attrs, "value": value}), flush=True
+    )
+
+
+def _requeue_self() -> None:
+    env = os.environ
+    job = env.get("SLURM_JOB_ID")
+    if env.get("SLURM_ARRAY_JOB_ID") and env.get("SLURM_ARRAY_TASK_ID"):
+        job = f"{env['SLURM_ARRAY_JOB_ID']}_{env['SLURM_ARRAY_TASK_ID']}"
+    if job and int(env.get("SLURM_PROCID", "0")) == 0:
+        subprocess.run(["scontrol", "requeue", job], check=False, timeout=60)

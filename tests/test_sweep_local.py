@@ -1,0 +1,153 @@
+"""The sweep with local workers, end to end with real training: six workers on one journal file,
+a diverging variant, a worker killed with SIGKILL and one stopped with SIGTERM mid-trial."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+from optuna.trial import TrialState
+from sweep_files import REPO, python, steps, study, wait_for, workload, write_sweep
+
+pytestmark = pytest.mark.slow
+
+
+def test_six_local_workers_every_trial_once_and_divergence_is_a_result(tmp_path, embedded_cache):
+    cache, _ = embedded_cache
+    file = write_sweep(
+        tmp_path,
+        {
+            "mix": {
+                "workload": workload(cache),
+                "variants": {
+                    "named": {
+                        "clip": {"optimizer.overrides.prenorm": "clip"},
+                        "none": {"optimizer.overrides.prenorm": "none"},
+                        "boom": {"phases.0.lr": 1.0e4},  # diverges: a result, not a crash
+                    }
+                },
+                "seeds": 3,
+            }
+        },
+        local={"workers": 6, "threads_per_worker": 1},
+    )
+    out = python("sweep", "--file", str(file), "--local", cwd=tmp_path, timeout=900)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "mix: 9/9 done" in out.stdout
+    exp_dir = tmp_path / "results" / "mix"
+    trials = study(exp_dir).get_trials()
+    assert len(trials) == 9 and all(t.state == TrialState.COMPLETE for t in trials)
+    slots = sorted(t.user_attrs["slot"] for t in trials)
+    assert slots == sorted(f"{v}/seed/{s}" for v in ("clip", "none", "boom") for s in range(3))
+    workers = {
+        json.loads((exp_dir / str(t.number) / "meta.json").read_text())["attempts"][0]["argv"][0]
+        for t in trials
+    }
+    assert workers  # each trial directory was written by a worker
+    for t in trials:
+        run = exp_dir / str(t.number)
+        assert steps(run) == list(range(1, len(steps(run)) + 1))  # no gap, no duplicate
+        info = json.loads((run / "trial.json").read_text())
+        assert (info["variant"], info["seed"], info["attempts"]) == (
+            t.user_attrs["variant"],
+            t.user_attrs["seed"],
+            [t.number],
+        )
+        status = json.loads((run / "status.json").read_text())["status"]
+        if t.user_attrs["variant"] == "boom":
+            assert status == "diverged" == t.user_attrs["status"] and t.value == math.inf
+        else:
+            assert status == "complete" == t.user_attrs["status"]
+            assert math.isfinite(t.value) and steps(run)[-1] == 8
+    summary = json.loads((exp_dir / "summary.json").read_text())
+    assert summary["boom"]["diverged"] == 3 and summary["boom"]["mean"] is None
+    assert summary["clip"]["diverged"] == 0 and len(summary["clip"]["seed_values"]) == 3
+    # ranked worst: every finite value beats a divergence
+    ranked = sorted(trials, key=lambda t: t.value)
+    assert [t.user_attrs["variant"] for t in ranked[-3:]] == ["boom"] * 3
+    data = json.loads((exp_dir / "data.json").read_text())
+    assert 3.0 < data["unigram_entropy"] < math.log(512)
+    # six processes, nine trials: several workers shared the work through the study
+    logs = [p.read_text() for p in (tmp_path / "results" / ".workers").glob("worker-*.log")]
+    assert len(logs) == 6 and sum('"trial":' in log for log in logs) >= 2
+
+
+def _start_worker(file, tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
+    env.update(PYTHONPATH=str(REPO), ABLATIONS_THREADS="1")
+    log = open(tmp_path / "worker.log", "a")  # noqa: SIM115
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "ablations",
+            "sweep-worker",
+            "--file",
+            str(file),
+            "--experiment",
+            "long",
+        ],
+        cwd=tmp_path,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["kill-9", "sigterm"])
+def test_a_killed_worker_s_trial_resumes_from_its_checkpoint(tmp_path, embedded_cache, sig):
+    cache, _ = embedded_cache
+    file = write_sweep(
+        tmp_path,
+        {
+            "long": {
+                "workload": workload(cache, steps=40, checkpoint_every=5),
+                "variants": {"named": {"only": {}}},
+                "seeds": 1,
+            }
+        },
+    )
+    prepared = python("sweep", "--file", str(file), "--dry-run", cwd=tmp_path)
+    assert prepared.returncode == 0, prepared.stderr
+    from ablations.sweep import driver
+    from ablations.sweep.spec import load_sweep
+
+    driver.prepare_experiment(load_sweep(file), "long", tmp_path / "results")
+    run = tmp_path / "results" / "long" / "0"
+    worker = _start_worker(file, tmp_path)
+    wait_for(lambda: len(steps(run)) >= 12, 300, "12 steps of trial 0")
+    worker.send_signal(sig)
+    code = worker.wait(timeout=120)
+    done_before = steps(run)
+    assert 12 <= len(done_before) < 40
+    s = study(tmp_path / "results" / "long")
+    first = s.get_trials()[0]
+    if sig == signal.SIGTERM:
+        # a clean stop: checkpoint at the current step, trial handed back at once
+        assert code == 3
+        assert first.state == TrialState.FAIL and first.user_attrs["status"] == "preempted"
+        assert json.loads((run / "status.json").read_text())["status"] == "interrupted"
+        assert (run / "checkpoints" / "phase1" / "last.ckpt").exists()
+        assert len(s.get_trials()) == 2 and s.get_trials()[1].state == TrialState.WAITING
+    else:
+        assert code == -signal.SIGKILL
+        assert first.state == TrialState.RUNNING  # until a worker notices
+    second = _start_worker(file, tmp_path)
+    assert second.wait(timeout=600) == 0, (tmp_path / "worker.log").read_text()[-3000:]
+    trials = study(tmp_path / "results" / "long").get_trials()
+    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.COMPLETE]
+    lost, retry = trials
+    assert lost.user_attrs["status"] == ("preempted" if sig == signal.SIGTERM else "lost")
+    assert retry.system_attrs["failed_trial"] == 0 and retry.user_attrs["slot"] == "only/seed/0"
+    assert not (run.parent / "1").exists()  # the retry ran in the original trial's directory
+    assert steps(run) == list(range(1, 41))  # resumed: no gap, no duplicate step
+    assert steps(run, "val") == [4 * k for k in range(1, 11)]
+    info = json.loads((run / "trial.json").read_text())
+    assert info["attempts"] == [0, 1]
+    assert len(json.loads((run / "meta.json").read_text())["attempts"]) == 2
+    assert json.loads((run / "status.json").read_text())["status"] == "complete"

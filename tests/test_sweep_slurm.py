@@ -1,0 +1,229 @@
+"""The sweep on a real one-node SLURM cluster (fixture ``cluster``): ``make sweep`` submits a job
+array and a collect job; workers killed mid-trial (``scancel``, ``kill -9``) and a time-limit
+signal (``USR1``: checkpoint, hand back, requeue) lose no trial and no step; a two-task array
+element trains one trial on both ranks."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+
+import pytest
+from optuna.trial import TrialState
+from sweep_files import REPO, steps, study, wait_for, workload, write_sweep
+
+pytestmark = pytest.mark.slow
+
+SLURM = {
+    "cpus_per_task": 1,
+    "mem": "1500M",
+    "time": "00:20:00",
+    "array_size": 2,
+    "parallelism": 2,
+    "signal_seconds": 60,
+}
+
+
+def _make_sweep(cluster, file, experiment) -> tuple[str, str]:
+    out = subprocess.run(
+        ["make", "-C", str(REPO), "sweep", f"SWEEP={file}", f"EXPERIMENT={experiment}"],
+        env=cluster.env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    m = re.search(rf"{experiment}: submitted worker array (\d+) and collect job (\d+)", out.stdout)
+    assert m, out.stdout
+    assert "watch: squeue" in out.stdout
+    return m.group(1), m.group(2)
+
+
+def _submissions(exp_dir) -> list[dict]:
+    return json.loads((exp_dir / "slurm" / "submissions.json").read_text())["submissions"]
+
+
+def _wait_all_collects(cluster, exp_dir, timeout: float) -> None:
+    """Until the newest collect job has ended and submitted nothing new."""
+
+    def settled():
+        subs = _submissions(exp_dir)
+        states = cluster.states(subs[-1]["collect"])
+        return (
+            states
+            and all(s in {"COMPLETED", "FAILED", "CANCELLED"} for s in states)
+            and (len(_submissions(exp_dir)) == len(subs))
+        )
+
+    wait_for(settled, timeout, f"the collect jobs of {exp_dir.name}", poll=1.0)
+
+
+def _log(exp_dir) -> str:
+    return "\n".join(
+        p.read_text(errors="replace") for p in sorted((exp_dir / "slurm").glob("*.out"))
+    )
+
+
+def test_make_sweep_submits_an_array_and_a_collect_job(cluster, tmp_path, embedded_cache):
+    cache, _ = embedded_cache
+    file = write_sweep(
+        tmp_path,
+        {
+            "grid": {
+                "workload": workload(cache),
+                "variants": {"grid": {"optimizer.overrides.prenorm": ["clip", "none"]}},
+                "tune": {"phases.0.lr": {"low": 1e-3, "high": 3e-2, "log": True}},
+                "search": {"method": "qmc", "budget": 2},
+                "seeds": 1,
+                "slurm": SLURM,
+            }
+        },
+    )
+    array, collect = _make_sweep(cluster, file, "grid")
+    exp_dir = tmp_path / "results" / "grid"
+    script = (exp_dir / "slurm" / "worker.sbatch").read_text()
+    for line in (
+        "#SBATCH --array=0-1%2",
+        "#SBATCH --requeue",
+        "#SBATCH --signal=USR1@60",
+        "#SBATCH --ntasks-per-node=1",
+        "srun --kill-on-bad-exit=1 ",
+    ):
+        assert line in script
+    assert len(cluster.states(array)) >= 1
+    assert cluster.wait(collect, timeout=600) == ["COMPLETED"], _log(exp_dir)
+    assert set(cluster.states(array)) == {"COMPLETED"}
+    trials = study(exp_dir).get_trials()
+    # 2 variants x (2 tuning points + 1 seed rerun), each slot exactly once, complete
+    assert len(trials) == 6 and all(t.state == TrialState.COMPLETE for t in trials)
+    assert len({t.user_attrs["slot"] for t in trials}) == 6
+    summary = json.loads((exp_dir / "summary.json").read_text())
+    assert set(summary) == {"prenorm=clip", "prenorm=none"}
+    assert len(_submissions(exp_dir)) == 1
+    log = _log(exp_dir)
+    assert f"worker {array}_0" in log and f"worker {array}_1" in log
+
+
+def _lease(exp_dir, number: int) -> dict | None:
+    path = exp_dir / ".leases" / f"{number}.json"
+    try:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def test_workers_killed_mid_trial_lose_no_trial_and_no_step(cluster, tmp_path, embedded_cache):
+    cache, _ = embedded_cache
+    file = write_sweep(
+        tmp_path,
+        {
+            "faults": {
+                "workload": workload(cache, steps=40, checkpoint_every=5),
+                "variants": {"named": {"only": {}}},
+                "seeds": 2,
+                "slurm": {**SLURM, "max_resubmits": 2},
+            }
+        },
+    )
+    array, _ = _make_sweep(cluster, file, "faults")
+    exp_dir = tmp_path / "results" / "faults"
+    runs = [exp_dir / "0", exp_dir / "1"]
+    wait_for(
+        lambda: all(len(steps(r)) >= 10 for r in runs),
+        400,
+        "both trials at 10 steps\n" + _log(exp_dir) if exp_dir.exists() else "",
+    )
+    leases = {n: _lease(exp_dir, n) for n in (0, 1)}
+    assert all(lease and lease["job"] for lease in leases.values()), leases
+    # trial 0: its array task is cancelled (SIGTERM to the worker, SIGKILL after KillWait)
+    array_task = next(
+        line.split()[1]
+        for line in cluster.run("squeue", "-h", "-o", "%A %i").splitlines()
+        if line.split()[0] == leases[0]["job"]
+    )
+    cluster.run("scancel", array_task)
+    # trial 1: its worker process is killed outright
+    os.kill(leases[1]["pid"], signal.SIGKILL)
+    _wait_all_collects(cluster, exp_dir, timeout=900)
+    trials = study(exp_dir).get_trials()
+    done = [t for t in trials if t.state == TrialState.COMPLETE]
+    lost = [t for t in trials if t.state == TrialState.FAIL]
+    assert sorted(t.user_attrs["slot"] for t in done) == ["only/seed/0", "only/seed/1"], _log(
+        exp_dir
+    )
+    assert sorted(t.number for t in lost) == [0, 1]
+    assert {t.user_attrs["status"] for t in lost} <= {"lost", "preempted"}
+    assert sorted(t.system_attrs["failed_trial"] for t in done) == [0, 1]
+    assert sorted(p.name for p in exp_dir.iterdir() if p.name.isdigit()) == ["0", "1"]
+    for run in runs:
+        assert steps(run) == list(range(1, 41)), run  # resumed: no gap, no duplicate
+        assert json.loads((run / "status.json").read_text())["status"] == "complete"
+        assert json.loads((run / "trial.json").read_text())["attempts"][0] == int(run.name)
+    assert len(_submissions(exp_dir)) >= 2  # the collect job resubmitted the workers
+    assert (exp_dir / "summary.json").exists()
+
+
+def test_time_limit_signal_checkpoints_hands_back_and_requeues(cluster, tmp_path, embedded_cache):
+    cache, _ = embedded_cache
+    file = write_sweep(
+        tmp_path,
+        {
+            "usr1": {
+                "workload": workload(
+                    cache, steps=40, checkpoint_every=100
+                ),  # no periodic checkpoint
+                "variants": {"named": {"only": {}}},
+                "seeds": 1,
+                "slurm": {**SLURM, "array_size": 1, "parallelism": 1},
+            }
+        },
+    )
+    array, collect = _make_sweep(cluster, file, "usr1")
+    exp_dir = tmp_path / "results" / "usr1"
+    run = exp_dir / "0"
+    wait_for(lambda: len(steps(run)) >= 10, 400, "10 steps")
+    cluster.run("scancel", "--signal=USR1", f"{array}_0")  # what --signal=USR1@60 sends
+    assert cluster.wait(collect, timeout=600) == ["COMPLETED"], _log(exp_dir)
+    log = _log(exp_dir)
+    assert "restart 1" in log  # the worker requeued its own array task, which came back
+    trials = study(exp_dir).get_trials()
+    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.COMPLETE]
+    assert trials[0].user_attrs["status"] == "preempted"
+    assert trials[1].system_attrs["failed_trial"] == 0
+    # the signal's checkpoint, not a periodic one (there is none before step 100): no step redone
+    assert steps(run) == list(range(1, 41))
+    assert len(_submissions(exp_dir)) == 1
+
+
+def test_two_tasks_train_one_trial_on_both_ranks(cluster, tmp_path, embedded_cache):
+    cache, _ = embedded_cache
+    file = write_sweep(
+        tmp_path,
+        {
+            "ranks": {
+                "workload": workload(cache, steps=8, devices=2),
+                "variants": {"named": {"only": {}}},
+                "seeds": 2,
+                "slurm": {**SLURM, "tasks_per_node": 2, "array_size": 1, "parallelism": 1},
+            }
+        },
+    )
+    _, collect = _make_sweep(cluster, file, "ranks")
+    exp_dir = tmp_path / "results" / "ranks"
+    assert cluster.wait(collect, timeout=600) == ["COMPLETED"], _log(exp_dir)
+    trials = study(exp_dir).get_trials()
+    assert len(trials) == 2 and all(t.state == TrialState.COMPLETE for t in trials)
+    log = _log(exp_dir)
+    assert "GLOBAL_RANK: 1, MEMBER: 2/2" in log  # a two-rank process group
+    # rank 0 handed both trials, then the end, to rank 1 (whose all-reduces the DDP steps needed)
+    (handoffs,) = (exp_dir / ".ranks").iterdir()
+    messages = [json.loads((handoffs / f"{i}.json").read_text())["message"] for i in range(3)]
+    assert [m["claim"]["number"] for m in messages[:2]] == [0, 1] and messages[2] is None
+    for t in trials:
+        run = exp_dir / str(t.number)
+        assert steps(run) == list(range(1, 9))  # one writer: each step once
+        assert json.loads((run / "trial.json").read_text())["attempts"] == [t.number]

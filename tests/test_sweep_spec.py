@@ -1,0 +1,358 @@
+"""The sweep file: the default one is valid, its GPU block too, and every malformed file gets its
+own one-line error with exit status 2, leaving nothing behind."""
+
+from __future__ import annotations
+
+import copy
+import math
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from ablations.__main__ import main
+from ablations.config import ConfigError
+from ablations.sweep import study as studies
+from ablations.sweep.spec import load_sweep, plan, time_seconds
+
+REPO = Path(__file__).resolve().parents[1]
+
+WORKLOAD = {
+    "model": {"size": "tiny"},
+    "data": {"vocab_size": 512},
+    "phases": [
+        {
+            "steps": 8,
+            "global_batch": 16,
+            "micro_batch": 8,
+            "seq_len": 32,
+            "max_predictions": 5,
+            "lr": 0.01,
+        }
+    ],
+}
+VALID = {
+    "results": "out",
+    "experiments": {
+        "e": {
+            "workload": WORKLOAD,
+            "preset": "nvlamb",
+            "variants": {"grid": {"optimizer.overrides.prenorm": ["clip", "none"]}},
+            "tune": {"phases.0.lr": {"low": 1e-3, "high": 1e-1, "log": True}},
+            "search": {"method": "qmc", "budget": 3},
+            "seeds": 2,
+        }
+    },
+}
+
+
+def _mutate(path: str, value) -> dict:
+    """VALID with ``value`` at a "/"-separated path (``None`` deletes the key)."""
+    raw = copy.deepcopy(VALID)
+    *parents, last = path.split("/")
+    node = raw
+    for part in parents:
+        node = node[int(part)] if isinstance(node, list) else node[part]
+    if value is None:
+        del node[last]
+    else:
+        node[last] = value
+    return raw
+
+
+E = "experiments/e"
+MALFORMED = [
+    # (mutation path, value, expected error, anchored at the start of the message)
+    ("experimnts", {}, r"experimnts: unknown key; expected one of \["),
+    ("experiments", None, r"experiments: expected a mapping of experiment names"),
+    (f"{E}/seed", 3, r"experiments\.e\.seed: unknown key; expected one of \["),
+    (f"{E}/seeds", "three", r"experiments\.e\.seeds: expected int, got 'three'"),
+    (f"{E}/seeds", 0, r"experiments\.e\.seeds: expected an integer >= 1, got 0"),
+    (f"{E}/workload/model/sise", "tiny", r"experiments\.e\.workload\.model\.sise: unknown key"),
+    (f"{E}/workload/phases/0/lr", -1.0, r"experiments\.e\.workload\.phases\[0\]\.lr: expected"),
+    (f"{E}/variants/named", {"a": {}}, r"experiments\.e\.variants: expected exactly one of"),
+    (
+        f"{E}/variants/grid",
+        {"optimizer.overides.prenorm": ["clip"]},
+        r"experiments\.e\.variants\.grid\.optimizer\.overides: unknown key; expected one of",
+    ),
+    (
+        f"{E}/variants/grid",
+        {"optimizer.overrides.prenorm": ["clip", "sometimes"]},
+        r"experiments\.e\.variants\.grid \(prenorm=sometimes\): optimizer\.overrides",
+    ),
+    (
+        f"{E}/variants/grid",
+        {"optimizer.overrides.prenorm": []},
+        r"experiments\.e\.variants\.grid\.optimizer\.overrides\.prenorm: expected a non-empty",
+    ),
+    (
+        f"{E}/variants",
+        {"named": {"a": "clip"}},
+        r"experiments\.e\.variants\.named\.a: expected a mapping, got .clip.",
+    ),
+    (
+        f"{E}/tune/phases.0.lr/high",
+        1e-4,
+        r"experiments\.e\.tune\.phases\.0\.lr\.high: expected a "
+        r"number > low=0\.001",
+    ),
+    (
+        f"{E}/tune/phases.0.lr/low",
+        0.0,
+        r"experiments\.e\.tune\.phases\.0\.lr\.low: expected a "
+        r"number > 0 with log: true",
+    ),
+    (
+        f"{E}/tune",
+        {"phases.0.lrr": {"low": 1e-3, "high": 1e-2}},
+        r"experiments\.e\.tune \(prenorm=clip\): phases\[0\]\.lrr: unknown key",
+    ),
+    (
+        f"{E}/search/method",
+        "bayes",
+        r"experiments\.e\.search\.method: expected one of \['qmc', 'random', 'grid', 'tpe'\]",
+    ),
+    (f"{E}/search/budget", 0, r"experiments\.e\.search\.budget: expected an integer >= 1"),
+    (
+        f"{E}/search/method",
+        "grid",
+        r"experiments\.e\.tune\.phases\.0\.lr: expected 'values: \[\.\.\.\]' for search\.method=",
+    ),
+    (f"{E}/tune", None, r"experiments\.e\.search\.budget: expected 1 when nothing is tuned"),
+    (f"{E}/objective", "val/acc", r"experiments\.e\.objective: expected one of \['val/mlm_loss'"),
+    (f"{E}/pruner", {"type": "asha"}, r"experiments\.e\.pruner\.type: expected one of"),
+    ("slurm", {"time": "4 hours"}, r"slurm\.time: expected a SLURM time like 04:00:00"),
+    (
+        "slurm",
+        {"array_size": 2, "parallelism": 3},
+        r"slurm\.parallelism: expected an integer in \[1, array_size=2\], got 3",
+    ),
+    ("slurm", {"extra_sbatch": ["qos=high"]}, r"slurm\.extra_sbatch\[0\]: expected an option"),
+    (
+        f"{E}/slurm",
+        {"tasks_per_node": 2},
+        r"experiments\.e\.slurm\.tasks_per_node: expected the workload's devices=1",
+    ),
+    (
+        f"{E}/slurm",
+        {"time": "00:01:00", "signal_seconds": 120},
+        r"experiments\.e\.slurm\.signal_seconds: expected seconds in \(0, time=60\)",
+    ),
+    (
+        "storage",
+        "sqlite:///study.db",
+        r"storage: expected 'journal' or a postgresql:// or mysql://",
+    ),
+    (
+        "retry",
+        {"heartbeat_seconds": 30, "grace_seconds": 40},
+        r"retry\.grace_seconds: expected at least 2 x heartbeat_seconds = 60",
+    ),
+    ("experiments", {"my exp": VALID["experiments"]["e"]}, r"experiments\.my exp: expected a name"),
+    ("local", {"workers": 0}, r"local\.workers: expected an integer >= 1, got 0"),
+]
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "error"), MALFORMED, ids=[m[0] + ":" + m[2][:30] for m in MALFORMED]
+)
+def test_malformed_sweep_file_is_one_line_error_exit_2_and_nothing_created(
+    tmp_path, capsys, path, value, error
+):
+    file = tmp_path / "sweep.yaml"
+    file.write_text(yaml.safe_dump(_mutate(path, value)))
+    assert main(["sweep", "--file", str(file), "--local"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err
+    assert re.match("error: " + error, err), err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sweep.yaml"]
+
+
+@pytest.mark.parametrize(
+    ("text", "error"),
+    [
+        ("experiments: {e: [1, 2", r"error: .*sweep\.yaml is not valid YAML: "),
+        ("- 1\n- 2\n", r"error: .*sweep\.yaml: expected a mapping with 'experiments'"),
+    ],
+)
+def test_unparsable_sweep_file(tmp_path, capsys, text, error):
+    file = tmp_path / "sweep.yaml"
+    file.write_text(text)
+    assert main(["sweep", "--file", str(file)]) == 2
+    err = capsys.readouterr().err
+    assert re.match(error, err) and err.count("\n") == 1, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sweep.yaml"]
+
+
+def test_missing_file_and_unknown_experiment(tmp_path, capsys):
+    assert main(["sweep", "--file", str(tmp_path / "nope.yaml")]) == 2
+    assert re.match(
+        r"error: .*nope\.yaml: cannot read .*nope\.yaml: No such file", capsys.readouterr().err
+    )
+    file = tmp_path / "sweep.yaml"
+    file.write_text(yaml.safe_dump(VALID))
+    assert main(["sweep", "--file", str(file), "--experiment", "f"]) == 2
+    assert capsys.readouterr().err == (
+        "error: experiment 'f': not in the sweep file; expected one of ['e']\n"
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sweep.yaml"]
+
+
+def test_a_changed_definition_is_refused_before_anything_is_touched(tmp_path, capsys):
+    file = tmp_path / "sweep.yaml"
+    file.write_text(yaml.safe_dump(VALID))
+    sweep = load_sweep(file)
+    exp_dir = tmp_path / "out" / "e"
+    exp_dir.mkdir(parents=True)
+    (exp_dir / "sweep.json").write_text('{"name": "e", "variants": {}}')
+    assert main(["sweep", "--file", str(file), "--local"]) == 2
+    err = capsys.readouterr().err
+    assert re.match(r"error: .*out/e: holds experiment 'e' with a different definition", err)
+    assert sorted(p.name for p in exp_dir.iterdir()) == ["sweep.json"]
+    with pytest.raises(studies.SpecChangedError):
+        studies.check_snapshot(plan(sweep, "e"), exp_dir)
+
+
+# --- the default file ---------------------------------------------------------------------------
+
+
+def test_default_sweep_file_holds_the_four_cpu_reproductions():
+    sweep = load_sweep(REPO / "sweep.yaml")
+    defaults = [n for n, e in sweep.experiments.items() if e.default]
+    assert defaults == ["figure2_prenorm", "figure3_decay", "bias_correction", "eps_regime"]
+    fig2 = plan(sweep, "figure2_prenorm")
+    assert {v["optimizer.overrides.prenorm"] for v in fig2.variants.values()} == {"clip", "none"}
+    fig3 = plan(sweep, "figure3_decay")
+    config = fig3.config("degree_1.0", {}, 0)
+    assert len(config.phases) == 2
+    assert [p.decay_power for p in config.phases] == [1.0, 1.0]
+    eps = plan(sweep, "eps_regime")
+    assert len(eps.variants) == 12
+    assert {v["optimizer.overrides.eps"] for v in eps.variants.values()} == {1e-6, 1e-3}
+    # thousands of small steps rather than a hundred big ones (the pilot's lesson)
+    for name in defaults:
+        p = plan(sweep, name)
+        phase = p.config(next(iter(p.variants)), {}, 0).phases[0]
+        assert phase.steps >= 500 and phase.global_batch <= 64
+
+
+def test_commented_gpu_experiment_is_valid_when_uncommented(tmp_path):
+    text = (REPO / "sweep.yaml").read_text()
+    block = text[text.index("#  gpu_figure2_prenorm:") :]
+    lines = []
+    for line in block.splitlines():
+        if line.startswith("#  gpu_") and not line.startswith("#  gpu_figure2_prenorm"):
+            break
+        lines.append(line[1:])
+    file = tmp_path / "sweep.yaml"
+    file.write_text(text + "\n".join(lines) + "\n")
+    sweep = load_sweep(file)
+    gpu = plan(sweep, "gpu_figure2_prenorm")
+    config = gpu.config("prenorm", gpu.points[0], 1)
+    assert (config.model.size, config.devices, config.num_nodes) == ("large", 8, 8)
+    assert [p.global_batch for p in config.phases] == [65536, 32768]
+    assert not sweep.experiments["gpu_figure2_prenorm"].default
+
+
+# --- plans ----------------------------------------------------------------------------------
+
+
+def test_grid_variants_are_the_cartesian_product_named_by_toggle():
+    raw = _mutate(
+        f"{E}/variants/grid",
+        {
+            "optimizer.overrides.prenorm": ["none", "clip"],
+            "optimizer.overrides.bias_correction": [True, False],
+        },
+    )
+    p = plan(_load(raw), "e")
+    assert list(p.variants) == [
+        "prenorm=none,bias_correction=true",
+        "prenorm=none,bias_correction=false",
+        "prenorm=clip,bias_correction=true",
+        "prenorm=clip,bias_correction=false",
+    ]
+    config = p.config("prenorm=clip,bias_correction=false", {"phases.0.lr": 0.02}, 5)
+    assert config.optimizer.overrides == {"prenorm": "clip", "bias_correction": False}
+    assert (config.phases[0].lr, config.seed, config.optimizer.preset) == (0.02, 5, "nvlamb")
+
+
+def test_same_path_suffix_is_disambiguated_by_full_path():
+    raw = _mutate(
+        f"{E}/variants/grid", {"phases.0.decay_power": [0.5], "phases.1.decay_power": [1.0]}
+    )
+    raw["experiments"]["e"]["workload"]["phases"].append(dict(WORKLOAD["phases"][0]))
+    assert list(plan(_load(raw), "e").variants) == [
+        "phases.0.decay_power=0.5,phases.1.decay_power=1.0"
+    ]
+
+
+@pytest.mark.parametrize("method", ["qmc", "random"])
+def test_every_variant_gets_the_same_points_inside_the_range(method):
+    raw = _mutate(f"{E}/search", {"method": method, "budget": 8, "seed": 3})
+    raw["experiments"]["e"]["tune"]["optimizer.weight_decay"] = {"low": 0.0, "high": 0.1}
+    p = plan(_load(raw), "e")
+    slots = studies.slots_ahead(p)
+    assert len(slots) == 2 * 8
+    by_variant: dict[str, list] = {}
+    for s in slots:
+        by_variant.setdefault(s.variant, []).append(s.params)
+        assert 1e-3 <= s.params["phases.0.lr"] <= 1e-1
+        assert 0.0 <= s.params["optimizer.weight_decay"] <= 0.1
+        assert s.stage == "tune" and s.seed == 0
+    first, second = by_variant.values()
+    assert first == second  # variants compared point by point
+    assert len({tuple(sorted(p.items())) for p in first}) == 8
+    # log scale: the points spread over decades, not crowd the top one
+    logs = sorted(math.log10(p["phases.0.lr"]) for p in first)
+    assert logs[0] < -2.2 and logs[-1] > -1.5
+    again = plan(_load(raw), "e").points
+    assert again == p.points  # seeded: every process computes the same points
+    other = _mutate(f"{E}/search", {"method": method, "budget": 8, "seed": 4})
+    other["experiments"]["e"]["tune"] = raw["experiments"]["e"]["tune"]
+    assert plan(_load(other), "e").points != p.points
+    assert studies.total_slots(p) == 2 * (8 + 2)
+
+
+def test_grid_search_and_no_tuning():
+    raw = _mutate(f"{E}/search", {"method": "grid"})
+    raw["experiments"]["e"]["tune"] = {"phases.0.lr": {"values": [0.01, 0.02, 0.04]}}
+    p = plan(_load(raw), "e")
+    assert p.points == [{"phases.0.lr": v} for v in (0.01, 0.02, 0.04)]
+    untuned = _mutate(f"{E}/tune", None)
+    untuned["experiments"]["e"]["search"] = {"budget": 1}
+    q = plan(_load(untuned), "e")
+    assert [(s.stage, s.seed, s.params) for s in studies.slots_ahead(q)][:2] == [
+        ("seed", 0, {}),
+        ("seed", 1, {}),
+    ]
+    assert studies.total_slots(q) == 2 * 2
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        ("90", 5400),
+        ("30:00", 1800),
+        ("04:00:00", 14400),
+        ("1-00:00:00", 86400),
+        ("2-12", 216000),
+        ("1-12:30", 131400),
+    ],
+)
+def test_slurm_time_formats(text, seconds):
+    assert time_seconds(text) == seconds
+
+
+def _load(raw: dict):
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d:
+        file = Path(d) / "sweep.yaml"
+        file.write_text(yaml.safe_dump(raw, sort_keys=False))
+        try:
+            return load_sweep(file)
+        except ConfigError as e:
+            raise AssertionError(str(e)) from None
