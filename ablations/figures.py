@@ -34,6 +34,7 @@ import numpy as np
 import pandas as pd
 
 from . import results as res
+from . import stats
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = REPO / "notebooks"
@@ -103,7 +104,7 @@ def _order(variants: Sequence[str] | pd.Series) -> list[str]:
 
 
 def _trials(runs: pd.DataFrame | None, stage: str | None) -> set[int] | None:
-    return None if runs is None else set(res.select_runs(runs, stage)["trial"])
+    return None if runs is None else set(stats.select_runs(runs, stage)["trial"])
 
 
 def loss_panels(
@@ -125,7 +126,7 @@ def loss_panels(
         curves: :func:`ablations.results.load_curves`.
         metrics: curve metrics, one row of panels each.
         phases: phases to show (default: every phase in the data).
-        runs: with ``stage``, which trials to draw (:func:`ablations.results.select_runs`):
+        runs: with ``stage``, which trials to draw (:func:`ablations.stats.select_runs`):
             by default the seed reruns if any, so a band is seed-to-seed spread.
         reference: :func:`ablations.results.reference_lines`, drawn on MLM-loss panels.
         x: ``phase_step``, ``step``, ``samples`` or ``wall_time``.

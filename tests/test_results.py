@@ -28,7 +28,7 @@ import pytest
 import synthetic
 from lightning.pytorch.callbacks import Callback
 
-from ablations import figures, results
+from ablations import figures, results, stats
 from ablations.config import RunConfig
 from ablations.train import train
 
@@ -262,7 +262,7 @@ def test_runs_match_the_study_and_keep_diverged_and_failed_trials(experiment):
 
 def test_statistics_match_an_independent_computation(experiment):
     runs = results.load_runs(experiment)
-    summary = results.summarize(runs, "final_val_mlm_loss")
+    summary = stats.summarize(runs, "final_val_mlm_loss")
     t_975 = {1: 12.706204736, 4: 2.776445105}  # Student-t quantiles from a printed table
     for variant in VARIANTS:
         seeds = runs[(runs["variant"] == variant) & (runs["stage"] == "seed")]
@@ -274,13 +274,13 @@ def test_statistics_match_an_independent_computation(experiment):
     assert summary.loc["none", "divergence_rate"] == pytest.approx(1 / 3)  # 1 of 3 finished
     assert summary.loc["clip", "divergence_rate"] == 0 and summary.loc["clip", "failed"] == 1
     x = np.array([1.0, 2.0, 4.0, 3.0, 5.5])
-    mean, low, high = results.t_interval(x)
+    mean, low, high = stats.t_interval(x)
     assert high - mean == pytest.approx(t_975[4] * x.std(ddof=1) / np.sqrt(5))
 
     # time to target on the real curves: the first evaluation at or below the target
     curves = results.load_curves(experiment)
     target = runs.loc[runs["trial"] == 0, "best_val_mlm_loss"].item()
-    times = results.time_to_target(curves, target, time="step").set_index("trial")
+    times = stats.time_to_target(curves, target, time="step").set_index("trial")
     val = _jsonl(experiment / "0" / "val.jsonl")
     assert times.loc[0, "time"] == next(r["step"] for r in val if r["val/mlm_loss"] <= target)
     assert times.loc[4, "time"] == math.inf and len(times) == len(TRIALS)
@@ -294,19 +294,19 @@ def test_statistics_match_an_independent_computation(experiment):
         ],
         columns=["variant", "seed", "time"],
     )  # fmt: skip
-    ratios = results.performance_ratios(times)
+    ratios = stats.performance_ratios(times)
     expected = {"a": [1.0, math.inf, 1.0], "b": [2.0, 1.0, 1.0], "c": [math.inf, 1.5, math.inf]}
     for variant, values in expected.items():
         assert ratios[variant].tolist() == values  # c on seed 0: 5x the fastest -> inf
-    profile = results.performance_profile(times, taus=[1.0, 1.5, 2.0, 4.0]).pivot(
+    profile = stats.performance_profile(times, taus=[1.0, 1.5, 2.0, 4.0]).pivot(
         index="tau", columns="variant", values="rho"
     )
     assert profile.loc[1.0].tolist() == pytest.approx([2 / 3, 2 / 3, 0])
     assert profile.loc[2.0].tolist() == pytest.approx([2 / 3, 1, 1 / 3])
-    fine = results.performance_profile(times, taus=np.linspace(1, 4, 30001))
+    fine = stats.performance_profile(times, taus=np.linspace(1, 4, 30001))
     for variant, group in fine.groupby("variant"):
         numeric = np.trapezoid(group["rho"], group["tau"]) / 3
-        assert results.profile_scores(times)[variant] == pytest.approx(numeric, abs=1e-3)
+        assert stats.profile_scores(times)[variant] == pytest.approx(numeric, abs=1e-3)
 
 
 def _half_finished(experiment: Path, tmp_path: Path) -> Path:

@@ -470,10 +470,12 @@ def reap(study: optuna.Study, sweep: Sweep, exp_dir: Path) -> list[int]:
     running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
     if not running:
         return []
-    jobs = _slurm_jobs_alive()
+    leases = {t.number: read_json(_lease_path(exp_dir, t.number)) for t in running}
+    # squeue only for claims made inside SLURM jobs (it can hang where no controller answers)
+    jobs = _slurm_jobs_alive() if any(v and v.get("job") for v in leases.values()) else None
     lost = []
     for t in running:
-        why = _gone(exp_dir, t, jobs, sweep.retry)
+        why = _gone(exp_dir, t, leases[t.number], jobs, sweep.retry)
         if why is None:
             continue
         study._storage.set_trial_user_attr(t._trial_id, "status", "lost")
@@ -484,10 +486,15 @@ def reap(study: optuna.Study, sweep: Sweep, exp_dir: Path) -> list[int]:
     return lost
 
 
-def _gone(exp_dir: Path, t: FrozenTrial, jobs: set[str] | None, retry: RetryConfig) -> str | None:
+def _gone(
+    exp_dir: Path,
+    t: FrozenTrial,
+    lease: dict[str, Any] | None,
+    jobs: set[str] | None,
+    retry: RetryConfig,
+) -> str | None:
     """Why trial ``t``'s worker is gone, or None while it may be alive."""
     path = _lease_path(exp_dir, t.number)
-    lease = read_json(path)
     now = time.time()
     if lease is None:
         started = t.datetime_start.timestamp() if t.datetime_start else now
