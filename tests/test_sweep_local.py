@@ -117,7 +117,7 @@ def test_a_killed_worker_s_trial_resumes_from_its_checkpoint(tmp_path, embedded_
     from ablations.sweep import driver
     from ablations.sweep.spec import load_sweep
 
-    driver.prepare_experiment(load_sweep(file), "long", tmp_path / "results")
+    driver.prepare_experiments(load_sweep(file), ["long"], tmp_path / "results")
     run = tmp_path / "results" / "long" / "0"
     worker = _start_worker(file, tmp_path)
     wait_for(lambda: len(steps(run)) >= 12, 300, "12 steps of trial 0")
@@ -151,3 +151,39 @@ def test_a_killed_worker_s_trial_resumes_from_its_checkpoint(tmp_path, embedded_
     assert info["attempts"] == [0, 1]
     assert len(json.loads((run / "meta.json").read_text())["attempts"]) == 2
     assert json.loads((run / "status.json").read_text())["status"] == "complete"
+
+
+def test_pruned_tuning_trials_count_in_the_budget_and_seed_reruns_are_never_pruned(
+    tmp_path, embedded_cache
+):
+    cache, _ = embedded_cache
+    file = write_sweep(
+        tmp_path,
+        {
+            "pruned": {
+                "workload": workload(cache, steps=12),
+                "variants": {"named": {"only": {}}},
+                "tune": {"phases.0.lr": {"low": 1e-5, "high": 1.0, "log": True}},
+                "search": {"method": "qmc", "budget": 6, "seed": 1},
+                "pruner": {"type": "median", "n_startup_trials": 1},
+                "seeds": 2,
+            }
+        },
+        local={"workers": 1, "threads_per_worker": 1},
+    )
+    out = python("sweep", "--file", str(file), "--local", cwd=tmp_path, timeout=900)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "pruned: 8/8 done" in out.stdout
+    exp_dir = tmp_path / "results" / "pruned"
+    trials = study(exp_dir).get_trials()
+    pruned = [t for t in trials if t.state == TrialState.PRUNED]
+    assert pruned, [(t.params, t.intermediate_values) for t in trials]
+    for t in pruned:
+        assert t.user_attrs["status"] == "pruned" and t.user_attrs["stage"] == "tune"
+        status = json.loads((exp_dir / str(t.number) / "status.json").read_text())
+        assert status["status"] == "pruned"
+        assert steps(exp_dir / str(t.number))[-1] < 12  # stopped early
+        assert set(t.intermediate_values) <= {4, 8}
+    seeds = [t for t in trials if t.user_attrs["stage"] == "seed"]
+    assert len(seeds) == 2 and all(t.state == TrialState.COMPLETE for t in seeds)
+    assert all(t.intermediate_values == {} for t in seeds)  # not even reported

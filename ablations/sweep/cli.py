@@ -83,12 +83,7 @@ def run(args: argparse.Namespace) -> int:
     if args.slurm and not driver.has_slurm():
         return _fail(ConfigError("--slurm: sbatch is not on PATH"))
     try:
-        from .study import check_snapshot
-
-        for p in plans:  # every directory checked before any is touched
-            check_snapshot(p, results / p.name)
-        for p in plans:
-            driver.prepare_experiment(sweep, p.name, results)
+        driver.prepare_experiments(sweep, names, results)
     except (ConfigError, DataError) as e:
         return _fail(e)
     if slurm:

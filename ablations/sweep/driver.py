@@ -1,6 +1,6 @@
 """``make sweep``: prepare each experiment, then run its workers on SLURM or as local processes.
 
-Preparing an experiment (:func:`prepare_experiment`) checks that its directory matches the sweep
+Preparing experiments (:func:`prepare_experiments`) checks that their directories match the sweep
 file, builds its data once (tokenizer, examples: the cache every worker then reads) and records
 the unigram entropy of the masked tokens (``data.json``), creates the study and queues its slots.
 It is idempotent: running ``make sweep`` again continues a sweep, whatever stopped it.
@@ -26,19 +26,24 @@ from .spec import Plan, Sweep
 from .spec import plan as resolve
 
 
-def prepare_experiment(sweep: Sweep, name: str, results: Path) -> Plan:
-    """Resolve, check against the directory, build the data, create and fill the study."""
-    p = resolve(sweep, name)
-    exp_dir = results / name
-    studies.check_snapshot(p, exp_dir)
-    if read_json(exp_dir / "data.json") is None:
-        write_json(exp_dir / "data.json", _data_reference(p))
-    study = studies.prepare(sweep, p, exp_dir)
-    studies.queue_retries(study, sweep, exp_dir)
-    return p
+def prepare_experiments(sweep: Sweep, names: list[str], results: Path) -> list[Plan]:
+    """Resolve, check every directory and build every experiment's data first (bad input then
+    leaves nothing behind), then create and fill the studies."""
+    plans = [resolve(sweep, name) for name in names]
+    for p in plans:
+        studies.check_snapshot(p, results / p.name)
+    references = {
+        p.name: read_json(results / p.name / "data.json") or data_reference(p) for p in plans
+    }
+    for p in plans:
+        exp_dir = results / p.name
+        write_json(exp_dir / "data.json", references[p.name])
+        study = studies.prepare(sweep, p, exp_dir)
+        studies.queue_retries(study, sweep, exp_dir)
+    return plans
 
 
-def _data_reference(p: Plan) -> dict[str, float | int | str]:
+def data_reference(p: Plan) -> dict[str, float | int | str]:
     """Build the first variant's data (the cache the workers read) and its reference line."""
     from ..data.datamodule import BertDataModule
 

@@ -184,7 +184,10 @@ class SearchConfig:
 @dataclass(frozen=True)
 class PrunerConfig:
     """Optional pruning of tuning trials (never of the seed reruns), on the objective at each
-    validation; the same pruner for every variant, and pruned trials count in the budget."""
+    validation; the same pruner for every variant, and pruned trials count in the budget.
+    Optuna's pruners compare a trial with all the experiment's trials at the same step, other
+    variants' included: for a comparison that is strictly per variant, leave it off (the
+    default, as AlgoPerf, DeepOBS and Crowded Valley do)."""
 
     type: Literal["none", "median", "hyperband"] = "none"
     n_startup_trials: int = 4
