@@ -16,6 +16,22 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 
+#: A valid workload for files that are only validated (no data, no training).
+TINY = {
+    "model": {"size": "tiny"},
+    "data": {"vocab_size": 512},
+    "phases": [
+        {
+            "steps": 8,
+            "global_batch": 16,
+            "micro_batch": 8,
+            "seq_len": 32,
+            "max_predictions": 5,
+            "lr": 0.01,
+        }
+    ],
+}
+
 
 def workload(cache: Path, steps: int = 8, checkpoint_every: int = 4, **extra: Any) -> dict:
     return {

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from sweep_files import TINY
 
 from ablations.__main__ import main
 from ablations.config import ConfigError
@@ -18,20 +19,7 @@ from ablations.sweep.spec import load_sweep, plan, time_seconds
 
 REPO = Path(__file__).resolve().parents[1]
 
-WORKLOAD = {
-    "model": {"size": "tiny"},
-    "data": {"vocab_size": 512},
-    "phases": [
-        {
-            "steps": 8,
-            "global_batch": 16,
-            "micro_batch": 8,
-            "seq_len": 32,
-            "max_predictions": 5,
-            "lr": 0.01,
-        }
-    ],
-}
+WORKLOAD = TINY
 VALID = {
     "results": "out",
     "experiments": {

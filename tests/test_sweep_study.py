@@ -15,26 +15,14 @@ from pathlib import Path
 import optuna
 import yaml
 from optuna.trial import TrialState
+from sweep_files import TINY
 
 from ablations.sweep import study as studies
 from ablations.sweep.spec import load_sweep, plan
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
-WORKLOAD = {
-    "model": {"size": "tiny"},
-    "data": {"vocab_size": 512},
-    "phases": [
-        {
-            "steps": 8,
-            "global_batch": 16,
-            "micro_batch": 8,
-            "seq_len": 32,
-            "max_predictions": 5,
-            "lr": 0.01,
-        }
-    ],
-}
+WORKLOAD = TINY
 
 
 def _sweep(
