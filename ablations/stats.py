@@ -39,6 +39,23 @@ def t_interval(
     return mean, mean - half, mean + half
 
 
+def difference(
+    a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray, confidence: float = 0.95
+) -> tuple[float, float, float, float]:
+    """``(mean(a) - mean(b), low, high, p)``: Welch's t-interval of the difference of means and
+    its two-sided p-value (unequal variances; seeds of two variants are independent samples).
+    NaN where either side has fewer than 2 values."""
+    from scipy import stats
+
+    x, y = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if len(x) < 2 or len(y) < 2:
+        delta = float(x.mean() - y.mean()) if len(x) and len(y) else math.nan
+        return delta, math.nan, math.nan, math.nan
+    test = stats.ttest_ind(x, y, equal_var=False)
+    ci = test.confidence_interval(confidence)
+    return float(x.mean() - y.mean()), float(ci.low), float(ci.high), float(test.pvalue)
+
+
 def summarize(
     runs: pd.DataFrame,
     metric: str = "final_val_mlm_loss",

@@ -476,3 +476,17 @@ def test_the_comparison_notebook_runs_on_a_half_finished_experiment(experiment, 
     exp_dir = _half_finished(experiment, tmp_path)
     figures.execute(figures.Job("compare_variants", EXPERIMENT), exp_dir.parent, tmp_path / "out")
     assert len(list((tmp_path / "out" / EXPERIMENT).glob("compare_variants_*.png"))) == 5
+
+
+def test_difference_is_welchs_interval():
+    a, b = np.array([6.10, 6.12, 6.09, 6.15]), np.array([6.20, 6.31, 6.25])
+    delta, low, high, p = stats.difference(a, b)
+    va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
+    dof = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))  # Welch-Satterthwaite
+    from scipy.stats import t
+
+    half = t.ppf(0.975, dof) * math.sqrt(va + vb)
+    assert delta == pytest.approx(a.mean() - b.mean())
+    assert (low, high) == pytest.approx((delta - half, delta + half))
+    assert p == pytest.approx(2 * t.sf(abs(delta) / math.sqrt(va + vb), dof))
+    assert math.isnan(stats.difference([1.0], b)[1])
