@@ -208,6 +208,14 @@ def _one_legend(axes: Sequence[Any], on: Any) -> None:
         on.legend(list(handles.values()), list(handles), title="variant", fontsize="small")
 
 
+def wrap_variant_ticks(ax: Any) -> None:
+    """Grid variant names (``prenorm=none,eps=1e-06``) one toggle per line, so that a dozen
+    variants stay readable side by side."""
+    labels = [t.get_text() for t in ax.get_xticklabels()]
+    if any("," in name for name in labels):
+        ax.set_xticks(ax.get_xticks(), [n.replace(",", "\n") for n in labels], fontsize="small")
+
+
 def final_metric_plot(runs: pd.DataFrame, summary: pd.DataFrame, metric: str) -> Any:
     """Each complete run's final ``metric`` (dots) and the mean with its 95% t-interval."""
     import matplotlib.pyplot as plt
@@ -231,6 +239,7 @@ def final_metric_plot(runs: pd.DataFrame, summary: pd.DataFrame, metric: str) ->
         ax.legend(fontsize="small")
     name = label(metric.removeprefix("final_").replace("_", "/", 1))
     ax.set(xlabel="variant", ylabel=f"final {name}", title="final value of each complete run")
+    wrap_variant_ticks(ax)
     fig.tight_layout()
     return fig
 
@@ -257,6 +266,7 @@ def divergence_plot(summary: pd.DataFrame) -> Any:
         )
     ax.set(xlabel="variant", ylabel="divergence rate (diverged / finished)", ylim=(0, 1.1))
     ax.set_title("diverged runs per variant")
+    wrap_variant_ticks(ax)
     fig.tight_layout()
     return fig
 

@@ -490,3 +490,22 @@ def test_difference_is_welchs_interval():
     assert (low, high) == pytest.approx((delta - half, delta + half))
     assert p == pytest.approx(2 * t.sf(abs(delta) / math.sqrt(va + vb), dof))
     assert math.isnan(stats.difference([1.0], b)[1])
+
+
+def test_paired_difference_pairs_by_seed():
+    runs = pd.DataFrame(
+        {
+            "variant": ["a", "a", "a", "b", "b", "b", "b"],
+            "seed": [1, 2, 3, 1, 2, 3, 4],
+            "stage": ["seed"] * 7,
+            "status": ["complete"] * 6 + ["complete"],
+            "final_val_mlm_loss": [6.0, 6.2, 5.9, 6.1, 6.25, 6.02, 9.0],
+        }
+    )
+    d = np.array([6.0 - 6.1, 6.2 - 6.25, 5.9 - 6.02])  # seed 4 has no partner
+    got = stats.paired_difference(runs, "a", "b")
+    half = 4.302652729911275 * d.std(ddof=1) / math.sqrt(3)  # t(0.975, 2 dof)
+    assert got["n"] == 3
+    assert got["mean"] == pytest.approx(d.mean())
+    assert (got["low"], got["high"]) == pytest.approx((d.mean() - half, d.mean() + half))
+    assert stats.paired_difference(runs, "a", "zzz")["n"] == 0
