@@ -509,3 +509,21 @@ def test_paired_difference_pairs_by_seed():
     assert got["mean"] == pytest.approx(d.mean())
     assert (got["low"], got["high"]) == pytest.approx((d.mean() - half, d.mean() + half))
     assert stats.paired_difference(runs, "a", "zzz")["n"] == 0
+
+
+@pytest.mark.slow
+def test_committed_figure2_regenerates_from_the_committed_tables(tmp_path):
+    """The committed tables of the default sweep (no trial directories) still feed the notebook
+    that draws NVIDIA's Figure 2, in a real kernel."""
+    committed = REPO / "results" / "figure2_prenorm"
+    exp_dir = tmp_path / "results" / "figure2_prenorm"
+    exp_dir.mkdir(parents=True)
+    for path in committed.iterdir():
+        if path.is_file():
+            shutil.copy(path, exp_dir / path.name)
+    out = tmp_path / "figures"
+    figures.execute(figures.Job("figure2_prenorm", "figure2_prenorm"), exp_dir.parent, out)
+    png = out / "figure2_prenorm" / "figure2_prenorm.png"
+    assert png.stat().st_size > 20_000
+    runs = results.load_runs(exp_dir)
+    assert len(runs) == 6 and set(runs["status"]) == {"complete"}
