@@ -72,6 +72,39 @@ def test_six_local_workers_every_trial_once_and_divergence_is_a_result(tmp_path,
     assert [t.user_attrs["variant"] for t in ranked[-3:]] == ["boom"] * 3
     data = json.loads((exp_dir / "data.json").read_text())
     assert 3.0 < data["unigram_entropy"] < math.log(512)
+    # the collect step's tables agree with the study and the trial files ...
+    import pandas as pd
+
+    from ablations import figures
+
+    runs = pd.read_parquet(exp_dir / "runs.parquet")
+    assert len(runs) == len(trials) and set(runs["trial"]) == {t.number for t in trials}
+    assert runs.set_index("trial")["status"].to_dict() == {
+        t.number: t.user_attrs["status"] for t in trials
+    }
+    curves = pd.read_parquet(exp_dir / "curves.parquet")
+    for column in (
+        "experiment",
+        "trial",
+        "attempt",
+        "variant",
+        "optimizer.overrides.prenorm",
+        "phases.0.lr",
+        "seed",
+        "phase",
+        "step",
+        "samples",
+        "wall_time",
+        "metric",
+        "value",
+    ):
+        assert column in curves.columns, column
+    train_rows = curves[curves["metric"] == "train/loss"]
+    assert len(train_rows) == sum(len(steps(exp_dir / str(t.number))) for t in trials)
+    # ... and a notebook runs on them in a real kernel
+    out = tmp_path / "figures"
+    figures.execute(figures.Job("compare_variants", "mix"), exp_dir.parent, out)
+    assert (out / "mix" / "compare_variants_loss.png").stat().st_size > 10_000
     # six processes, nine trials: several workers shared the work through the study
     logs = [p.read_text() for p in (tmp_path / "results" / ".workers").glob("worker-*.log")]
     assert len(logs) == 6 and sum('"trial":' in log for log in logs) >= 2
