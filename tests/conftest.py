@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 from helpers import load_timm_optim
+from pg_server import session_postgres
 from slurm_cluster import session_cluster
 
 # Small models: one thread is as fast and keeps results independent of the machine's cores.
@@ -33,3 +34,9 @@ def embedded_cache(tmp_path_factory):
 def cluster(tmp_path_factory):
     """A running one-node SLURM cluster (``tests/slurm_cluster.py``), shared by the session."""
     yield from session_cluster(tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A running PostgreSQL server (``tests/pg_server.py``); yields its SQLAlchemy URL."""
+    yield from session_postgres()

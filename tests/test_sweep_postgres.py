@@ -1,0 +1,77 @@
+"""The sweep on Optuna's RDB storage, on a real PostgreSQL server: a worker killed mid-trial
+stops its heartbeat, Optuna's stale-trial callback queues the retry, and the retry resumes the
+original trial's curve from its checkpoint."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+from sweep_files import REPO, steps, wait_for, workload, write_sweep
+
+pytestmark = pytest.mark.slow
+
+
+def _worker(file, cwd, log):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
+    env.update(PYTHONPATH=str(REPO), ABLATIONS_THREADS="1")
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "ablations",
+            "sweep-worker",
+            "--file",
+            str(file),
+            "--experiment",
+            "pg",
+        ],
+        cwd=cwd,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+
+
+def test_heartbeat_retry_on_postgresql_resumes_the_killed_trial(tmp_path, postgres, embedded_cache):
+    cache, _ = embedded_cache
+    file = write_sweep(
+        tmp_path,
+        {
+            "pg": {
+                "workload": workload(cache, steps=40, checkpoint_every=5),
+                "variants": {"named": {"only": {}}},
+                "seeds": 3,
+            }
+        },
+        storage=postgres,
+        retry={"max_retry": 2, "heartbeat_seconds": 1, "grace_seconds": 3},
+    )
+    from ablations.sweep import driver
+    from ablations.sweep.spec import load_sweep
+
+    driver.prepare_experiments(load_sweep(file), ["pg"], tmp_path / "results")
+    run = tmp_path / "results" / "pg" / "0"
+    with open(tmp_path / "workers.log", "a") as log:
+        first = _worker(file, tmp_path, log)
+        wait_for(lambda: len(steps(run)) >= 12, 300, "12 steps of trial 0")
+        first.send_signal(signal.SIGKILL)
+        first.wait(timeout=60)
+        study = optuna.load_study(study_name="pg", storage=postgres)
+        assert study.get_trials()[0].state == TrialState.RUNNING
+        more = [_worker(file, tmp_path, log) for _ in range(2)]
+        for w in more:
+            assert w.wait(timeout=600) == 0, (tmp_path / "workers.log").read_text()[-3000:]
+    trials = optuna.load_study(study_name="pg", storage=postgres).get_trials()
+    done = [t for t in trials if t.state == TrialState.COMPLETE]
+    assert sorted(t.user_attrs["slot"] for t in done) == [f"only/seed/{s}" for s in range(3)]
+    assert trials[0].state == TrialState.FAIL  # failed by Optuna's stale-trial check
+    (retry,) = [t for t in done if t.system_attrs.get("failed_trial") == 0]
+    assert retry.system_attrs["retry_history"] == [0]
+    assert steps(run) == list(range(1, 41))  # resumed from the checkpoint: no gap, no duplicate
+    assert sorted(p.name for p in run.parent.iterdir() if p.name.isdigit()) == ["0", "1", "2"]
