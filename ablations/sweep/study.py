@@ -111,12 +111,11 @@ def prepare(sweep: Sweep, plan: Plan, exp_dir: Path) -> optuna.Study:
     with locked(exp_dir):
         if saved is None:
             write_json(exp_dir / "sweep.json", plan.to_dict())
-        study = optuna.create_study(
-            study_name=plan.name,
-            storage=open_storage(sweep, exp_dir),
-            direction="minimize",
-            load_if_exists=True,
-        )
+        storage = open_storage(sweep, exp_dir)
+        try:  # load first: create_study(load_if_exists=True) logs a creation every time
+            study = optuna.load_study(study_name=plan.name, storage=storage)
+        except KeyError:
+            study = optuna.create_study(study_name=plan.name, storage=storage, direction="minimize")
         _queue(study, plan, slots_ahead(plan))
     return study
 
