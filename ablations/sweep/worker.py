@@ -73,6 +73,12 @@ def _callbacks(stop: _Stop, trial: optuna.Trial | None, plan: Plan) -> list[Any]
     class StopAtStep(L.Callback):
         """Checkpoint and stop at the first optimizer step after a signal (all ranks agree)."""
 
+        def on_train_start(self, trainer: L.Trainer, pl_module: Any) -> None:
+            # Lightning's fit installs its own SIGTERM handler, which ends fit at the next batch
+            # without a checkpoint (inside an accumulation window, too); ours replaces it for
+            # the fit, and Lightning restores ours afterwards.
+            stop.install()
+
         def on_train_batch_start(self, trainer: L.Trainer, *args: Any) -> None:
             self._step = trainer.global_step
 
@@ -280,6 +286,10 @@ def _run_trial(
                 state, attrs = TrialState.PRUNED, {"status": "pruned"}
             else:
                 state, attrs = TrialState.FAIL, {"status": "preempted", "error": str(e)}
+        except SystemExit as e:  # a signal that reached Lightning's handler before ours
+            if not stop.requested:
+                raise
+            state, attrs = TrialState.FAIL, {"status": "preempted", "error": repr(e)}
         except Exception as e:
             traceback.print_exc()
             line = " ".join(str(e).split())[:500]
