@@ -9,14 +9,17 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from . import compiled, stages
 from . import knobs as K
-from . import stages
 from .layers import layer_index
 
 #: Elements per fast-path block on CPU: 4 MiB of float32 per operand keeps a block's operands in
 #: L2/L3 between the ~12 ops of a step (optimizer-performance.md: per-op overhead ~6 µs, so much
 #: smaller chunks lose more to dispatch than they gain in cache reuse).
 CPU_BLOCK_NUMEL = 1 << 20
+#: "fast" (default), "reference" (the spec, per tensor), "compiled" (fast, with the Adam family's
+#: stages 2-4 fused per CPU chunk by torch.compile: lamb_variants.compiled)
+IMPLS = ("fast", "reference", "compiled")
 #: CPU tensors at least this large get per-piece ``out=`` ops; smaller ones share foreach ops.
 CPU_PER_PIECE_MIN = 1 << 18
 
@@ -71,13 +74,15 @@ class Lamb(torch.optim.Optimizer):
     Args:
         params: tensors, ``named_parameters()``, or param-group dicts whose ``"params"`` are
             tensors or ``(name, tensor)`` pairs. ``layer_split="module"`` needs names.
-        impl: ``"fast"`` (multi-tensor, default) or ``"reference"`` (per tensor, the spec).
+        impl: ``"fast"`` (multi-tensor, default), ``"reference"`` (per tensor, the spec) or
+            ``"compiled"`` (the fast path with the Adam family's moments, direction, decay and
+            norms fused per CPU chunk by ``torch.compile``; see :mod:`lamb_variants.compiled`).
         **knobs: see :data:`lamb_variants.knobs.DEFAULTS`.
     """
 
     def __init__(self, params: Iterable[Any], impl: str = "fast", **knobs: Any) -> None:
-        if impl not in ("fast", "reference"):
-            raise ValueError(f"impl={impl!r} is not allowed; expected one of ['fast', 'reference']")
+        if impl not in IMPLS:
+            raise ValueError(f"impl={impl!r} is not allowed; expected one of {list(IMPLS)}")
         defaults = K.validate({**K.DEFAULTS, **knobs})
         self.impl = impl
         super().__init__(params, defaults)
@@ -180,7 +185,14 @@ class Lamb(torch.optim.Optimizer):
         sq = [torch.zeros(n, dtype=dtype, device=device) for _ in range(3)]
         for b in blocks:  # stages 1-4, block by block
             index = b.index
-            for acc, piece in zip(sq, stages.fast_direction(b, scalars[b.group]), strict=True):
+            s = scalars[b.group]
+            if self.impl == "compiled" and compiled.covers(
+                s.knobs, b.per_piece, s.pre, b.w[0].dtype
+            ):
+                pieces = compiled.fused_direction(b, s, stages.direction_scale(s))
+            else:
+                pieces = stages.fast_direction(b, s)
+            for acc, piece in zip(sq, pieces, strict=True):
                 acc.index_add_(0, index, piece.to(device, dtype))
         ratios = self._ratios(work, tuple(sq), grad_norm)  # stage 5
         host = self._host(ratios)

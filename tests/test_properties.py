@@ -131,12 +131,13 @@ def _lr_for(preset: str) -> float:
 
 #: Fast-path layouts: the default plan (small tensors packed into one foreach block); tiny blocks
 #: (tensors of >= 64 elements cut into 40-element per-piece blocks, the rest packed 40 at a
-#: time); the accelerator code path (device scalars, whole-group blocks) run on CPU.
-LAYOUTS = ["default", "tiny-blocks", "accelerator-path"]
+#: time); the accelerator code path (device scalars, whole-group blocks) run on CPU;
+#: ``impl="compiled"`` on tiny blocks (its fused kernel runs on the per-piece blocks).
+LAYOUTS = ["default", "tiny-blocks", "accelerator-path", "compiled"]
 
 
 def _fast_layout(layout: str, monkeypatch) -> Callable[[Lamb], Lamb]:
-    if layout == "tiny-blocks":
+    if layout in ("tiny-blocks", "compiled"):
         monkeypatch.setattr(optimizer_module, "CPU_BLOCK_NUMEL", 40)
         monkeypatch.setattr(optimizer_module, "CPU_PER_PIECE_MIN", 64)
     accelerator = layout == "accelerator-path"
@@ -153,13 +154,17 @@ def _fast_layout(layout: str, monkeypatch) -> Callable[[Lamb], Lamb]:
 def _fast_and_reference(make_opt, steps: int, layout: str, monkeypatch):
     """Train twice (fast with ``layout``, reference); return {impl: (flat params, stats rows)}."""
     fast_layout = _fast_layout(layout, monkeypatch)
+    fast_impl = "compiled" if layout == "compiled" else "fast"
     runs = {}
     for impl in ("fast", "reference"):
         rows: list[dict] = []
 
         def make(m, impl=impl):
-            opt = make_opt(m, impl)
-            return fast_layout(opt) if impl == "fast" else opt
+            if impl == "reference":
+                return make_opt(m, impl)
+            opt = fast_layout(make_opt(m, fast_impl))
+            assert opt.impl == fast_impl
+            return opt
 
         runs[impl] = (
             train(make, make_model(), steps, callback=stats_rows(rows)),
@@ -807,3 +812,35 @@ def test_step_with_closure_returns_loss_and_matches_plain_step(impl):
         loss = closed_opt.step(closure)
         assert loss.item() == expected  # the closure's loss, from before the update
     assert torch.equal(flat(plain), flat(closed))
+
+
+@pytest.mark.parametrize(
+    ("preset", "overrides", "used"),
+    [
+        ("nvlamb", {}, True),
+        ("adamw", {}, True),  # decoupled decay
+        ("nvlamb", {"eps_inside_sqrt": True}, True),
+        ("nvlamb", {"decay": "l2"}, False),  # the fast path's job
+        ("lars", {}, False),  # SGD momentum
+    ],
+)
+def test_compiled_impl_fuses_the_adam_family_on_cpu_chunks(preset, overrides, used, monkeypatch):
+    """The "compiled" rows above are only meaningful if the fused kernel ran: count its calls."""
+    from lamb_variants import compiled
+
+    calls = []
+    real = compiled.fused_direction
+
+    def counted(*args):
+        calls.append(1)
+        return real(*args)
+
+    monkeypatch.setattr(compiled, "fused_direction", counted)
+    runs = _fast_and_reference(
+        lambda m, impl: create(preset, named_groups(m), lr=_lr_for(preset), impl=impl, **overrides),
+        5,
+        "compiled",
+        monkeypatch,
+    )
+    _assert_runs_equal(runs, 5)
+    assert bool(calls) == used
