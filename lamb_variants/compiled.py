@@ -25,6 +25,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+_BUILT: set[tuple[bool, str, torch.dtype]] = set()  # kernels that ran once
 _COMPILED: dict[tuple[bool, str, torch.dtype], Callable[..., tuple[Tensor, Tensor, Tensor]]] = {}
 
 
@@ -73,10 +74,19 @@ def fused_direction(b, s, scale: float) -> tuple[Tensor, Tensor, Tensor]:
         [s.beta3 * pre, beta1, beta2, (1 - beta2) * pre * pre, eps, lam / scale, 1 - s.lr * lam],
         dtype=dtype,
     )
-    out = [
-        fn(w, g, m, v, u, c)
-        for w, g, m, v, u in zip(b.w, b.g, b.exp_avg, b.exp_avg_sq, b.u, strict=True)
-    ]
+    pieces = zip(b.w, b.g, b.exp_avg, b.exp_avg_sq, b.u, strict=True)
+    try:
+        out = [fn(w, g, m, v, u, c) for w, g, m, v, u in pieces]
+    except Exception as e:
+        if key in _BUILT:
+            raise
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise RuntimeError(
+            f"impl='compiled': torch.compile could not build the fused kernel "
+            f"({type(e).__name__}: {first}); it needs a C++ compiler (e.g. g++); "
+            "impl='fast' needs none"
+        ) from e
+    _BUILT.add(key)
     sq = scale * scale
     w_sq = torch.stack([o[0] for o in out])
     u_sq = torch.stack([o[1] for o in out]) * sq
