@@ -80,6 +80,28 @@ def python(*args: str, cwd: Path, env: dict | None = None, timeout: float = 600)
     )
 
 
+def start_worker(file: Path, cwd: Path, experiment: str, log) -> subprocess.Popen:
+    """One ``sweep-worker`` process outside SLURM (one thread), its output into ``log``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
+    env.update(PYTHONPATH=str(REPO), ABLATIONS_THREADS="1")
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "ablations",
+            "sweep-worker",
+            "--file",
+            str(file),
+            "--experiment",
+            experiment,
+        ],
+        cwd=cwd,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+
+
 def study(exp_dir: Path) -> optuna.Study:
     from optuna.storages.journal import JournalFileBackend
 

@@ -5,14 +5,11 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import signal
-import subprocess
-import sys
 
 import pytest
 from optuna.trial import TrialState
-from sweep_files import REPO, python, steps, study, wait_for, workload, write_sweep
+from sweep_files import python, start_worker, steps, study, wait_for, workload, write_sweep
 
 pytestmark = pytest.mark.slow
 
@@ -111,25 +108,7 @@ def test_six_local_workers_every_trial_once_and_divergence_is_a_result(tmp_path,
 
 
 def _start_worker(file, tmp_path):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
-    env.update(PYTHONPATH=str(REPO), ABLATIONS_THREADS="1")
-    log = open(tmp_path / "worker.log", "a")  # noqa: SIM115
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "ablations",
-            "sweep-worker",
-            "--file",
-            str(file),
-            "--experiment",
-            "long",
-        ],
-        cwd=tmp_path,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
+    return start_worker(file, tmp_path, "long", open(tmp_path / "worker.log", "a"))  # noqa: SIM115
 
 
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["kill-9", "sigterm"])

@@ -4,38 +4,14 @@ original trial's curve from its checkpoint."""
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 
 import optuna
 import pytest
 from optuna.trial import TrialState
-from sweep_files import REPO, steps, wait_for, workload, write_sweep
+from sweep_files import start_worker, steps, wait_for, workload, write_sweep
 
 pytestmark = pytest.mark.slow
-
-
-def _worker(file, cwd, log):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
-    env.update(PYTHONPATH=str(REPO), ABLATIONS_THREADS="1")
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "ablations",
-            "sweep-worker",
-            "--file",
-            str(file),
-            "--experiment",
-            "pg",
-        ],
-        cwd=cwd,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
 
 
 def test_heartbeat_retry_on_postgresql_resumes_the_killed_trial(tmp_path, postgres, embedded_cache):
@@ -58,13 +34,13 @@ def test_heartbeat_retry_on_postgresql_resumes_the_killed_trial(tmp_path, postgr
     driver.prepare_experiments(load_sweep(file), ["pg"], tmp_path / "results")
     run = tmp_path / "results" / "pg" / "0"
     with open(tmp_path / "workers.log", "a") as log:
-        first = _worker(file, tmp_path, log)
+        first = start_worker(file, tmp_path, "pg", log)
         wait_for(lambda: len(steps(run)) >= 12, 300, "12 steps of trial 0")
         first.send_signal(signal.SIGKILL)
         first.wait(timeout=60)
         study = optuna.load_study(study_name="pg", storage=postgres)
         assert study.get_trials()[0].state == TrialState.RUNNING
-        more = [_worker(file, tmp_path, log) for _ in range(2)]
+        more = [start_worker(file, tmp_path, "pg", log) for _ in range(2)]
         for w in more:
             assert w.wait(timeout=600) == 0, (tmp_path / "workers.log").read_text()[-3000:]
     trials = optuna.load_study(study_name="pg", storage=postgres).get_trials()
