@@ -61,10 +61,8 @@ import argparse
 import functools
 import json
 import math
-import os
 import re
 import sys
-import tempfile
 import warnings
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -74,6 +72,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import yaml
+
+from .fileio import replacing, write_atomic
 
 CURVES, RUNS, LAYERS, REFERENCE, REPORT = (
     "curves.parquet",
@@ -203,7 +203,7 @@ def collect(exp_dir: Path | str, *, compute_reference: bool = True) -> CollectRe
         _write_parquet(exp_dir / filename, df)
         report.written.append(filename)
     report.written.append(REPORT)
-    _write_text(exp_dir / REPORT, json.dumps(asdict(report), indent=1) + "\n")
+    write_atomic(exp_dir / REPORT, json.dumps(asdict(report), indent=1) + "\n")
     return report
 
 
@@ -799,20 +799,8 @@ def _categorize(df: pd.DataFrame, variants: list[str]) -> None:
 
 
 def _write_parquet(path: Path, df: pd.DataFrame) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with replacing(path) as tmp:
         df.to_parquet(tmp, index=False)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _write_text(path: Path, text: str) -> None:
-    from .fileio import write_atomic
-
-    write_atomic(path, text)
 
 
 def _read_json(path: Path) -> Any:

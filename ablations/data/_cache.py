@@ -9,17 +9,16 @@ its presence means the entry is complete.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import os
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ablations.fileio import write_atomic
+from ablations.fileio import flocked, write_atomic
 
 
 @dataclass(frozen=True)
@@ -45,14 +44,8 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-@contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    with open(path.with_name(path.name + ".lock"), "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+def _locked(path: Path) -> AbstractContextManager[None]:
+    return flocked(path.with_name(path.name + ".lock"))
 
 
 def _tmp(path: Path) -> Path:

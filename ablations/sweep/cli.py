@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import ConfigError
+from ..curves import write_json
 from ..yamlio import one_line
 
 
@@ -158,8 +159,6 @@ def _collect(sweep: Any, sweep_file: Path, plans: list, results: Path) -> int:
             )
             code = 1
         summary = summarize(s, p)
-        from ..curves import write_json
-
         write_json(exp_dir / "summary.json", summary)
         _print_summary(p.name, summary)
         try:

@@ -92,8 +92,8 @@ def _local_env(threads: int) -> dict[str, str]:
 def run_local(sweep: Sweep, sweep_file: Path, plans: list[Plan], results: Path) -> int:
     """Run the workers here until every slot of ``plans`` is finished; 0 when all are."""
     for p in plans:
-        devices = p.config(next(iter(p.variants)), p.points[0] if p.points else {}, 0)
-        if devices.devices * devices.num_nodes > 1:
+        config = p.config(next(iter(p.variants)), p.points[0] if p.points else {}, 0)
+        if config.devices * config.num_nodes > 1:
             print(
                 f"error: experiments.{p.name}: a multi-device workload runs on SLURM only "
                 "(srun starts its ranks); set devices: 1 to run it here",

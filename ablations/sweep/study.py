@@ -28,7 +28,6 @@ Layout of ``<results>/<experiment>/``::
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import math
 import os
@@ -49,6 +48,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from ..config import ConfigError
 from ..curves import read_json, write_json
+from ..fileio import flocked
 from .spec import Plan, RetryConfig, Sweep
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
@@ -93,12 +93,8 @@ def load(sweep: Sweep, plan: Plan, exp_dir: Path) -> optuna.Study:
 def locked(exp_dir: Path) -> Iterator[None]:
     """The experiment's lock (``flock``; held briefly: claim, queue, reap)."""
     exp_dir.mkdir(parents=True, exist_ok=True)
-    with open(exp_dir / ".lock", "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+    with flocked(exp_dir / ".lock"):
+        yield
 
 
 def prepare(sweep: Sweep, plan: Plan, exp_dir: Path) -> optuna.Study:
@@ -276,10 +272,8 @@ class Claim:
 def claim_next(study: optuna.Study, plan: Plan, sweep: Sweep, exp_dir: Path) -> Claim | None:
     """Under the lock: reap lost trials, queue what became known, claim a waiting trial."""
     with locked(exp_dir):
-        reap(study, sweep, exp_dir)
-        trials = study.get_trials(deepcopy=False)
-        _queue(study, plan, _slots_now(plan, trials, sweep.retry))
-        _retry_lost(study, trials, sweep.retry)
+        trials, states = _reap_and_retry(study, sweep, exp_dir)
+        _queue(study, plan, _slots_now(plan, trials, states))
         waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
         if not waiting and plan.points is None:
             waiting = _sample_tpe(study, plan, sweep)
@@ -310,15 +304,25 @@ def _claim(t: FrozenTrial) -> Claim:
 def queue_retries(study: optuna.Study, sweep: Sweep, exp_dir: Path) -> None:
     """Reap lost trials and queue their retries now (a preempted worker, the collect job)."""
     with locked(exp_dir):
-        reap(study, sweep, exp_dir)
-        _retry_lost(study, study.get_trials(deepcopy=False), sweep.retry)
+        _reap_and_retry(study, sweep, exp_dir)
 
 
-def _slots_now(plan: Plan, trials: list[FrozenTrial], retry: RetryConfig) -> list[Slot]:
+def _reap_and_retry(
+    study: optuna.Study, sweep: Sweep, exp_dir: Path
+) -> tuple[list[FrozenTrial], dict[str, str]]:
+    """Under the lock: fail the lost trials and queue their retries; returns the trials and
+    slot states seen before the retries were queued (a "retry" slot is not "done" either way)."""
+    reap(study, sweep, exp_dir)
+    trials = study.get_trials(deepcopy=False)
+    states = slot_state(trials, sweep.retry)
+    _retry_lost(study, trials, states)
+    return trials, states
+
+
+def _slots_now(plan: Plan, trials: list[FrozenTrial], states: dict[str, str]) -> list[Slot]:
     """Seed reruns of the variants whose tuning slots are all finished."""
     if not plan.tuned:
         return []
-    states = slot_state(trials, retry)
     budget = len(plan.points) if plan.points is not None else plan.experiment.search.budget
     out = []
     for variant in plan.variants:
@@ -332,9 +336,8 @@ def _slots_now(plan: Plan, trials: list[FrozenTrial], retry: RetryConfig) -> lis
     return out
 
 
-def _retry_lost(study: optuna.Study, trials: list[FrozenTrial], retry: RetryConfig) -> None:
+def _retry_lost(study: optuna.Study, trials: list[FrozenTrial], states: dict[str, str]) -> None:
     """Queue a retry of every lost trial that has retries left (Optuna's retry attributes)."""
-    states = slot_state(trials, retry)
     for key, state in states.items():
         if state != "retry":
             continue

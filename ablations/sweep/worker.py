@@ -152,7 +152,7 @@ class _Handoff:
         write_json(self.dir / f"{self.seq}.json", {"message": message})
         self.seq += 1
 
-    def receive(self, stop: _Stop) -> dict[str, Any] | None:
+    def receive(self) -> dict[str, Any] | None:
         path = self.dir / f"{self.seq}.json"
         while not path.exists():
             time.sleep(0.2)
@@ -176,7 +176,7 @@ def run(sweep: Sweep, names: list[str], results: Path) -> int:
     handoff = _Handoff(results / names[0]) if world > 1 else None
     if rank > 0:
         assert handoff is not None
-        return _follow(sweep, plans, results, handoff, stop)
+        return _follow(plans, results, handoff, stop)
 
     loaded = {
         name: (
@@ -213,13 +213,11 @@ def run(sweep: Sweep, names: list[str], results: Path) -> int:
     return 3 if stop.requested else 0
 
 
-def _follow(
-    sweep: Sweep, plans: dict[str, Plan], results: Path, handoff: _Handoff, stop: _Stop
-) -> int:
+def _follow(plans: dict[str, Plan], results: Path, handoff: _Handoff, stop: _Stop) -> int:
     from ..train import StopRun, train
 
     while True:
-        message = handoff.receive(stop)
+        message = handoff.receive()
         if message is None:
             return 3 if stop.requested else 0
         p = plans[message["experiment"]]
