@@ -19,10 +19,17 @@ SWEEP ?= sweep.yaml
 EXPERIMENT ?=
 # e.g. SWEEP_FLAGS=--local to run here even where sbatch exists, or --dry-run
 SWEEP_FLAGS ?=
-# where `make collect` / `make figures` read experiments (the sweep file's `results:`)
+# Where experiments are written and read: results/ (not committed). The committed CPU
+# reproduction is in reproduction/, read-only to every target but `make reproduce`
+# (make figures RESULTS=reproduction draws it into results/reproduction-figures/).
 RESULTS ?= results
+FIGURES ?= $(if $(filter results,$(RESULTS)),results/figures,results/$(notdir $(RESULTS))-figures)
+# FORCE=1: `make collect` may replace a table with one of fewer trials or rows
+FORCE ?=
+# `make reproduce` reruns the committed reproduction in $(STAGING), then publishes it.
+STAGING := results/reproduction
 
-.PHONY: help setup test test-fast lint bench sweep collect figures slurm-up slurm-down clean distclean
+.PHONY: help setup test test-fast lint bench try sweep collect figures reproduce slurm-up slurm-down clean distclean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) \
@@ -57,14 +64,23 @@ bench: setup ## run every benchmarks/*.py
 		$(PY) "$$f" || exit 1; \
 	done
 
-sweep: setup ## run the sweep (SWEEP=sweep.yaml, EXPERIMENT=name): SLURM where sbatch works, else local
-	$(PY) -m ablations sweep --file '$(SWEEP)' $(if $(EXPERIMENT),$(foreach e,$(EXPERIMENT),--experiment '$(e)')) $(SWEEP_FLAGS)
+try: setup ## first run: 2 variants x 300 steps, here (about 2 min) -> a table and results/figures/try/
+	$(PY) -m ablations sweep --file sweeps/try.yaml --local
+	$(PY) -m ablations.figures compare results/try --out results/figures
 
-collect: setup ## results/<experiment>/{curves,runs,layers}.parquet from every experiment's trials
-	$(PY) -m ablations.results collect $(or $(foreach e,$(EXPERIMENT),$(RESULTS)/$(e)),$(patsubst %/sweep.json,%,$(wildcard $(RESULTS)/*/sweep.json)))
+sweep: setup ## run the sweep (SWEEP=sweep.yaml, EXPERIMENT=name) into results/: SLURM where sbatch works, else local
+	$(PY) -m ablations sweep --file '$(SWEEP)' $(if $(filter command line environment,$(origin RESULTS)),--results '$(RESULTS)') $(foreach e,$(EXPERIMENT),--experiment '$(e)') $(SWEEP_FLAGS)
 
-figures: setup ## execute notebooks/ headless (real Jupyter kernel) -> results/figures/*.png
-	$(PY) -m ablations.figures run --results $(RESULTS) --out $(RESULTS)/figures $(foreach e,$(EXPERIMENT),--experiment '$(e)')
+collect: setup ## $(RESULTS)/<experiment>/{curves,runs,layers}.parquet from every experiment's trials (FORCE=1 may shrink a table)
+	$(PY) -m ablations.results collect $(if $(FORCE),--force) $(or $(foreach e,$(EXPERIMENT),$(RESULTS)/$(e)),$(patsubst %/sweep.json,%,$(wildcard $(RESULTS)/*/sweep.json)))
+
+figures: setup ## execute notebooks/ headless (real Jupyter kernel) on $(RESULTS) -> $(FIGURES)/*.png
+	$(PY) -m ablations.figures run --results $(RESULTS) --out $(FIGURES) $(foreach e,$(EXPERIMENT),--experiment '$(e)')
+
+reproduce: setup ## rerun the committed CPU reproduction (sweep.yaml, ~45 min here) and replace reproduction/ with it: the only target that writes tracked files
+	$(PY) -m ablations sweep --file sweep.yaml --local --results $(STAGING)
+	$(PY) -m ablations.figures run --results $(STAGING) --out $(STAGING)/figures
+	$(PY) -m ablations.reproduction publish $(STAGING) reproduction
 
 slurm-up: ## start a local one-node SLURM cluster (installs slurm via apt as root); prints SLURM_CONF
 	bash ablations/slurm/local_cluster.sh up

@@ -35,6 +35,7 @@ import pandas as pd
 
 from . import results as res
 from . import stats
+from .fileio import FrozenError, check_writable
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = REPO / "notebooks"
@@ -81,10 +82,22 @@ def label(name: str) -> str:
 def paths(
     experiment: str, results_dir: str | Path | None = None, figures_dir: str | Path | None = None
 ) -> tuple[Path, Path]:
-    """``(exp_dir, figures_dir)`` from a notebook's parameters; None means the repository's
-    ``results/`` and ``<results_dir>/figures/<experiment>``. Nothing is hard-coded elsewhere."""
-    base = Path(results_dir) if results_dir is not None else REPO / "results"
-    out = Path(figures_dir) if figures_dir is not None else base / "figures" / experiment
+    """``(exp_dir, figures_dir)`` from a notebook's parameters. ``results_dir=None`` means the
+    repository's ``results/`` (your sweeps) when it holds the experiment, else the committed
+    ``reproduction/``; ``figures_dir=None`` means ``<results_dir>/figures/<experiment>``, or
+    ``results/reproduction-figures/<experiment>`` for the committed results (never written by
+    a notebook). Nothing is hard-coded elsewhere."""
+    if results_dir is None:
+        mine = REPO / "results"
+        base = mine if (mine / experiment).is_dir() else REPO / "reproduction"
+    else:
+        base = Path(results_dir)
+    if figures_dir is not None:
+        out = Path(figures_dir)
+    elif base.resolve() == (REPO / "reproduction").resolve():
+        out = REPO / "results" / "reproduction-figures" / experiment
+    else:
+        out = base / "figures" / experiment
     return base / experiment, out
 
 
@@ -366,6 +379,69 @@ def save(fig: Any, figures_dir: Path | str, name: str) -> Path:
     return path
 
 
+# --- a first look, without a kernel -------------------------------------------------------------
+
+
+def comparison_table(exp_dir: Path | str, metric: str = "final_val_mlm_loss") -> pd.DataFrame:
+    """One row per variant: runs by outcome, ``metric``'s mean [95% t-interval over seeds], the
+    difference from the first variant paired by seed (:func:`ablations.stats.paired_difference`),
+    the final training loss and the training speed (optimizer steps per second of fit time)."""
+    runs = res.load_runs(exp_dir)
+    summary = stats.summarize(runs, metric)
+    variants = [str(v) for v in summary.index]
+    chosen = stats.select_runs(runs)
+    rows = []
+    for v in variants:
+        mine = chosen[(chosen["variant"].astype(str) == v) & (chosen["status"] == "complete")]
+        d = stats.paired_difference(runs, v, variants[0], metric)
+        row = summary.loc[v]
+        rows.append(
+            {
+                "variant": v,
+                "runs": int(row["runs"]),
+                "complete": int(row["complete"]),
+                "diverged": int(row["diverged"]),
+                metric: row["mean"],
+                "ci_low": row["ci_low"],
+                "ci_high": row["ci_high"],
+                f"minus {variants[0]}": d["mean"] if v != variants[0] else np.nan,
+                "final_train_loss": float(mine["final_train_loss"].mean()),
+                "steps_per_s": float((mine["steps"] / mine["wall_time"]).mean()),
+            }
+        )
+    return pd.DataFrame(rows).set_index("variant")
+
+
+def compare(exp_dir: Path | str, out: Path | str, log: Any = print) -> Path:
+    """Print the comparison table and the reference line of an experiment, and draw its loss
+    curves (training loss and validation MLM loss per variant) to
+    ``<out>/<experiment>/compare.png``;
+    returns the figure's path. What ``make try`` ends with."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    exp_dir = Path(exp_dir)
+    check_writable(out)
+    table = comparison_table(exp_dir)
+    reference = res.reference_lines(exp_dir)
+    with pd.option_context("display.width", 120, "display.float_format", "{:.4f}".format):
+        log(res.describe(exp_dir))
+        log(table.to_string())
+    for row in reference.itertuples():
+        log(f"reference: {row.label} = {row.value:.4f} nats (a model below it uses context)")
+    setup()
+    fig = loss_panels(
+        res.load_curves(exp_dir),
+        runs=res.load_runs(exp_dir),
+        reference=reference,
+        smooth=10,
+        title=exp_dir.name,
+    )
+    path = save(fig, Path(out) / exp_dir.name, "compare")
+    log(f"figure: {path}")
+    return path
+
+
 # --- running the notebooks ----------------------------------------------------------------------
 
 
@@ -520,8 +596,9 @@ def run(
         log(f"error: {results_dir}: no such results directory")
         return 2
     try:
+        check_writable(out)
         check_kernel()
-    except FiguresError as e:
+    except (FiguresError, FrozenError) as e:
         log(f"error: {e}")
         return 2
     jobs, skipped = plan(results_dir, only)
@@ -557,11 +634,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("run", help="execute the notebooks headless; figures as PNG")
     p.add_argument("--results", type=Path, default=REPO / "results", help="results folder")
-    p.add_argument("--out", type=Path, default=None, help="figures folder (<results>/figures)")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="figures folder (<results>/figures; results/reproduction-figures for reproduction/)",
+    )
     p.add_argument("--experiment", nargs="+", metavar="NAME", help="only these experiments")
     p.add_argument("--executed", type=Path, help="keep the executed notebooks in this folder")
+    c = sub.add_parser("compare", help="print a comparison table and draw the loss curves")
+    c.add_argument("exp_dir", type=Path, metavar="EXP_DIR", help="an experiment's folder")
+    c.add_argument("--out", type=Path, default=None, help="figure folder (results/figures)")
     args = parser.parse_args(argv)
-    out = args.out if args.out is not None else args.results / "figures"
+    if args.command == "compare":
+        try:
+            compare(args.exp_dir, args.out or REPO / "results" / "figures")
+        except (res.ResultsError, FrozenError) as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        return 0
+    out = args.out
+    if out is None:
+        committed = args.results.resolve() == (REPO / "reproduction").resolve()
+        out = REPO / "results" / "reproduction-figures" if committed else args.results / "figures"
     return run(args.results, out, args.experiment, executed_dir=args.executed)
 
 

@@ -1,5 +1,5 @@
-"""Atomic file writes and file locks, shared by the run files (curves), the data caches, the
-sweep's studies and the results tables."""
+"""Atomic file writes, file locks and the guard of committed results, shared by the run files
+(curves), the data caches, the sweep's studies and the results tables."""
 
 from __future__ import annotations
 
@@ -17,6 +17,9 @@ def replacing(path: Path) -> Iterator[Path]:
     block ends normally and is removed when it raises, so ``path`` is never half-written."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    # mkstemp creates 0600 files; the result must read like any other tool's output (0644 under
+    # the usual umask 022), e.g. for colleagues on a shared cluster filesystem.
+    os.fchmod(fd, 0o666 & ~current_umask())
     os.close(fd)
     try:
         yield Path(tmp)
@@ -24,6 +27,20 @@ def replacing(path: Path) -> Iterator[Path]:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def current_umask() -> int:
+    """The process's umask, read without changing it where Linux allows (``/proc``); else set
+    and restored at once (``os.umask`` can only be read by setting it)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def write_atomic(path: Path, text: str) -> None:
@@ -41,3 +58,25 @@ def flocked(lock_file: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)
+
+
+#: A file that marks a results folder as committed: only ``make reproduce`` writes there.
+FROZEN = ".frozen"
+
+
+class FrozenError(RuntimeError):
+    """A write into a committed (frozen) results folder; one line naming the folder."""
+
+
+def check_writable(path: Path | str) -> None:
+    """Raise :class:`FrozenError` when ``path`` or a folder above it holds a :data:`FROZEN`
+    marker: the project's committed results are written only by ``make reproduce``, never by a
+    sweep, a collect or the figures a user runs on them."""
+    path = Path(path).resolve()
+    for folder in (path, *path.parents):
+        if (folder / FROZEN).is_file():
+            raise FrozenError(
+                f"{folder}: committed results (marked by {FROZEN}) are not written by a sweep, "
+                "collect or figures; write to another folder (e.g. results/), or regenerate "
+                "them with `make reproduce`"
+            )

@@ -52,7 +52,9 @@ an empty collection). The statistics notebooks use are here
 too: :func:`summarize` (final-metric mean and 95% t-interval per variant, divergence rate),
 :func:`time_to_target` and :func:`performance_profile` (AlgoPerf's, r_max = 4).
 
-Command line: ``python -m ablations.results collect results/<experiment> [...]``.
+Command line: ``python -m ablations.results collect results/<experiment> [...] [--force]``: a
+collect never replaces a table with one of fewer trials or rows without ``--force``, and never
+writes into committed results (a folder marked by ``fileio.FROZEN``).
 """
 
 from __future__ import annotations
@@ -73,7 +75,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from .fileio import replacing, write_atomic
+from .fileio import FrozenError, check_writable, replacing, write_atomic
 
 CURVES, RUNS, LAYERS, REFERENCE, REPORT = (
     "curves.parquet",
@@ -155,21 +157,32 @@ class _Trial:
     attempts: list[Any] = field(default_factory=list)  # optuna FrozenTrials, oldest first
 
 
-def collect(exp_dir: Path | str, *, compute_reference: bool = True) -> CollectReport:
+def collect(
+    exp_dir: Path | str, *, compute_reference: bool = True, force: bool = False
+) -> CollectReport:
     """Read every trial of an experiment and write its parquet tables (see the module doc).
 
     Args:
         exp_dir: ``results/<experiment>``.
         compute_reference: when data.json gives no unigram entropy, compute it from the first
             trial's data config (``BertDataModule.unigram_entropy``; may build the data cache).
+        force: replace existing tables even with fewer trials or rows. Without it a collect
+            that would shrink a table (trial directories deleted, a journal without its trials)
+            raises and leaves every table as it was: a table is never lost by accident.
 
     Returns:
         The report; ``str(report)`` is a readable summary. It is also written to collect.json.
 
     Raises:
-        ResultsError: ``exp_dir`` is not a directory, or holds no experiment.
+        ResultsError: ``exp_dir`` is not a directory, or holds no experiment, or is
+            committed (``fileio.FROZEN``), or the new tables would be smaller (without
+            ``force``).
     """
     exp_dir = _experiment_dir(exp_dir)
+    try:
+        check_writable(exp_dir)
+    except FrozenError as e:
+        raise ResultsError(str(e)) from None
     spec = _read_json(exp_dir / "sweep.json") or {}
     name = str(spec.get("name") or exp_dir.name)
     report = CollectReport(experiment=name, exp_dir=str(exp_dir))
@@ -199,12 +212,34 @@ def collect(exp_dir: Path | str, *, compute_reference: bool = True) -> CollectRe
     report.trials = len(runs)
     report.statuses = {s: int((runs["status"] == s).sum()) for s in STATUSES}
     report.curve_rows, report.layer_rows = len(curves), len(layers)
+    if not force:
+        _refuse_to_shrink(exp_dir, {RUNS: len(runs), CURVES: len(curves), LAYERS: len(layers)})
     for filename, df in ((CURVES, curves), (RUNS, runs), (LAYERS, layers), (REFERENCE, reference)):
         _write_parquet(exp_dir / filename, df)
         report.written.append(filename)
     report.written.append(REPORT)
     write_atomic(exp_dir / REPORT, json.dumps(asdict(report), indent=1) + "\n")
     return report
+
+
+def _refuse_to_shrink(exp_dir: Path, rows: Mapping[str, int]) -> None:
+    """Raise when a table on disk has more rows (runs: trials) than its replacement would."""
+    import pyarrow.parquet as pq
+
+    for filename, new in rows.items():
+        path = exp_dir / filename
+        if not path.exists():
+            continue
+        try:
+            old = pq.ParquetFile(path).metadata.num_rows
+        except (OSError, ValueError):
+            continue  # unreadable: nothing worth keeping
+        if new < old:
+            what = "trials" if filename == RUNS else "rows"
+            raise ResultsError(
+                f"{path}: collect would replace {old} {what} with {new} (trial directories "
+                "missing?); kept the existing tables; --force replaces them"
+            )
 
 
 def _experiment_dir(exp_dir: Path | str) -> Path:
@@ -933,14 +968,19 @@ def variant_table(exp_dir: Path | str) -> pd.DataFrame:
 
 
 def collect_main(
-    paths: Sequence[Path | str], *, compute_reference: bool = True, quiet: bool = False
+    paths: Sequence[Path | str],
+    *,
+    compute_reference: bool = True,
+    quiet: bool = False,
+    force: bool = False,
 ) -> int:
-    """``collect`` for each path: prints each report; a bad path prints a one-line error naming
-    it on stderr and returns 2 (after the other paths are collected)."""
+    """``collect`` for each path: prints each report; a bad path (or a refused one: committed,
+    or its tables would shrink without ``force``) prints a one-line error naming it on stderr
+    and returns 2 (after the other paths are collected)."""
     code = 0
     for path in paths:
         try:
-            report = collect(path, compute_reference=compute_reference)
+            report = collect(path, compute_reference=compute_reference, force=force)
         except ResultsError as e:
             print(f"error: {e}", file=sys.stderr)
             code = 2
@@ -962,8 +1002,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="do not compute the unigram entropy when data.json lacks it",
     )
     p.add_argument("-q", "--quiet", action="store_true", help="print errors only")
+    p.add_argument(
+        "--force", action="store_true", help="replace tables even with fewer trials or rows"
+    )
     args = parser.parse_args(argv)
-    return collect_main(args.exp_dirs, compute_reference=not args.no_reference, quiet=args.quiet)
+    return collect_main(
+        args.exp_dirs, compute_reference=not args.no_reference, quiet=args.quiet, force=args.force
+    )
 
 
 if __name__ == "__main__":

@@ -515,7 +515,7 @@ def test_paired_difference_pairs_by_seed():
 def test_committed_figure2_regenerates_from_the_committed_tables(tmp_path):
     """The committed tables of the default sweep (no trial directories) still feed the notebook
     that draws NVIDIA's Figure 2, in a real kernel."""
-    committed = REPO / "results" / "figure2_prenorm"
+    committed = REPO / "reproduction" / "figure2_prenorm"
     exp_dir = tmp_path / "results" / "figure2_prenorm"
     exp_dir.mkdir(parents=True)
     for path in committed.iterdir():

@@ -17,6 +17,7 @@ from typing import Any
 
 from ..config import ConfigError
 from ..curves import write_json
+from ..fileio import FrozenError, check_writable
 from ..yamlio import one_line
 
 
@@ -37,6 +38,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
 def _common(p: argparse.ArgumentParser, required: bool) -> None:
     p.add_argument("--file", type=Path, default=Path("sweep.yaml"), help="the sweep file")
+    p.add_argument(
+        "--results",
+        type=Path,
+        default=None,
+        help="experiments' folder (default: the sweep file's `results:`, relative to the file)",
+    )
     p.add_argument(
         "--experiment",
         action="append",
@@ -60,8 +67,13 @@ def run(args: argparse.Namespace) -> int:
         plans = [plan(sweep, n) for n in names]
     except ConfigError as e:
         return _fail(e)
-    results = _results(sweep, args.file)
+    results = args.results.resolve() if args.results else _results(sweep, args.file)
     command = args.command
+    if command != "sweep-status" and not getattr(args, "dry_run", False):
+        try:
+            check_writable(results)
+        except FrozenError as e:
+            return _fail(e)
 
     if command == "sweep-worker":
         from . import worker
@@ -165,7 +177,11 @@ def _collect(sweep: Any, sweep_file: Path, plans: list, results: Path) -> int:
             from .. import results as tidy
         except ImportError:
             continue
-        tidy.collect(exp_dir)
+        try:
+            tidy.collect(exp_dir)
+        except tidy.ResultsError as e:
+            print(f"error: {e}", file=sys.stderr)
+            code = 2
     return code
 
 

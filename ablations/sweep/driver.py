@@ -7,8 +7,8 @@ It is idempotent: running ``make sweep`` again continues a sweep, whatever stopp
 
 Where ``sbatch`` exists, :mod:`ablations.sweep.slurm` submits one job array of workers per
 experiment plus a dependent collect job. Elsewhere :func:`run_local` starts the workers as local
-processes (``local.workers``), shows the progress, and restarts a worker that dies while work is
-left (at most ``local.workers`` times in all).
+processes (``local.workers``), shows the progress (:mod:`ablations.sweep.progress`), and
+restarts a worker that dies while work is left (at most ``local.workers`` times in all).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from pathlib import Path
 
 from ..curves import read_json, write_json
 from . import study as studies
+from .progress import Display, load_snapshots
 from .spec import Plan, Sweep
 from .spec import plan as resolve
 
@@ -73,8 +74,9 @@ def has_slurm() -> bool:
     return ping.returncode == 0
 
 
-def worker_command(sweep_file: Path, names: list[str]) -> list[str]:
+def worker_command(sweep_file: Path, names: list[str], results: Path) -> list[str]:
     cmd = [sys.executable, "-m", "ablations", "sweep-worker", "--file", str(sweep_file)]
+    cmd += ["--results", str(results)]
     for name in names:
         cmd += ["--experiment", name]
     return cmd
@@ -110,21 +112,19 @@ def run_local(sweep: Sweep, sweep_file: Path, plans: list[Plan], results: Path) 
     def start(i: int) -> subprocess.Popen:
         out = open(logs / f"worker-{i}.log", "a")  # noqa: SIM115 (kept open for the child)
         return subprocess.Popen(
-            worker_command(sweep_file, names), env=env, stdout=out, stderr=subprocess.STDOUT
+            worker_command(sweep_file, names, results),
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
         )
 
     procs = [start(i) for i in range(sweep.local.workers)]
     loaded = [(studies.load(sweep, p, results / p.name), p) for p in plans]
-    t0 = shown = time.monotonic()
-    last = ""
+    display = Display(names, sweep.local.workers)
     try:
         while True:
             time.sleep(2.0)
-            line = _progress_line(loaded, sweep)
-            if line != last or time.monotonic() - shown > 60:
-                minutes, seconds = divmod(int(time.monotonic() - t0), 60)
-                print(f"[{minutes:3d}:{seconds:02d}] {line}", flush=True)
-                last, shown = line, time.monotonic()
+            display.update(load_snapshots(loaded, sweep, results))
             done = all(studies.finished(s, p, sweep.retry) for s, p in loaded)
             alive = [q for q in procs if q.poll() is None]
             if done and not alive:
@@ -133,31 +133,22 @@ def run_local(sweep: Sweep, sweep_file: Path, plans: list[Plan], results: Path) 
                 for i, q in enumerate(procs):
                     if q.poll() is not None and q.returncode != 0 and restarts > 0:
                         restarts -= 1
-                        print(
+                        display.note(
                             f"worker {i} exited with {q.returncode}; restarting it "
-                            f"(log: {logs / f'worker-{i}.log'})",
-                            flush=True,
+                            f"(log: {logs / f'worker-{i}.log'})"
                         )
                         procs[i] = start(i)
                 if not [q for q in procs if q.poll() is None]:
+                    display.close()
                     print(f"error: every worker exited with work left; see {logs}", file=sys.stderr)
                     return 1
     except KeyboardInterrupt:
+        display.close()
         for q in procs:
             q.terminate()  # SIGTERM: each checkpoints its trial and hands it back
         for q in procs:
             q.wait()
         print("interrupted: `make sweep` again continues where this stopped", file=sys.stderr)
         return 130
+    display.close()
     return 0
-
-
-def _progress_line(loaded: list, sweep: Sweep) -> str:
-    parts = []
-    for s, p in loaded:
-        c = studies.progress(s, p, sweep.retry)
-        extra = "".join(
-            f", {c[k]} {k}" for k in ("running", "diverged", "failed", "pruned", "retried") if c[k]
-        )
-        parts.append(f"{p.name}: {c['done']}/{c['total']} done{extra}")
-    return " | ".join(parts)

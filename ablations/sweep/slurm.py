@@ -64,7 +64,8 @@ def worker_script(p: Plan, sweep_file: Path, workdir: Path, exp_dir: Path) -> st
         'echo "worker ${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID} on $(hostname), '
         'restart ${SLURM_RESTART_COUNT:-0}"',
         # srun: the signal reaches the workers, and Lightning sees one rank per task
-        "srun --kill-on-bad-exit=1 " + shlex.join(_python("sweep-worker", sweep_file, p.name)),
+        "srun --kill-on-bad-exit=1 "
+        + shlex.join(_python("sweep-worker", sweep_file, p.name, exp_dir.parent)),
     ]
     return "\n".join(lines) + "\n"
 
@@ -88,12 +89,12 @@ def collect_script(p: Plan, sweep_file: Path, workdir: Path, exp_dir: Path) -> s
         "set -eo pipefail",
         f"cd {shlex.quote(str(workdir))}",
         *s.setup,
-        shlex.join(_python("sweep-collect", sweep_file, p.name)),
+        shlex.join(_python("sweep-collect", sweep_file, p.name, exp_dir.parent)),
     ]
     return "\n".join(lines) + "\n"
 
 
-def _python(command: str, sweep_file: Path, name: str) -> list[str]:
+def _python(command: str, sweep_file: Path, name: str, results: Path) -> list[str]:
     return [
         sys.executable,
         "-m",
@@ -101,6 +102,8 @@ def _python(command: str, sweep_file: Path, name: str) -> list[str]:
         command,
         "--file",
         str(sweep_file.resolve()),
+        "--results",
+        str(results.resolve()),
         "--experiment",
         name,
     ]

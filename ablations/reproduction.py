@@ -1,0 +1,110 @@
+"""The committed reproduction (``reproduction/``): what the project ships, and the one command that
+writes it.
+
+A user's sweeps write to ``results/`` (not committed). ``reproduction/`` holds the tables, study
+journals and figures of the default sweep as the project ran it; a :data:`~ablations.fileio.FROZEN`
+marker there makes every sweep, collect and figures command refuse to write into it
+(:func:`ablations.fileio.check_writable`). ``make reproduce`` reruns the sweep in a staging folder
+(``results/reproduction``, resumable like any sweep) and then calls :func:`publish`, which copies
+each finished experiment's tables and figures over the committed ones::
+
+    python -m ablations.reproduction publish results/reproduction reproduction
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from .fileio import FROZEN, replacing
+
+#: An experiment's files that are committed (its trial directories are not: too large).
+FILES = (
+    "curves.parquet",
+    "runs.parquet",
+    "layers.parquet",
+    "reference.parquet",
+    "collect.json",
+    "sweep.json",
+    "data.json",
+    "summary.json",
+    "study.journal",
+)
+#: Statuses of a finished experiment's trials (anything else is still to run).
+FINAL = ("complete", "diverged", "pruned", "failed")
+
+
+class PublishError(RuntimeError):
+    """The staging folder holds nothing publishable; one line naming it."""
+
+
+def publish(staging: Path | str, target: Path | str) -> list[Path]:
+    """Copy every finished experiment of ``staging`` (and its figures, ``staging/figures``) into
+    ``target``, each file atomically; returns the files written. Experiments of ``target`` that
+    ``staging`` lacks are kept. Raises :class:`PublishError` before writing anything when an
+    experiment is unfinished or uncollected."""
+    staging, target = Path(staging), Path(target)
+    experiments = sorted(p.parent for p in staging.glob("*/sweep.json"))
+    if not experiments:
+        raise PublishError(f"{staging}: no experiment (no */sweep.json); run the sweep first")
+    for exp in experiments:
+        _check_finished(exp)
+    written = []
+    for exp in experiments:
+        for name in FILES:
+            if (exp / name).exists():
+                written.append(_copy(exp / name, target / exp.name / name))
+        figures = staging / "figures" / exp.name
+        mine = target / "figures" / exp.name
+        pngs = {p.name for p in figures.glob("*.png")}
+        for old in mine.glob("*.png"):
+            if old.name not in pngs:
+                old.unlink()  # a panel the notebooks no longer draw
+        written += [_copy(figures / name, mine / name) for name in sorted(pngs)]
+    marker = target / FROZEN
+    if not marker.exists():
+        marker.write_text("committed results: written only by `make reproduce`\n")
+    return written
+
+
+def _check_finished(exp: Path) -> None:
+    report_path = exp / "collect.json"
+    if not report_path.exists():
+        raise PublishError(f"{exp}: not collected (no collect.json); run `make collect` first")
+    report = json.loads(report_path.read_text())
+    unfinished = {s: n for s, n in report.get("statuses", {}).items() if n and s not in FINAL}
+    if unfinished or not report.get("trials"):
+        raise PublishError(
+            f"{exp}: unfinished ({unfinished or 'no trials'}); `make reproduce` again continues it"
+        )
+
+
+def _copy(source: Path, dest: Path) -> Path:
+    with replacing(dest) as tmp:
+        shutil.copyfile(source, tmp)
+    return dest
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m ablations.reproduction publish STAGING TARGET``."""
+    parser = argparse.ArgumentParser(prog="python -m ablations.reproduction")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("publish", help="copy a finished staging sweep over the committed results")
+    p.add_argument("staging", type=Path, help="the staging results folder (results/reproduction)")
+    p.add_argument("target", type=Path, help="the committed folder (reproduction)")
+    args = parser.parse_args(argv)
+    try:
+        written = publish(args.staging, args.target)
+    except PublishError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"published {len(written)} files into {args.target}; review with git diff --stat")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

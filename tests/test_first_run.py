@@ -1,0 +1,274 @@
+"""A newcomer's first run: ``make sweep`` on a fresh clone trains for real and leaves every
+tracked file as it was; the committed reproduction is refused as an output; files respect the
+umask; ``collect`` never shrinks a table without ``--force``; the sweep's progress and ETA."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+from sweep_files import REPO, TINY, workload
+
+from ablations import fileio
+from ablations import results as tidy
+from ablations.sweep import progress
+from ablations.sweep.spec import load_sweep
+
+VENV = Path(sys.executable).parent.parent
+
+
+def _clean_env() -> dict[str, str]:
+    """No SLURM world and no harness path from the test process: the clone runs its own code."""
+    drop = ("SLURM_", "PYTHONPATH", "SLURM_CONF")
+    return {k: v for k, v in os.environ.items() if not k.startswith(drop)}
+
+
+def _run(cmd: list[str], cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        ["bash", "-c", 'umask 022 && exec "$@"', "bash", *cmd],
+        cwd=cwd,
+        env=_clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def _tracked_changes(clone: Path) -> list[str]:
+    out = subprocess.run(
+        ["git", "status", "--porcelain", "--untracked-files=all"],
+        cwd=clone,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return [line for line in out.splitlines() if not line.startswith("?? ")]
+
+
+def _digests(folder: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+@pytest.fixture(scope="module")
+def fresh_clone(tmp_path_factory, embedded_cache):
+    """``git clone`` of this repository, and ``make sweep`` run in it on a tiny sweep file (two
+    variants, one seed, 12 steps) with the test environment's venv (``make -o`` keeps make from
+    reinstalling it): the clone, the sweep's output and the tracked files' digests before."""
+    cache, _ = embedded_cache
+    clone = tmp_path_factory.mktemp("fresh") / "repo"
+    subprocess.run(["git", "clone", "-q", str(REPO), str(clone)], check=True, timeout=120)
+    before = _digests(clone / "reproduction")
+    sweep = {
+        "local": {"workers": 2, "threads_per_worker": 1},
+        "retry": {"heartbeat_seconds": 1, "grace_seconds": 30},
+        "experiments": {
+            "first": {
+                "workload": workload(cache, steps=12),
+                "variants": {
+                    "named": {
+                        "clip": {"optimizer.overrides.prenorm": "clip"},
+                        "none": {"optimizer.overrides.prenorm": "none"},
+                    }
+                },
+                "seeds": 1,
+            }
+        },
+    }
+    (clone / "tiny.yaml").write_text(yaml.safe_dump(sweep, sort_keys=False))
+    make = ["make", "-o", f"{VENV}/.stamp", f"VENV={VENV}", "sweep", "SWEEP=tiny.yaml"]
+    out = _run([*make, "SWEEP_FLAGS=--local"], clone)
+    return clone, out, before
+
+
+@pytest.mark.slow
+def test_make_sweep_on_a_fresh_clone_trains_and_modifies_no_tracked_file(fresh_clone):
+    clone, out, before = fresh_clone
+    assert out.returncode == 0, out.stdout + out.stderr
+    exp = clone / "results" / "first"
+    curves = pd.read_parquet(exp / "curves.parquet")
+    train = curves[curves["metric"] == "train/loss"]
+    assert sorted(train["variant"].astype(str).unique()) == ["clip", "none"]
+    for _, steps in train.groupby("trial")["step"]:
+        assert sorted(steps) == list(range(1, 13))  # it trained, every step
+    # progress: the running trials with their steps, then everything done
+    assert re.search(r"first: 0/2 done, 2 running \[#0 \d+/12, #1 \d+/12\]", out.stdout), out.stdout
+    assert "first: 2/2 done" in out.stdout
+    # nothing tracked changed; the committed reproduction is byte for byte what it was
+    assert _tracked_changes(clone) == []
+    assert _digests(clone / "reproduction") == before
+    # under umask 022 everything the sweep wrote is readable by group and others
+    unreadable = [
+        str(p.relative_to(clone))
+        for p in (clone / "results").rglob("*")
+        if p.is_file() and p.stat().st_mode & 0o044 != 0o044
+    ]
+    assert unreadable == []
+    assert (exp / "curves.parquet").stat().st_mode & 0o777 == 0o644
+
+
+@pytest.mark.slow
+def test_commands_on_the_committed_reproduction_are_refused_in_one_line(fresh_clone):
+    clone, _, before = fresh_clone
+    py = str(VENV / "bin" / "python")
+    attempts = [
+        [py, "-m", "ablations", "sweep", "--file", "sweep.yaml", "--local"]
+        + ["--results", "reproduction", "--experiment", "figure2_prenorm"],
+        [py, "-m", "ablations.results", "collect", "reproduction/figure2_prenorm"],
+        [py, "-m", "ablations.results", "collect", "--force", "reproduction/figure2_prenorm"],
+        [py, "-m", "ablations.figures", "compare", "reproduction/figure2_prenorm"]
+        + ["--out", "reproduction/figures"],
+        [py, "-m", "ablations.figures", "run", "--results", "reproduction"]
+        + ["--out", "reproduction/figures"],
+    ]
+    for cmd in attempts:
+        out = _run(cmd, clone)
+        assert out.returncode == 2, (cmd, out.stdout, out.stderr)
+        lines = out.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: "), (cmd, out.stderr)
+        assert "make reproduce" in lines[0]
+    assert _tracked_changes(clone) == []
+    assert _digests(clone / "reproduction") == before
+
+
+@pytest.mark.slow
+def test_collect_refuses_to_shrink_a_table_and_force_replaces_it(fresh_clone, tmp_path):
+    clone, _, _ = fresh_clone
+    exp = tmp_path / "first"
+    shutil.copytree(clone / "results" / "first", exp)
+    runs, curves = (pd.read_parquet(exp / n) for n in ("runs.parquet", "curves.parquet"))
+    tables = _digests(exp)
+    shutil.rmtree(exp / "1")  # a trial's directory is lost: its curves would be gone
+    cmd = [sys.executable, "-m", "ablations.results", "collect", str(exp)]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert out.stderr.count("\n") == 1
+    assert re.match(
+        rf"error: .*curves.parquet: collect would replace {len(curves)} rows with \d+ .*--force",
+        out.stderr,
+    ), out.stderr
+    assert {k: v for k, v in _digests(exp).items() if not k.startswith("0/")} == {
+        k: v for k, v in tables.items() if not k.startswith(("0/", "1/"))
+    }
+    out = subprocess.run([*cmd, "--force"], capture_output=True, text=True, env=env, check=False)
+    assert out.returncode == 0, out.stdout + out.stderr
+    shrunk = pd.read_parquet(exp / "curves.parquet")
+    assert 0 < len(shrunk) < len(curves)
+    assert set(shrunk["trial"]) == {0}
+    assert len(pd.read_parquet(exp / "runs.parquet")) == len(runs)  # the study still has both
+
+
+# --- fast ---------------------------------------------------------------------------------------
+
+
+def test_the_committed_reproduction_is_marked_and_the_default_sweep_writes_elsewhere():
+    assert (REPO / "reproduction" / fileio.FROZEN).is_file()
+    for name in ("figure2_prenorm", "figure3_decay", "bias_correction", "eps_regime"):
+        assert (REPO / "reproduction" / name / "runs.parquet").is_file()
+    for file in (REPO / "sweep.yaml", REPO / "sweeps" / "try.yaml"):
+        results = (file.parent / load_sweep(file).results).resolve()
+        assert results == (REPO / "results").resolve()
+        fileio.check_writable(results / "any")  # not frozen
+    ignored = subprocess.run(
+        ["git", "check-ignore", "-q", "results/x/curves.parquet"], cwd=REPO, check=False
+    )
+    assert ignored.returncode == 0
+
+
+def test_frozen_folders_refuse_writes_at_any_depth(tmp_path):
+    (tmp_path / "committed").mkdir()
+    (tmp_path / "committed" / fileio.FROZEN).write_text("x")
+    for path in ("committed", "committed/exp", "committed/exp/3/metrics.jsonl"):
+        with pytest.raises(fileio.FrozenError, match="committed.*make reproduce"):
+            fileio.check_writable(tmp_path / path)
+    fileio.check_writable(tmp_path / "elsewhere" / "exp")
+
+
+def test_sweep_into_a_frozen_folder_is_one_line_and_creates_nothing(tmp_path, capsys):
+    from ablations.__main__ import main
+
+    frozen = tmp_path / "shipped"
+    frozen.mkdir()
+    (frozen / fileio.FROZEN).write_text("x")
+    file = tmp_path / "sweep.yaml"
+    experiment = {"workload": TINY, "variants": {"named": {"a": {}}}, "seeds": 1}
+    file.write_text(yaml.safe_dump({"experiments": {"e": experiment}}))
+    assert main(["sweep", "--file", str(file), "--local", "--results", str(frozen)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"error: {frozen}"), err
+    assert sorted(p.name for p in frozen.iterdir()) == [fileio.FROZEN]
+
+
+@pytest.mark.parametrize("mask", [0o022, 0o027, 0o002])
+def test_atomic_writes_respect_the_umask(tmp_path, mask):
+    old = os.umask(mask)
+    try:
+        fileio.write_atomic(tmp_path / "a.json", "{}")
+        with fileio.replacing(tmp_path / "b.parquet") as tmp:
+            pd.DataFrame({"x": [1]}).to_parquet(tmp)
+        plain = tmp_path / "c.txt"
+        plain.write_text("as any tool writes it")
+    finally:
+        os.umask(old)
+    expected = plain.stat().st_mode & 0o777
+    assert expected == 0o666 & ~mask
+    for name in ("a.json", "b.parquet"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == expected
+    assert fileio.current_umask() == old
+
+
+def test_collect_into_a_frozen_experiment_is_refused(tmp_path):
+    shutil.copytree(REPO / "reproduction" / "figure2_prenorm", tmp_path / "f2")
+    (tmp_path / fileio.FROZEN).write_text("x")
+    before = _digests(tmp_path)
+    assert tidy.main(["collect", str(tmp_path / "f2")]) == 2
+    assert _digests(tmp_path) == before
+    runs = tidy.load_runs(tmp_path / "f2")  # reading is fine
+    assert len(runs) == 6
+
+
+# --- progress -----------------------------------------------------------------------------------
+
+
+def _snap(done=0, total=4, running=(), durations=()):
+    return progress.Snapshot("e", total, done, {}, list(running), list(durations))
+
+
+def test_eta_from_finished_trials_counts_the_running_trials_remaining_steps():
+    half = progress.Running(trial=2, variant="a", step=50, total=100, elapsed=30.0)
+    s = _snap(done=1, total=4, running=[half], durations=[10.0, 20.0])
+    assert s.left == 2 and s.work_left() == pytest.approx(2.5)
+    assert progress.eta_seconds([s], workers=2) == pytest.approx(2.5 * 15.0 / 2)
+    # before any trial finished, the running trials' own projections stand in
+    early = _snap(running=[half])
+    assert early.trial_seconds() == pytest.approx(60.0)
+    barely = progress.Running(trial=3, variant="a", step=1, total=100, elapsed=5.0)
+    assert _snap(running=[barely]).trial_seconds() is None  # under 5%: no guess
+    assert progress.eta_seconds([_snap(running=[barely])], 2) is None
+    assert progress.eta_seconds([_snap(done=4)], 2) == 0.0
+    line = progress.describe(s, workers=2)
+    assert line.startswith("1/4 done, 1 running [#2 50/100], 2 left")
+    assert line.endswith(f"eta {progress.clock(2.5 * 15.0)}")  # one running: one worker on it
+
+
+def test_last_line_reads_the_tail_and_skips_a_torn_line(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    assert progress.last_line(path) is None
+    lines = [json.dumps({"step": i, "pad": "x" * 100}) for i in range(1, 200)]
+    path.write_text("\n".join(lines) + '\n{"step": 200, "tor')
+    assert progress.last_line(path)["step"] == 199
+    assert progress.clock(3725) == "1h02m" and progress.clock(65) == "1m05s"
