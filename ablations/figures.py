@@ -590,16 +590,17 @@ def run(
     log: Any = print,
 ) -> int:
     """Plan and execute every notebook (see the module doc); 0 if all ran, 1 if one failed,
-    2 if ``results_dir`` is not a folder or no kernel can be started. Experiments whose tables
-    are stale are collected first, once."""
+    2 (one ``error:`` line on stderr) if ``results_dir`` is not a folder, ``out`` is committed
+    (frozen) or no kernel can be started. Experiments whose tables are stale are collected
+    first, once."""
     if not Path(results_dir).is_dir():
-        log(f"error: {results_dir}: no such results directory")
+        _error(f"{results_dir}: no such results directory")
         return 2
     try:
         check_writable(out)
         check_kernel()
     except (FiguresError, FrozenError) as e:
-        log(f"error: {e}")
+        _error(str(e))
         return 2
     jobs, skipped = plan(results_dir, only)
     for message in skipped:
@@ -621,6 +622,10 @@ def run(
         pngs = sorted(p.name for p in figures_dir.glob(f"{job.notebook}*.png"))
         log(f"{job.notebook}.ipynb on {job.experiment}: {figures_dir} ({', '.join(pngs)})")
     return 1 if failed else 0
+
+
+def _error(message: str) -> None:
+    print(f"error: {message}", file=sys.stderr)
 
 
 def _first_line(e: BaseException) -> str:
@@ -650,7 +655,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             compare(args.exp_dir, args.out or REPO / "results" / "figures")
         except (res.ResultsError, FrozenError) as e:
-            print(f"error: {e}", file=sys.stderr)
+            _error(str(e))
             return 2
         return 0
     out = args.out

@@ -262,7 +262,9 @@ def test_eta_from_finished_trials_counts_the_running_trials_remaining_steps():
     assert progress.eta_seconds([_snap(done=4)], 2) == 0.0
     line = progress.describe(s, workers=2)
     assert line.startswith("1/4 done, 1 running [#2 50/100], 2 left")
-    assert line.endswith(f"eta {progress.clock(2.5 * 15.0)}")  # one running: one worker on it
+    assert line.endswith(f"eta {progress.clock(2.5 * 15.0 / 2)}")  # 3 trials to run: 2 workers
+    one_left = _snap(done=3, total=4, durations=[10.0])
+    assert progress.describe(one_left, workers=2).endswith("eta 10s")  # one trial: one worker
 
 
 def test_last_line_reads_the_tail_and_skips_a_torn_line(tmp_path):

@@ -9,7 +9,6 @@ submitted.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 from pathlib import Path
@@ -133,14 +132,21 @@ def _fail(e: BaseException) -> int:
 
 
 def _status(sweep: Any, plans: list, results: Path) -> int:
+    """One line per experiment: done / running (with steps) / left and an ETA; the ETA assumes
+    the experiment's SLURM ``parallelism`` workers (``local.workers`` where there is no SLURM)."""
+    from . import driver
     from . import study as studies
+    from .progress import describe, snapshot
 
+    slurm = driver.has_slurm()
     for p in plans:
         if not (results / p.name / "sweep.json").exists():
             print(f"{p.name}: not started")
             continue
         s = studies.load(sweep, p, results / p.name)
-        print(f"{p.name}: {json.dumps(studies.progress(s, p, sweep.retry))}")
+        array = p.experiment.slurm
+        workers = (array.parallelism or array.array_size) if slurm else sweep.local.workers
+        print(f"{p.name}: {describe(snapshot(s, p, sweep, results / p.name), workers)}")
     return 0
 
 

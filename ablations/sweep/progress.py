@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 import sys
 import time
 from dataclasses import dataclass, field
@@ -187,7 +188,9 @@ def describe(s: Snapshot, workers: int) -> str:
     extra = ("diverged", "failed", "pruned", "retried")
     parts += [f"{s.counts[k]} {k}" for k in extra if s.counts.get(k)]
     if s.done < s.total:
-        parts.append(f"eta {clock(eta_seconds([s], min(workers, max(len(s.running), 1))))}")
+        # as many workers as there are trials to run (they may also serve other experiments)
+        busy = max(min(workers, math.ceil(s.work_left())), 1)
+        parts.append(f"eta {clock(eta_seconds([s], busy))}")
     return ", ".join(parts)
 
 
