@@ -71,10 +71,10 @@ try: setup ## first run: 2 variants x 300 steps, here (about 2 min) -> a table a
 sweep: setup ## run the sweep (SWEEP=sweep.yaml, EXPERIMENT=name) into results/: SLURM where sbatch works, else local
 	$(PY) -m ablations sweep --file '$(SWEEP)' $(if $(filter command line environment,$(origin RESULTS)),--results '$(RESULTS)') $(foreach e,$(EXPERIMENT),--experiment '$(e)') $(SWEEP_FLAGS)
 
-collect: setup ## $(RESULTS)/<experiment>/{curves,runs,layers}.parquet from every experiment's trials (FORCE=1 may shrink a table)
+collect: setup ## results/<experiment>/{curves,runs,layers}.parquet from its trials (RESULTS=dir; FORCE=1 may shrink a table)
 	$(PY) -m ablations.results collect $(if $(FORCE),--force) $(or $(foreach e,$(EXPERIMENT),$(RESULTS)/$(e)),$(patsubst %/sweep.json,%,$(wildcard $(RESULTS)/*/sweep.json)))
 
-figures: setup ## execute notebooks/ headless (real Jupyter kernel) on $(RESULTS) -> $(FIGURES)/*.png
+figures: setup ## execute notebooks/ headless (real Jupyter kernel) -> results/figures/ (RESULTS=reproduction: the committed ones)
 	$(PY) -m ablations.figures run --results $(RESULTS) --out $(FIGURES) $(foreach e,$(EXPERIMENT),--experiment '$(e)')
 
 reproduce: setup ## rerun the committed CPU reproduction (sweep.yaml, ~45 min here) and replace reproduction/ with it: the only target that writes tracked files

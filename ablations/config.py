@@ -1,8 +1,8 @@
 """Run configuration: frozen dataclasses, built strictly from plain dicts (YAML, CLI, sweep).
 
-``RunConfig.from_dict`` rejects unknown keys and wrong types with a one-line ``ConfigError``
-naming the key path (``phases[1].seq_len``) and what was expected. Nothing else in the harness
-reads raw dicts.
+``RunConfig.from_dict`` rejects unknown keys, missing required keys and wrong types with a
+one-line ``ConfigError`` naming the key path (``phases[1].seq_len``) and what was expected.
+Nothing else in the harness reads raw dicts.
 """
 
 from __future__ import annotations
@@ -161,7 +161,7 @@ class OptimizerConfig:
 
 @dataclass(frozen=True)
 class LogConfig:
-    """What is written to the run's curves."""
+    """What is written to the run's curves, and what training shows while it runs."""
 
     layer_every: int = 50  # per-layer trust ratios every N optimizer steps
     val_every: int = 100  # validation loss every M optimizer steps (and at the end)
@@ -169,13 +169,21 @@ class LogConfig:
     #: On accelerators, per-step metrics stay on the device and are read (one host sync) every
     #: this many optimizer steps, before each checkpoint and at validation; on CPU every step.
     flush_every: int = 50
-    progress_bar: bool = False
+    #: What ``train`` shows while it runs (:mod:`ablations.progress`): "bar", Lightning's progress
+    #: bar (for a terminal); "lines", a status line on stderr every ``status_every_seconds`` (for
+    #: log files: SLURM, sweep workers, CI); "none"; "auto": the bar if stderr is a terminal,
+    #: else lines. Display only: a run may be resumed with another value.
+    progress: Literal["auto", "bar", "lines", "none"] = "auto"
+    #: Seconds between status lines; 0: one line per optimizer step.
+    status_every_seconds: float = 30.0
 
     def __post_init__(self) -> None:
         for name in ("layer_every", "val_every", "flush_every"):
             value = getattr(self, name)
             _check(value >= 1, f"log.{name}", "an integer >= 1", value)
         _check(self.val_batches >= 0, "log.val_batches", "an integer >= 0", self.val_batches)
+        every = self.status_every_seconds
+        _check(0 <= every < float("inf"), "log.status_every_seconds", "a number >= 0", every)
 
 
 @dataclass(frozen=True)
@@ -231,7 +239,9 @@ class RunConfig:
 
 
 def build(cls: type, raw: Any, path: str = "") -> Any:
-    """A frozen dataclass ``cls`` from plain data, strictly (as :meth:`RunConfig.from_dict`)."""
+    """A frozen dataclass ``cls`` from plain data, strictly (as :meth:`RunConfig.from_dict`):
+    unknown keys, missing required keys (fields without a default) and wrong types are a
+    one-line :class:`ConfigError` naming the key path under ``path``."""
     return _build(cls, raw, path)
 
 
@@ -250,6 +260,10 @@ def _build(cls: type, raw: Any, path: str) -> Any:
     if unknown:
         key = f"{path}.{unknown[0]}" if path else unknown[0]
         raise ConfigError(f"{key}: unknown key; expected one of {sorted(fields)}")
+    missing = [name for name, f in fields.items() if name not in raw and _required(f)]
+    if missing:  # before construction: the dataclass would raise a multi-line TypeError
+        key = f"{path}.{missing[0]}" if path else missing[0]
+        raise ConfigError(f"{key}: required key missing")
     kwargs = {}
     for name, value in raw.items():
         key = f"{path}.{name}" if path else name
@@ -261,6 +275,50 @@ def _build(cls: type, raw: Any, path: str) -> Any:
         if path and not msg.startswith(path):
             msg = f"{path}.{msg}"
         raise ConfigError(msg) from None
+
+
+def _required(f: dataclasses.Field) -> bool:
+    return f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+
+
+def check_key(cls: type, key: str, where: str = "") -> None:
+    """Raise :class:`ConfigError` unless the dotted ``key`` (``phases.0.lr``) can name a value of
+    the dataclass ``cls``, by its field types alone.
+
+    For keys checked before any config exists (the sweep's variant and ``tune`` paths): the
+    error names the key as written, under ``where`` (``experiments.e.tune.phases.0.lrr``),
+    where a misspelt last key would otherwise only show when the whole config is rebuilt, in
+    that config's own notation (``phases[0].lrr``). List indices are checked to be numbers
+    only (their bound needs the data: :func:`ablations.yamlio.set_path`); a free mapping
+    (``optimizer.overrides``) takes any key, its values being checked by its dataclass.
+    """
+    tp: Any = cls
+    parts = key.split(".")
+    for i, part in enumerate(parts):
+        here = ".".join([where, *parts[: i + 1]] if where else parts[: i + 1])
+        if not part:
+            raise ConfigError(f"{here}: expected a dotted path of keys, got {key!r}")
+        origin, args = typing.get_origin(tp), typing.get_args(tp)
+        if origin in (types.UnionType, typing.Union):  # Optional[X]: as X
+            tp = next(a for a in args if a is not type(None))
+            origin, args = typing.get_origin(tp), typing.get_args(tp)
+        if dataclasses.is_dataclass(tp):
+            hints = typing.get_type_hints(tp)
+            names = sorted(f.name for f in dataclasses.fields(tp))
+            if part not in names:
+                raise ConfigError(f"{here}: unknown key; expected one of {names}")
+            tp = hints[part]
+        elif origin is tuple and args and args[-1] is Ellipsis:
+            if not part.isdigit():
+                raise ConfigError(f"{here}: expected a list index, got {part!r}")
+            tp = args[0]
+        elif isinstance(origin, type) and issubclass(origin, Mapping):
+            tp = args[1] if len(args) == 2 else Any
+        elif tp is Any:
+            return
+        else:
+            parent = ".".join(parts[:i])
+            raise ConfigError(f"{here}: unknown key; {parent} is not a mapping or list")
 
 
 def _coerce(tp: Any, value: Any, key: str) -> Any:

@@ -314,6 +314,29 @@ class PretrainingModule(L.LightningModule):
 
     # --- reading the numbers -------------------------------------------------------------------
 
+    def latest(self, *, read: bool = False) -> dict[str, Any] | None:
+        """The newest numbers for a progress display (:mod:`ablations.progress`), or None.
+
+        Without ``read``: the last written ``metrics.jsonl`` line, with no host sync (on an
+        accelerator it is up to ``log.flush_every`` steps old). With ``read``: the newest applied
+        step's ``phase``, ``step``, ``phase_step``, ``train/loss``, ``optim/lr`` and
+        ``wall_time``, read from the device in one transfer if it is not written yet; the numbers
+        are those its line will hold. Only reads, on any rank: divergence is still judged at the
+        flush, identically on every rank.
+        """
+        if not read or not self._steps:
+            return self.last_metrics
+        s = self._steps[-1]
+        micro_batches = self.accumulation * self.trainer.world_size
+        return {
+            "phase": self.phase_index + 1,
+            "step": s.step,
+            "phase_step": s.phase_step,
+            "train/loss": s.values[0].item() / micro_batches,  # _TRAIN[0], as flush computes it
+            "optim/lr": s.lr,
+            "wall_time": s.wall_time,
+        }
+
     def flush(self) -> None:
         """Read the pending steps (one host transfer), write their lines, judge divergence."""
         if not self._steps:

@@ -25,6 +25,10 @@ e.g. shard by shard; the default is a seeded ``randperm``. Exact resumption also
 pipeline that does not draw from the global RNGs (the model's dropout does, and its RNG state is
 checkpointed).
 
+Progress. Lightning's progress bar when stderr is a terminal, otherwise a status line every
+``log.status_every_seconds`` (``log.progress``; :mod:`ablations.progress`). Both go to stderr:
+stdout carries the CLI's result.
+
 Distributed. ``devices * num_nodes > 1`` uses Lightning's ``"ddp"`` strategy (gloo on CPU, NCCL
 on GPU); under SLURM Lightning's ``SLURMEnvironment`` is detected as usual (``srun`` with
 ``--ntasks-per-node = devices``). Every rank runs this function; only global rank 0 writes files.
@@ -42,13 +46,14 @@ from typing import Any
 import lightning as L
 import torch
 import yaml
-from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint, ProgressBar
 from lightning.pytorch.utilities.model_helpers import is_overridden
 from torch.utils.data import DataLoader, IterableDataset
 
 from .config import DataConfig, PhaseConfig, RunConfig
 from .curves import read_json, write_config, write_meta, write_status
 from .module import PretrainingModule
+from .progress import callbacks as progress_callbacks
 from .sampling import StepBatchSampler
 
 DataModuleFactory = Callable[[DataConfig, PhaseConfig, int], L.LightningDataModule]
@@ -62,6 +67,10 @@ _QUIET = (
     # Lightning 2.6.6's own use of a torch.utils._pytree API that torch 2.13 deprecates.
     r"`isinstance\(treespec, LeafSpec\)` is deprecated",
 )
+
+#: ``log`` keys that change what is shown, not the run: a run resumes under other values
+#: (``progress_bar`` is their predecessor, still in the config.yaml of older run directories).
+_DISPLAY_KEYS = ("progress", "status_every_seconds", "progress_bar")
 
 
 class RunDirError(ValueError):
@@ -108,7 +117,7 @@ def train(
     """
     run_dir = Path(run_dir)
     saved = run_dir / "config.yaml"
-    if saved.exists() and yaml.safe_load(saved.read_text()) != config.to_dict():
+    if saved.exists() and _run_of(yaml.safe_load(saved.read_text())) != _run_of(config.to_dict()):
         raise RunDirError(f"{run_dir} holds a run with a different config.yaml; use a new run_dir")
     status = read_json(run_dir / "status.json")
     if status is not None and status["status"] in ("complete", "diverged"):
@@ -203,6 +212,14 @@ def _preflight(
         data.train_dataloader()  # checks that the split holds a micro-batch
 
 
+def _run_of(raw: Any) -> Any:
+    """A saved or given config without its display keys: what makes two runs the same run."""
+    if not isinstance(raw, dict) or not isinstance(raw.get("log"), dict):
+        return raw
+    log = {k: v for k, v in raw["log"].items() if k not in _DISPLAY_KEYS}
+    return {**raw, "log": log}
+
+
 def _status(module: PretrainingModule | None, status: str, **fields: Any) -> dict[str, Any]:
     result = {"status": status, **fields}
     if module is not None:
@@ -219,6 +236,7 @@ def _trainer(
 ) -> L.Trainer:
     phase = config.phases[phase_index]
     world = config.devices * config.num_nodes
+    progress = progress_callbacks(config.log)  # Lightning's bar, status lines, or nothing
     checkpoint = _AtomicCheckpoint(
         dirpath=phase_dir,
         save_last=True,
@@ -235,9 +253,9 @@ def _trainer(
         precision=config.precision,
         max_steps=_windows(phase),
         logger=False,  # curves are ours (append-only, truncated on resume)
-        enable_progress_bar=config.log.progress_bar,
+        enable_progress_bar=any(isinstance(c, ProgressBar) for c in progress),
         enable_model_summary=False,
-        callbacks=[checkpoint, _PhaseEnd(phase_dir), *callbacks],
+        callbacks=[checkpoint, _PhaseEnd(phase_dir), *progress, *callbacks],
         plugins=plugins or None,
         default_root_dir=phase_dir,  # where SLURM's auto-requeue puts hpc_ckpt_*.ckpt
         use_distributed_sampler=False,  # StepBatchSampler shards by rank

@@ -274,3 +274,85 @@ def test_last_line_reads_the_tail_and_skips_a_torn_line(tmp_path):
     path.write_text("\n".join(lines) + '\n{"step": 200, "tor')
     assert progress.last_line(path)["step"] == 199
     assert progress.clock(3725) == "1h02m" and progress.clock(65) == "1m05s"
+
+
+_BARS = """
+import sys
+from ablations.sweep.progress import Display, Running, Snapshot
+d = Display(["figure2_prenorm", "eps"], workers=2)
+half = Running(trial=3, variant="clip", step=350, total=700, elapsed=60.0)
+d.update([Snapshot("figure2_prenorm", 6, 2, {}, [half], [120.0, 120.0]),
+          Snapshot("eps", 24, 0, {"diverged": 0}, [], [])])
+d.close()
+print("plain", file=sys.stdout)
+"""
+
+
+def test_a_terminal_gets_one_tqdm_bar_per_experiment(tmp_path):
+    """On a real pseudo-terminal (stderr), tqdm bars: per experiment the count done, the running
+    trials' steps, what is left and the ETA; nothing on stdout but the script's own line."""
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    controller, terminal = pty.openpty()
+    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 160, 0, 0))
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _BARS], env=env, stdout=subprocess.PIPE, stderr=terminal
+    )
+    os.close(terminal)
+    shown = b""
+    while True:
+        try:
+            chunk = os.read(controller, 65536)
+        except OSError:  # EIO: the process closed the terminal
+            break
+        if not chunk:
+            break
+        shown += chunk
+    os.close(controller)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0 and out.decode() == "plain\n"
+    text = shown.decode()
+    # 2 of 6 done (█ fills a third of 20 cells); 3.5 trials of 120 s left on 2 workers
+    eta = progress.clock(3.5 * 120 / 2)
+    bar = rf"figure2_prenorm █{{6}}\S* +2/6 done, 1 running \[#3 350/700\], 3 left, eta {eta}"
+    assert re.search(bar, text), text
+    assert re.search(r"eps +\s+0/24 done, 24 left, eta \?", text), text
+
+
+@pytest.mark.slow
+def test_publish_copies_a_finished_staging_sweep_and_refuses_an_unfinished_one(
+    fresh_clone, tmp_path
+):
+    """``make reproduce``'s last step: the only writer of the committed folder."""
+    from ablations import reproduction
+
+    clone, _, _ = fresh_clone
+    staging, target = tmp_path / "staging", tmp_path / "committed"
+    shutil.copytree(clone / "results" / "first", staging / "first")
+    (staging / "figures" / "first").mkdir(parents=True)
+    (staging / "figures" / "first" / "new.png").write_bytes(b"png")
+    (target / "figures" / "first").mkdir(parents=True)
+    (target / "figures" / "first" / "gone.png").write_bytes(b"old")
+    (target / fileio.FROZEN).write_text("x")
+    (target / "other").mkdir()
+    (target / "other" / "runs.parquet").write_bytes(b"kept")
+
+    report = json.loads((staging / "first" / "collect.json").read_text())
+    unfinished = {**report, "statuses": {**report["statuses"], "running": 1}}
+    (staging / "first" / "collect.json").write_text(json.dumps(unfinished))
+    before = _digests(target)
+    assert reproduction.main(["publish", str(staging), str(target)]) == 2
+    assert _digests(target) == before
+    (staging / "first" / "collect.json").write_text(json.dumps(report))
+
+    assert reproduction.main(["publish", str(staging), str(target)]) == 0
+    for name in reproduction.FILES:
+        assert (target / "first" / name).read_bytes() == (staging / "first" / name).read_bytes()
+    assert not (target / "first" / "0").exists()  # trial directories are not committed
+    assert sorted(p.name for p in (target / "figures" / "first").iterdir()) == ["new.png"]
+    assert (target / "other" / "runs.parquet").read_bytes() == b"kept"
+    assert (target / fileio.FROZEN).exists()

@@ -51,7 +51,8 @@ def _mutate(path: str, value) -> dict:
 
 E = "experiments/e"
 MALFORMED = [
-    # (mutation path, value, expected error, anchored at the start of the message)
+    # (mutation path, value, expected error, anchored at the start of the message); the file is
+    # written by yaml.safe_dump, which sorts keys: where order matters, it is alphabetical.
     ("experimnts", {}, r"experimnts: unknown key; expected one of \["),
     ("experiments", None, r"experiments: expected a mapping of experiment names"),
     (f"{E}/seed", 3, r"experiments\.e\.seed: unknown key; expected one of \["),
@@ -95,7 +96,7 @@ MALFORMED = [
     (
         f"{E}/tune",
         {"phases.0.lrr": {"low": 1e-3, "high": 1e-2}},
-        r"experiments\.e\.tune \(prenorm=clip\): phases\[0\]\.lrr: unknown key",
+        r"experiments\.e\.tune\.phases\.0\.lrr: unknown key; expected one of \['decay_power'",
     ),
     (
         f"{E}/search/method",
@@ -140,6 +141,176 @@ MALFORMED = [
     ),
     ("experiments", {"my exp": VALID["experiments"]["e"]}, r"experiments\.my exp: expected a name"),
     ("local", {"workers": 0}, r"local\.workers: expected an integer >= 1, got 0"),
+    # --- required keys ----------------------------------------------------------------------
+    (f"{E}/variants", None, r"experiments\.e\.variants: required key missing$"),
+    (f"{E}/workload", None, r"experiments\.e\.workload: required key missing$"),
+    # --- the same value set in two places ---------------------------------------------------
+    (
+        f"{E}/variants/grid",
+        {"phases.0.lr": [0.01, 0.02]},
+        r"experiments\.e\.variants\.grid\.phases\.0\.lr: also tuned by "
+        r"experiments\.e\.tune\.phases\.0\.lr; set it in one place$",
+    ),
+    (
+        f"{E}/variants",
+        {"named": {"slow": {}, "fast": {"phases.0.lr": 0.05}}},
+        r"experiments\.e\.variants\.named\.fast\.phases\.0\.lr: also tuned by "
+        r"experiments\.e\.tune\.phases\.0\.lr; set it in one place$",
+    ),
+    (
+        f"{E}/variants",
+        {"named": {"a": {}, "b": {"phases": [{**WORKLOAD["phases"][0], "lr": 0.05}]}}},
+        r"experiments\.e\.variants\.named\.b\.phases: also tuned by "
+        r"experiments\.e\.tune\.phases\.0\.lr; set it in one place$",
+    ),
+    (
+        f"{E}/variants",
+        {"named": {"a": {"optimizer.overrides": {"prenorm": "none"}, "phases.00.lr": 0.1}}},
+        r"experiments\.e\.variants\.named\.a\.phases\.00\.lr: also tuned by "
+        r"experiments\.e\.tune\.phases\.0\.lr",
+    ),
+    (
+        f"{E}/variants",
+        {
+            "named": {
+                "a": {
+                    "optimizer.overrides": {"prenorm": "none"},
+                    "optimizer.overrides.prenorm": "clip",
+                }
+            }
+        },
+        r"experiments\.e\.variants\.named\.a\.optimizer\.overrides\.prenorm: also set by "
+        r"experiments\.e\.variants\.named\.a\.optimizer\.overrides; set it in one place$",
+    ),
+    (
+        f"{E}/variants/grid",
+        {"optimizer.overrides.prenorm": ["clip"], "optimizer.overrides": [{"eps": 1e-3}]},
+        r"experiments\.e\.variants\.grid\.optimizer\.overrides\.prenorm: also set by "
+        r"experiments\.e\.variants\.grid\.optimizer\.overrides; set it in one place$",
+    ),
+    (
+        f"{E}/tune/phases.0",
+        {"low": 0.1, "high": 0.2},
+        r"experiments\.e\.tune\.phases\.0\.lr: also set by experiments\.e\.tune\.phases\.0;",
+    ),
+    (
+        f"{E}/variants/grid",
+        {"seed": [1, 2]},
+        r"experiments\.e\.variants\.grid\.seed: expected a path the sweep does not set, "
+        r"got 'seed'",
+    ),
+    (
+        f"{E}/tune/seed",
+        {"low": 0, "high": 9},
+        r"experiments\.e\.tune\.seed: expected a path the sweep does not set",
+    ),
+    # --- variants that are the same run -----------------------------------------------------
+    (
+        f"{E}/variants",
+        {"named": {"a": {"optimizer.overrides.eps": 1e-3}, "b": {"optimizer.overrides.eps": 1e-3}}},
+        r"experiments\.e\.variants\.named\.b: expected settings that differ from variant 'a', "
+        r"got the same run config once defaults and the preset's knobs are applied$",
+    ),
+    (
+        f"{E}/variants",
+        {"named": {"clip": {"optimizer.overrides.prenorm": "clip"}, "nvlamb": {}}},
+        r"experiments\.e\.variants\.named\.nvlamb: expected settings that differ from "
+        r"variant 'clip'",
+    ),
+    (
+        f"{E}/variants",
+        {"named": {"apex": {"optimizer.preset": "apex"}, "timm": {"optimizer.preset": "timm"}}},
+        r"experiments\.e\.variants\.named\.timm: expected settings that differ from "
+        r"variant 'apex'",
+    ),
+    (
+        f"{E}/variants",
+        {"named": {"a": {"phases.0.warmup": 0.2843}, "b": {"data.seed": 12345}}},
+        r"experiments\.e\.variants\.named\.b: expected settings that differ from variant 'a'",
+    ),
+    (
+        f"{E}/variants/grid",
+        {"optimizer.overrides.prenorm": ["clip", "none"], "optimizer.overrides.eps": [1, 1.0]},
+        r"experiments\.e\.variants\.grid \(eps=1\.0,prenorm=clip\): expected settings that "
+        r"differ from variant 'eps=1,prenorm=clip'",
+    ),
+    # --- paths that are not in the run config -----------------------------------------------
+    (
+        f"{E}/variants",
+        {"named": {"a": {"optimizer.overides.prenorm": "none"}}},
+        r"experiments\.e\.variants\.named\.a\.optimizer\.overides: unknown key; expected "
+        r"one of \['overrides', 'phase2', 'preset', 'weight_decay'\]",
+    ),
+    (
+        f"{E}/variants",
+        {"named": {"a": {"phases.0.lrr": 0.1}}},
+        r"experiments\.e\.variants\.named\.a\.phases\.0\.lrr: unknown key; expected one of",
+    ),
+    (
+        f"{E}/variants",
+        {"named": {"a": {"phases.3.lr": 0.1}}},
+        r"experiments\.e\.variants\.named\.a\.phases\.3: expected an index below 1$",
+    ),
+    (
+        f"{E}/variants/grid",
+        {"phases.first.lr": [0.1]},
+        r"experiments\.e\.variants\.grid\.phases\.first: expected a list index, got 'first'",
+    ),
+    (
+        f"{E}/variants/grid",
+        {"precision.bits": [16]},
+        r"experiments\.e\.variants\.grid\.precision\.bits: unknown key; precision is not a "
+        r"mapping or list",
+    ),
+    (
+        f"{E}/variants",
+        {"named": {"a": {"phases..lr": 0.1}}},
+        r"experiments\.e\.variants\.named\.a\.phases\.: expected a dotted path of keys",
+    ),
+    (
+        f"{E}/tune",
+        {"phases.3.lr": {"low": 1e-3, "high": 1e-2}},
+        r"experiments\.e\.tune\.phases\.3: expected an index below 1$",
+    ),
+    (
+        f"{E}/tune",
+        {"optimizer.overides.eps": {"low": 1e-8, "high": 1e-3}},
+        r"experiments\.e\.tune\.optimizer\.overides: unknown key; expected one of",
+    ),
+    (
+        f"{E}/tune",
+        {"phases.0.lr.low": {"low": 1e-3, "high": 1e-2}},
+        r"experiments\.e\.tune\.phases\.0\.lr\.low: unknown key; phases\.0\.lr is not a "
+        r"mapping or list",
+    ),
+    # --- more shapes and values -------------------------------------------------------------
+    (f"{E}/variants", "grid", r"experiments\.e\.variants: expected a mapping, got str"),
+    (
+        f"{E}/variants",
+        {"named": {}},
+        r"experiments\.e\.variants\.named: expected at least one variant",
+    ),
+    (
+        f"{E}/variants/grid",
+        {"optimizer.overrides.prenorm": ["clip", "clip"]},
+        r"experiments\.e\.variants\.grid\.optimizer\.overrides\.prenorm: expected a non-empty "
+        r"list of distinct values",
+    ),
+    (
+        f"{E}/tune/phases.0.lr",
+        {"lo": 1e-3, "high": 1e-2},
+        r"experiments\.e\.tune\.phases\.0\.lr\.lo: unknown key; expected one of \['high'",
+    ),
+    (f"{E}/tune/phases.0.lr", 0.01, r"experiments\.e\.tune\.phases\.0\.lr: expected a mapping"),
+    (f"{E}/preset", "lambda", r"experiments\.e\.workload\.optimizer\.preset: expected one of"),
+    (f"{E}/default", "yes", r"experiments\.e\.default: expected bool, got 'yes'"),
+    (f"{E}/search/seed", 1.5, r"experiments\.e\.search\.seed: expected int, got 1\.5"),
+    ("results", 3, r"results: expected str, got 3"),
+    (
+        f"{E}/workload/devices",
+        2,
+        r"experiments\.e\.slurm\.tasks_per_node: expected the workload's devices=2",
+    ),
 ]
 
 
@@ -156,6 +327,120 @@ def test_malformed_sweep_file_is_one_line_error_exit_2_and_nothing_created(
     assert err.count("\n") == 1, err
     assert re.match("error: " + error, err), err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["sweep.yaml"]
+
+
+#: A valid sweep file as written by hand: a template merged into the workload, with a merged
+#: key overridden (``data``), which YAML's merge rule allows and is not a duplicate key.
+TEXT = """\
+results: out
+templates:
+  tiny: &tiny
+    model: {size: tiny}
+    data: {vocab_size: 512}
+    phases:
+      - {steps: 8, global_batch: 16, micro_batch: 8, seq_len: 32, max_predictions: 5, lr: 0.01}
+experiments:
+  e:
+    workload:
+      <<: *tiny
+      data: {vocab_size: 1024}
+    preset: nvlamb
+    variants:
+      named:
+        clip: {optimizer.overrides.prenorm: clip}
+        none: {optimizer.overrides.prenorm: none}
+    tune:
+      phases.0.lr: {low: 1.0e-3, high: 1.0e-1, log: true}
+    search: {method: qmc, budget: 3}
+    seeds: 2
+"""
+
+#: (text in TEXT, its replacement giving a key twice, the key path in the error)
+DUPLICATED = [
+    ("results: out\n", "results: out\nresults: elsewhere\n", r"results"),
+    ("results: out\n", "results: out\nslurm: {mem: 4G, mem: 8G}\n", r"slurm\.mem"),
+    ("experiments:\n  e:\n", "experiments:\n  e: {}\n  e:\n", r"experiments\.e"),
+    ("    seeds: 2\n", "    seeds: 2\n    seeds: 3\n", r"experiments\.e\.seeds"),
+    ("budget: 3}", "budget: 3, budget: 3}", r"experiments\.e\.search\.budget"),
+    (
+        "    data: {vocab_size: 512}\n",
+        "    data: {vocab_size: 512, vocab_size: 1024}\n",
+        r"templates\.tiny\.data\.vocab_size",
+    ),
+    ("lr: 0.01}", "lr: 0.01, lr: 0.02}", r"templates\.tiny\.phases\.0\.lr"),
+    (
+        "      data: {vocab_size: 1024}\n",
+        "      data: {vocab_size: 1024}\n      data: {vocab_size: 2048}\n",
+        r"experiments\.e\.workload\.data",
+    ),
+    (
+        "      <<: *tiny\n",
+        "      <<: *tiny\n      <<: *tiny\n",
+        r"experiments\.e\.workload\.<<",
+    ),
+    (
+        "log: true}",
+        "log: true, high: 1.0}",
+        r"experiments\.e\.tune\.phases\.0\.lr\.high",
+    ),
+    (
+        "    tune:\n",
+        "    tune:\n      phases.0.lr: {low: 1.0e-2, high: 2.0e-1}\n",
+        r"experiments\.e\.tune\.phases\.0\.lr",
+    ),
+    (
+        "clip: {optimizer.overrides.prenorm: clip}",
+        "clip: {optimizer.overrides.prenorm: clip, optimizer.overrides.prenorm: none}",
+        r"experiments\.e\.variants\.named\.clip\.optimizer\.overrides\.prenorm",
+    ),
+    (
+        "        none: {optimizer.overrides.prenorm: none}\n",
+        "        none: {optimizer.overrides.prenorm: none}\n        clip: {}\n",
+        r"experiments\.e\.variants\.named\.clip",
+    ),
+]
+
+
+def test_hand_written_file_merges_a_template_and_overrides_a_merged_key(tmp_path):
+    file = tmp_path / "sweep.yaml"
+    file.write_text(TEXT)
+    p = plan(load_sweep(file), "e")
+    config = p.config("none", p.points[0], 0)
+    assert config.data.vocab_size == 1024  # the key next to the merge wins
+    assert (config.model.size, config.phases[0].steps) == ("tiny", 8)  # merged
+    assert config.optimizer.overrides == {"prenorm": "none"}
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "key"), DUPLICATED, ids=[d[2].replace("\\", "") for d in DUPLICATED]
+)
+def test_duplicated_key_is_one_line_error_exit_2_and_nothing_created(
+    tmp_path, capsys, old, new, key
+):
+    assert TEXT.count(old) == 1
+    file = tmp_path / "sweep.yaml"
+    file.write_text(TEXT.replace(old, new))
+    assert main(["sweep", "--file", str(file), "--local"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err
+    hint = " (merge several anchors with <<: [*a, *b])" if key.endswith("<<") else ""
+    pattern = (
+        f"error: ({key}): duplicate key in {re.escape(str(file))}: expected each key once per "
+        rf"mapping, got it at lines (\d+) and (\d+){re.escape(hint)}\n$"
+    )
+    m = re.match(pattern, err)
+    assert m, err
+    # both lines hold the key, the second one after the first
+    name = m.group(1).rsplit(".", 1)[-1]
+    first, again = int(m.group(2)), int(m.group(3))
+    lines = file.read_text().splitlines()
+    assert f"{name}:" in lines[first - 1] and f"{name}:" in lines[again - 1]
+    assert first < again or lines[first - 1].count(f"{name}:") == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sweep.yaml"]
+
+
+def test_the_malformed_tables_hold_at_least_40_files():
+    assert len(MALFORMED) >= 30 and len(MALFORMED) + len(DUPLICATED) >= 40
 
 
 @pytest.mark.parametrize(

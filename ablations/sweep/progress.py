@@ -29,6 +29,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from ..config import RunConfig
+from ..progress import duration
 from . import study as studies
 from .spec import Plan, Sweep
 
@@ -167,20 +168,14 @@ def eta_seconds(snapshots: list[Snapshot], workers: int) -> float | None:
 
 
 def clock(seconds: float | None) -> str:
-    """``1h02m``, ``4m05s``, ``12s``; ``?`` when unknown."""
-    if seconds is None:
-        return "?"
-    s = int(round(seconds))
-    if s >= 3600:
-        return f"{s // 3600}h{s % 3600 // 60:02d}m"
-    if s >= 60:
-        return f"{s // 60}m{s % 60:02d}s"
-    return f"{s}s"
+    """:func:`ablations.progress.duration` (``4m05s``), ``?`` when unknown."""
+    return "?" if seconds is None else duration(seconds)
 
 
-def describe(s: Snapshot, workers: int) -> str:
-    """``3/8 done, 2 running [#3 120/700, #4 80/700], 3 left, 1 diverged, eta 4m05s``."""
-    parts = [f"{s.done}/{s.total} done"]
+def describe(s: Snapshot, workers: int, *, done: bool = True) -> str:
+    """``3/8 done, 2 running [#3 120/700, #4 80/700], 3 left, 1 diverged, eta 4m05s`` (without
+    ``done``, from "2 running" on: a bar shows the count)."""
+    parts = [f"{s.done}/{s.total} done"] if done else []
     if s.running:
         steps = ", ".join(f"#{r.trial} {r.step}/{r.total}" for r in s.running)
         parts.append(f"{len(s.running)} running [{steps}]")
@@ -214,7 +209,7 @@ class Display:
                     desc=name.ljust(width),
                     position=i,
                     file=sys.stderr,
-                    bar_format="{desc} {bar:20} {postfix}",
+                    bar_format="{desc} {bar:20} {n_fmt}/{total_fmt} done{postfix}",
                     dynamic_ncols=True,
                 )
                 for i, name in enumerate(names)
@@ -226,7 +221,7 @@ class Display:
             for s in snapshots:
                 bar = self.bars[s.name]
                 bar.total, bar.n = max(s.total, 1), s.done
-                bar.set_postfix_str(describe(s, self.workers), refresh=True)
+                bar.set_postfix_str(describe(s, self.workers, done=False), refresh=True)
             return
         line = " | ".join(f"{s.name}: {describe(s, self.workers)}" for s in snapshots)
         if len(snapshots) > 1 and any(s.done < s.total for s in snapshots):

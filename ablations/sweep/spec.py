@@ -10,7 +10,10 @@ the dotted paths of the run config (``optimizer.overrides.prenorm``, ``phases.0.
 paths as ``python -m ablations train ... key=value``.
 
 Every error is one line naming the key path (``experiments.fig2.tune.phases.0.lr.low``) and what
-is allowed; :func:`load_sweep` raises it before any file is created or job submitted.
+is allowed; :func:`load_sweep` raises it before any file is created or job submitted. Besides
+each value, it refuses what would run but not compare what the file says: a key given twice (the
+YAML loader), a variant path that ``tune`` also varies (or that one variant sets twice), a
+``seed`` as variant or tuned value (the sweep sets it), and two variants that are the same run.
 """
 
 from __future__ import annotations
@@ -24,7 +27,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from ..config import ConfigError, RunConfig, build, plain
+import lamb_variants
+
+from ..config import ConfigError, RunConfig, build, check_key, plain
 from ..yamlio import load_yaml, set_path
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -335,14 +340,19 @@ def plan(sweep: Sweep, name: str) -> Plan:
         raise ConfigError(f"{where}.workload.{e}") from None
     _check_slurm(exp.slurm, base, f"{where}.slurm")
     variants = _variants(exp.variants, f"{where}.variants")
+    _check_paths(exp, variants, where)
     points = _points(exp, f"{where}")
     probes = points if points is not None else _corners(exp.tune)
+    runs: dict[str, dict[str, Any]] = {}  # variant -> what decides its runs
     for variant, toggles in variants.items():
-        section = "variants.grid" if exp.variants.grid is not None else f"variants.named.{variant}"
+        grid = exp.variants.grid is not None
+        section = "variants.grid" if grid else f"variants.named.{variant}"
         raw = base.to_dict()  # defaults filled in: any key can be set
         for path, value in toggles.items():
             set_path(raw, path, value, where=f"{where}.{section}")
-        _check_run(raw, f"{where}.{section} ({variant})")
+        config = _check_run(raw, f"{where}.{section} ({variant})")
+        key = f"{where}.{section}" + (f" ({variant})" if grid else "")
+        _check_distinct(variant, _identity(config), runs, key)
         for point in probes[:64]:
             tuned = copy.deepcopy(raw)
             for path, value in point.items():
@@ -351,11 +361,82 @@ def plan(sweep: Sweep, name: str) -> Plan:
     return Plan(name, exp, variants, points)
 
 
-def _check_run(raw: dict[str, Any], where: str) -> None:
+def _check_run(raw: dict[str, Any], where: str) -> RunConfig:
     try:
-        RunConfig.from_dict(raw)
+        return RunConfig.from_dict(raw)
     except ConfigError as e:
         raise ConfigError(f"{where}: {e}") from None
+
+
+#: Run-config paths the sweep sets for every trial itself: a variant or tuned value there would
+#: be overwritten (:meth:`Plan.config`).
+SET_BY_SWEEP = ("seed",)
+
+
+def _check_paths(exp: Experiment, variants: dict[str, dict[str, Any]], where: str) -> None:
+    """Every variant and ``tune`` path names a value of the run config, set in one place only.
+
+    A path that a variant sets and ``tune`` varies (or that one variant sets twice, as
+    ``optimizer.overrides`` and ``optimizer.overrides.prenorm``) would leave which value wins to
+    the order of application, unseen in the file; checked on the paths as written, so the error
+    names the one in the file rather than the rebuilt config's notation.
+    """
+    tune = f"{where}.tune"
+    sections = [(tune, list(exp.tune))]
+    if exp.variants.grid is not None:
+        sections.append((f"{where}.variants.grid", list(exp.variants.grid)))
+    else:
+        sections += [(f"{where}.variants.named.{n}", list(t)) for n, t in variants.items()]
+    for section, paths in sections:
+        for i, path in enumerate(paths):
+            key = f"{section}.{path}"
+            check_key(RunConfig, path, section)
+            if any(_overlap(path, owned) for owned in SET_BY_SWEEP):
+                raise ConfigError(
+                    f"{key}: expected a path the sweep does not set, got {path!r} (each trial's "
+                    "seed comes from 'seeds')"
+                )
+            for other in paths[:i]:
+                if _overlap(path, other):
+                    raise ConfigError(f"{key}: also set by {section}.{other}; set it in one place")
+            for tuned in exp.tune if section != tune else ():
+                if _overlap(path, tuned):
+                    raise ConfigError(f"{key}: also tuned by {tune}.{tuned}; set it in one place")
+
+
+def _overlap(a: str, b: str) -> bool:
+    """Whether dotted paths ``a`` and ``b`` set the same value, one inside the other or equal
+    (``phases`` and ``phases.0.lr``; ``phases.00`` is ``phases.0``)."""
+    pa, pb = ([str(int(p)) if p.isdigit() else p for p in x.split(".")] for x in (a, b))
+    n = min(len(pa), len(pb))
+    return pa[:n] == pb[:n]
+
+
+def _check_distinct(
+    variant: str, run: dict[str, Any], runs: dict[str, dict[str, Any]], key: str
+) -> None:
+    """Add ``variant``'s ``run`` (:func:`_identity`) to ``runs``, unless another variant has it:
+    two such variants would compare a run with itself, their difference being seed noise."""
+    same = next((other for other, seen in runs.items() if seen == run), None)
+    if same is not None:
+        raise ConfigError(
+            f"{key}: expected settings that differ from variant {same!r}, got the same run "
+            "config once defaults and the preset's knobs are applied"
+        )
+    runs[variant] = run
+
+
+def _identity(config: RunConfig) -> dict[str, Any]:
+    """What decides a run: the config as plain data, with the optimizer's preset and overrides
+    resolved into the knobs it is built with. So a variant that sets a preset's own value
+    (``prenorm: clip`` under nvlamb), or a preset with another's knobs, compares equal."""
+    raw = config.to_dict()
+    optimizer = raw["optimizer"]
+    preset = lamb_variants.PRESETS[optimizer.pop("preset")]
+    knobs = {**preset.resolved(), **optimizer.pop("overrides")}
+    del knobs["weight_decay"]  # the parameter groups' optimizer.weight_decay replaces it
+    optimizer["knobs"] = plain(knobs)  # tuples as lists, as overrides from YAML are
+    return raw
 
 
 def _workload(exp: Experiment) -> dict[str, Any]:
