@@ -17,6 +17,7 @@ import pandas as pd
 import pytest
 import yaml
 from sweep_files import REPO, TINY, workload
+from terminal import on_terminal
 
 from ablations import fileio
 from ablations import results as tidy
@@ -291,31 +292,9 @@ print("plain", file=sys.stdout)
 def test_a_terminal_gets_one_tqdm_bar_per_experiment(tmp_path):
     """On a real pseudo-terminal (stderr), tqdm bars: per experiment the count done, the running
     trials' steps, what is left and the ETA; nothing on stdout but the script's own line."""
-    import fcntl
-    import pty
-    import struct
-    import termios
-
-    controller, terminal = pty.openpty()
-    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 160, 0, 0))
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    proc = subprocess.Popen(
-        [sys.executable, "-c", _BARS], env=env, stdout=subprocess.PIPE, stderr=terminal
-    )
-    os.close(terminal)
-    shown = b""
-    while True:
-        try:
-            chunk = os.read(controller, 65536)
-        except OSError:  # EIO: the process closed the terminal
-            break
-        if not chunk:
-            break
-        shown += chunk
-    os.close(controller)
-    out, _ = proc.communicate(timeout=60)
-    assert proc.returncode == 0 and out.decode() == "plain\n"
-    text = shown.decode()
+    code, out, text = on_terminal([sys.executable, "-c", _BARS], env=env)
+    assert code == 0 and out.decode() == "plain\n"
     # 2 of 6 done (█ fills a third of 20 cells); 3.5 trials of 120 s left on 2 workers
     eta = progress.clock(3.5 * 120 / 2)
     bar = rf"figure2_prenorm █{{6}}\S* +2/6 done, 1 running \[#3 350/700\], 3 left, eta {eta}"

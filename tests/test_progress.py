@@ -7,20 +7,17 @@ real pseudo-terminal. Tests that start processes are marked ``slow``.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
-import pty
 import re
-import struct
 import subprocess
 import sys
-import termios
 from pathlib import Path
 
 import pytest
 import synthetic
 import yaml
+from terminal import on_terminal
 
 from ablations.__main__ import main
 from ablations.config import RunConfig
@@ -149,27 +146,10 @@ def test_a_terminal_gets_lightning_s_progress_bar(tmp_path):
     """stderr on a real pseudo-terminal (160 columns): Lightning's tqdm bar over each phase's
     steps with step, loss and lr; no status lines; stdout (a pipe) is only the result."""
     cfg = config(status_every_seconds=0)
-    controller, terminal = pty.openpty()
-    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 160, 0, 0))
-    proc = subprocess.Popen(
-        _command(cfg, tmp_path), cwd=REPO, env=_env(), stdout=subprocess.PIPE, stderr=terminal
-    )
-    os.close(terminal)
-    shown = b""
-    while True:
-        try:
-            chunk = os.read(controller, 65536)
-        except OSError:  # EIO: the process closed the terminal
-            break
-        if not chunk:
-            break
-        shown += chunk
-    os.close(controller)
-    out, _ = proc.communicate(timeout=60)
-    assert proc.returncode == 0, shown.decode(errors="replace")[-3000:]
+    code, out, text = on_terminal(_command(cfg, tmp_path), cwd=REPO, env=_env())
+    assert code == 0, text[-3000:]
     assert json.loads(out)["status"] == "complete"
 
-    text = shown.decode()
     final = [m.group(0) for m in re.finditer(r"phase (\d): 100%\|█+\| (\d+)/\2 [^\r\n]*", text)]
     assert final, text
     assert any(s.startswith("phase 1: 100%|") and "6/6" in s for s in final), final
