@@ -409,7 +409,8 @@ def comparison_table(exp_dir: Path | str, metric: str = "final_val_mlm_loss") ->
                 "steps_per_s": float((mine["steps"] / mine["wall_time"]).mean()),
             }
         )
-    return pd.DataFrame(rows).set_index("variant")
+    # one seed: no interval to show
+    return pd.DataFrame(rows).set_index("variant").dropna(axis="columns", how="all")
 
 
 def compare(exp_dir: Path | str, out: Path | str, log: Any = print) -> Path:

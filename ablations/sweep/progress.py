@@ -4,7 +4,7 @@ each running trial, and an estimated time to the end.
 :func:`snapshot` reads one experiment's state (its Optuna study, and the last line of each running
 trial's ``metrics.jsonl``); :class:`Display` shows snapshots as tqdm bars, one per experiment, when
 the output is a terminal, and otherwise (SLURM logs, CI, a pipe) as a plain line whenever the
-counts change and at least once a minute.
+counts change and at least every 30 seconds.
 
 The ETA is work left divided by the rate the workers achieve. Work is counted in trials: a
 running trial at step ``s`` of ``S`` has ``1 - s/S`` left. A trial's duration is the mean
@@ -35,6 +35,8 @@ from .spec import Plan, Sweep
 
 #: A running trial's own projection is trusted from this fraction of its steps on.
 MIN_FRACTION = 0.05
+#: Seconds between plain progress lines when nothing changed (the running trials' steps move).
+LINE_EVERY = 30
 
 
 @dataclass(frozen=True)
@@ -191,8 +193,8 @@ def describe(s: Snapshot, workers: int, *, done: bool = True) -> str:
 
 class Display:
     """Shows snapshots: tqdm bars on stderr when it is a terminal; otherwise a plain line on
-    stdout (a log) whenever the counts change and at least once a minute, prefixed with the
-    elapsed time."""
+    stdout (a log) whenever the counts change and at least every :data:`LINE_EVERY` seconds,
+    prefixed with the elapsed time."""
 
     def __init__(self, names: list[str], workers: int, tty: bool | None = None) -> None:
         self.workers = workers
@@ -227,7 +229,7 @@ class Display:
         if len(snapshots) > 1 and any(s.done < s.total for s in snapshots):
             line += f" | all: eta {clock(eta_seconds(snapshots, self.workers))}"
         counts = " | ".join(f"{s.name}:{s.done}/{len(s.running)}" for s in snapshots)
-        if counts != self.last or time.monotonic() - self.shown > 60:
+        if counts != self.last or time.monotonic() - self.shown > LINE_EVERY:
             print(f"[{self._elapsed()}] {line}", flush=True)
             self.last, self.shown = counts, time.monotonic()
 
