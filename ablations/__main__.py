@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from .config import ConfigError, RunConfig
-from .yamlio import load_yaml, one_line, parse_value, set_path
+from .errors import fail, one_line
+from .yamlio import load_yaml, parse_value, set_path
 
 
 def load_config(path: Path | None, overrides: Sequence[str]) -> RunConfig:
@@ -65,8 +66,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = load_config(args.config, args.overrides)
         factory = _import(args.datamodule) if args.datamodule else None
     except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return fail(e)
 
     # the heavy imports (Lightning, transformers), once the arguments are known to be good
     from .data import DataError
@@ -75,8 +75,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         result = train(config, args.run_dir, factory)
     except (RunDirError, DataError) as e:
-        print(f"error: {one_line(e)}", file=sys.stderr)
-        return 2
+        return fail(e)
     if _is_rank_zero():
         print(json.dumps(result, indent=1))
     return 0
@@ -89,7 +88,8 @@ def _import(spec: str) -> Any:
     try:
         return getattr(importlib.import_module(module), name)
     except (ImportError, AttributeError) as e:
-        raise ConfigError(f"--datamodule: cannot import {spec!r}: {one_line(e)}") from None
+        why = one_line(e, typed=False)
+        raise ConfigError(f"--datamodule: cannot import {spec!r}: {why}") from None
 
 
 def _is_rank_zero() -> bool:

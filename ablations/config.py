@@ -133,11 +133,19 @@ class PhaseConfig:
 
 @dataclass(frozen=True)
 class OptimizerConfig:
-    """A ``lamb_variants`` preset plus knob overrides (the lr comes from each phase)."""
+    """A ``lamb_variants`` preset plus knob overrides (the lr comes from each phase).
+
+    The parameters are NVIDIA's two groups (:func:`lamb_variants.nvidia_param_groups`): biases
+    and LayerNorm always get λ = 0; the other tensors get :meth:`resolved_weight_decay`, the
+    preset's upstream λ unless ``weight_decay`` sets one. ``weight_decay`` is the one place for
+    λ (``overrides.weight_decay`` is an error): None, not a number, is the default so that a
+    variant switching ``preset`` gets that preset's λ instead of a value copied from another.
+    """
 
     preset: str = "nvlamb"
     overrides: Mapping[str, Any] = field(default_factory=dict)
-    weight_decay: float = 0.01
+    #: λ of the decayed parameter group; None: the preset's upstream default.
+    weight_decay: float | None = None
     #: "carry": NVIDIA's phase 2 (moments kept, step count and schedule restarted);
     #: "fresh": a new optimizer for phase 2.
     phase2: Literal["carry", "fresh"] = "carry"
@@ -150,6 +158,14 @@ class OptimizerConfig:
             f"one of {sorted(lamb_variants.PRESETS)}",
             self.preset,
         )
+        if "weight_decay" in self.overrides:
+            raise ConfigError(
+                "optimizer.overrides.weight_decay: not an override; set optimizer.weight_decay "
+                "(λ of the decayed param group; biases and LayerNorm get 0)"
+            )
+        wd = self.weight_decay
+        ok = wd is None or 0 <= wd < float("inf")
+        _check(ok, "optimizer.weight_decay", "a number >= 0, or null for the preset's", wd)
         valid = set(lamb_variants.KNOB_NAMES) - {"lr", "weight_decay"}
         for key in self.overrides:
             _check(key in valid, f"optimizer.overrides.{key}", f"a knob in {sorted(valid)}", key)
@@ -157,6 +173,13 @@ class OptimizerConfig:
             lamb_variants.knobs.validate(dict(self.overrides))
         except ValueError as e:
             raise ConfigError(f"optimizer.overrides: {e}") from None
+
+    def resolved_weight_decay(self) -> float:
+        """λ of the decayed parameter group: ``weight_decay`` if set, else the preset's upstream
+        constructor default (``Preset.resolved()``, so the numbers live in the presets only)."""
+        if self.weight_decay is not None:
+            return self.weight_decay
+        return float(lamb_variants.PRESETS[self.preset].resolved()["weight_decay"])
 
 
 @dataclass(frozen=True)

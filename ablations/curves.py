@@ -3,9 +3,10 @@
 Layout of ``<run_dir>``::
 
     config.yaml     RunConfig.to_dict()
-    meta.json       versions, git SHA, host, device, start time of every attempt
+    meta.json       versions, git SHA, host, device, start time of every attempt; the
+                    optimizer's preset and λ ("optimizer": {"weight_decay", ...}, module.py)
     status.json     {"status": "running" | "complete" | "diverged" | "failed" | "interrupted"
-                    | "pruned", ...}
+                    | "pruned", ...} (the vocabulary: ablations/status.py)
     metrics.jsonl   one line per optimizer step
     layers.jsonl    per-tensor trust ratios and norms every ``log.layer_every`` steps
     val.jsonl       validation losses every ``log.val_every`` steps and at each phase end
@@ -62,31 +63,21 @@ from typing import Any
 
 import yaml
 
-from .fileio import write_atomic
+from .fileio import finite, read_json, write_atomic, write_json
+from .status import Status
 
 CURVES = ("metrics", "layers", "val")
-
-
-def write_json(path: Path, data: Mapping[str, Any]) -> None:
-    write_atomic(path, json.dumps(_finite(data), indent=1, allow_nan=False) + "\n")
-
-
-def read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        return None
 
 
 def write_config(run_dir: Path, config: Mapping[str, Any]) -> None:
     write_atomic(run_dir / "config.yaml", yaml.safe_dump(dict(config), sort_keys=False))
 
 
-def write_status(run_dir: Path, status: str, **fields: Any) -> dict[str, Any]:
+def write_status(run_dir: Path, status: Status, **fields: Any) -> dict[str, Any]:
     """Replace ``status.json``; returns what was written."""
     data = {"status": status, **fields, "updated": _now()}
     write_json(run_dir / "status.json", data)
-    return json.loads(json.dumps(_finite(data)))
+    return json.loads(json.dumps(finite(data)))
 
 
 def write_meta(run_dir: Path, device: str) -> dict[str, Any]:
@@ -174,7 +165,7 @@ class Curves:
         if f is None:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             f = self._files[kind] = open(self.path(kind), "a")  # noqa: SIM115 (kept open)
-        f.write("".join(json.dumps(_finite(r), allow_nan=False) + "\n" for r in records))
+        f.write("".join(json.dumps(finite(r), allow_nan=False) + "\n" for r in records))
         f.flush()
 
     def close(self) -> None:
@@ -187,17 +178,6 @@ class Curves:
         if not path.exists():
             return []
         return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-def _finite(value: Any) -> Any:
-    """``value`` with non-finite floats replaced by ``None`` (recursively)."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, Mapping):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_finite(v) for v in value]
-    return value
 
 
 def _now() -> str:

@@ -15,17 +15,18 @@ executes each notebook with a real Jupyter kernel (papermill), injecting ``exper
 with a message, when it is absent); ``compare_variants`` runs against every experiment. Figures
 go to ``<out>/<experiment>/<notebook>[_<panel>].png``. The kernel is ``python3`` as shipped by
 ipykernel inside this environment (Jupyter starts ``python`` as ``sys.executable``), so no
-user-level kernel install is needed.
+user-level kernel install is needed. The kernel imports ``ablations`` the one way every process
+of the harness does: the ``.pth`` that ``make setup`` puts in the environment (the repository is
+not an installed package); notebooks opened in ``jupyter lab notebooks/`` find it the same way.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import os
 import sys
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,7 +36,9 @@ import pandas as pd
 
 from . import results as res
 from . import stats
+from .errors import fail, one_line
 from .fileio import FrozenError, check_writable
+from .status import Status
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = REPO / "notebooks"
@@ -236,7 +239,8 @@ def final_metric_plot(runs: pd.DataFrame, summary: pd.DataFrame, metric: str) ->
 
     colors = palette(runs["variant"])
     order = [v for v in colors if v in summary.index.astype(str)]
-    done = runs[runs["status"] == "complete"].assign(variant=lambda d: d["variant"].astype(str))
+    done = runs[runs["status"] == Status.COMPLETE]
+    done = done.assign(variant=lambda d: d["variant"].astype(str))
     fig, ax = plt.subplots(figsize=(1.4 * max(len(order), 2) + 2.5, 3.8))
     if order:
         sns.stripplot(
@@ -392,7 +396,7 @@ def comparison_table(exp_dir: Path | str, metric: str = "final_val_mlm_loss") ->
     chosen = stats.select_runs(runs)
     rows = []
     for v in variants:
-        mine = chosen[(chosen["variant"].astype(str) == v) & (chosen["status"] == "complete")]
+        mine = chosen[(chosen["variant"].astype(str) == v) & (chosen["status"] == Status.COMPLETE)]
         d = stats.paired_difference(runs, v, variants[0], metric)
         row = summary.loc[v]
         rows.append(
@@ -528,7 +532,6 @@ def execute(
             executed_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix="notebooks-"))
         target = Path(executed_dir) / f"{job.notebook}-{job.experiment}.ipynb"
         target.parent.mkdir(parents=True, exist_ok=True)
-        stack.enter_context(_importable_harness())
         papermill.execute_notebook(
             str(source),
             str(target),
@@ -567,20 +570,6 @@ def check_kernel(kernel_name: str = "python3") -> None:
         )
 
 
-@contextlib.contextmanager
-def _importable_harness() -> Iterator[None]:
-    """The kernel imports ``ablations`` from the repository (it is not an installed package)."""
-    old = os.environ.get("PYTHONPATH")
-    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), old) if p)
-    try:
-        yield
-    finally:
-        if old is None:
-            os.environ.pop("PYTHONPATH", None)
-        else:
-            os.environ["PYTHONPATH"] = old
-
-
 def run(
     results_dir: Path | str,
     out: Path | str,
@@ -595,14 +584,12 @@ def run(
     (frozen) or no kernel can be started. Experiments whose tables are stale are collected
     first, once."""
     if not Path(results_dir).is_dir():
-        _error(f"{results_dir}: no such results directory")
-        return 2
+        return fail(FiguresError(f"{results_dir}: no such results directory"))
     try:
         check_writable(out)
         check_kernel()
     except (FiguresError, FrozenError) as e:
-        _error(str(e))
-        return 2
+        return fail(e)
     jobs, skipped = plan(results_dir, only)
     for message in skipped:
         log(message)
@@ -618,20 +605,13 @@ def run(
             )
         except Exception as e:  # report every notebook, then fail
             failed += 1
-            log(f"{job.notebook}.ipynb on {job.experiment}: FAILED: {_first_line(e)}")
+            # papermill's message ends with the exception raised in the cell
+            error = one_line(e, line="last")
+            log(f"{job.notebook}.ipynb on {job.experiment}: FAILED: {error}")
             continue
         pngs = sorted(p.name for p in figures_dir.glob(f"{job.notebook}*.png"))
         log(f"{job.notebook}.ipynb on {job.experiment}: {figures_dir} ({', '.join(pngs)})")
     return 1 if failed else 0
-
-
-def _error(message: str) -> None:
-    print(f"error: {message}", file=sys.stderr)
-
-
-def _first_line(e: BaseException) -> str:
-    lines = [line for line in str(e).splitlines() if line.strip()]
-    return f"{type(e).__name__}: {lines[-1] if lines else ''}"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -656,8 +636,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             compare(args.exp_dir, args.out or REPO / "results" / "figures")
         except (res.ResultsError, FrozenError) as e:
-            _error(str(e))
-            return 2
+            return fail(e)
         return 0
     out = args.out
     if out is None:

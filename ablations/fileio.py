@@ -1,14 +1,18 @@
-"""Atomic file writes, file locks and the guard of committed results, shared by the run files
-(curves), the data caches, the sweep's studies and the results tables."""
+"""Atomic file writes, the JSON reader and writer, file locks and the guard of committed
+results, shared by the run files (curves), the data caches, the sweep's studies and the results
+tables."""
 
 from __future__ import annotations
 
 import fcntl
+import json
+import math
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 
 @contextmanager
@@ -47,6 +51,46 @@ def write_atomic(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` through a temporary file and ``os.replace``."""
     with replacing(path) as tmp:
         tmp.write_text(text)
+
+
+def write_json(path: Path, data: Any, *, sort_keys: bool = False) -> None:
+    """Write ``data`` to ``path`` as strict JSON (indented), atomically.
+
+    Non-finite floats (a diverging loss) are written as ``null``: every reader, ``jq`` and
+    JavaScript included, can parse the file. ``sort_keys`` gives a canonical text (the data
+    caches' metadata).
+    """
+    text = json.dumps(finite(data), indent=1, allow_nan=False, sort_keys=sort_keys)
+    write_atomic(path, text + "\n")
+
+
+def read_json(path: Path, *, tolerant: bool = False) -> Any:
+    """The JSON in ``path``, or None when there is no such file.
+
+    ``tolerant``: None for a file that is not valid JSON too (results read run directories that
+    a crashed or running worker may have left torn); otherwise that raises
+    ``json.JSONDecodeError``: the harness's own files are written atomically, so a bad one is a
+    bug to see.
+    """
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except json.JSONDecodeError:
+        if tolerant:
+            return None
+        raise
+
+
+def finite(value: Any) -> Any:
+    """``value`` with non-finite floats replaced by ``None`` (recursively): strict JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, Mapping):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [finite(v) for v in value]
+    return value
 
 
 @contextmanager

@@ -47,6 +47,7 @@ import lamb_variants
 
 from .config import RunConfig
 from .curves import Curves
+from .fileio import read_json, write_json
 from .model import BertPretraining
 
 #: Per-micro-batch sums accumulated on the device, then all-reduced: loss, mlm_loss, nsp_loss
@@ -152,9 +153,8 @@ class PretrainingModule(L.LightningModule):
 
     def configure_optimizers(self) -> Any:
         opt_config, phase = self.config.optimizer, self.phase
-        groups = lamb_variants.nvidia_param_groups(
-            self.model.named_parameters(), opt_config.weight_decay
-        )
+        weight_decay = opt_config.resolved_weight_decay()
+        groups = lamb_variants.nvidia_param_groups(self.model.named_parameters(), weight_decay)
         opt = lamb_variants.create(
             opt_config.preset, groups, lr=phase.lr, **dict(opt_config.overrides)
         )
@@ -162,10 +162,36 @@ class PretrainingModule(L.LightningModule):
             opt.load_state_dict(self._init["optimizer_states"][0])
             opt.restart_steps()  # NVIDIA phase 2: bias correction restarts, moments are kept
         self._init = None  # the phase-1 checkpoint is no longer needed
+        self._record_weight_decay(opt, weight_decay)
         schedule = lamb_variants.PolyWarmup.from_proportion(
             phase.steps, phase.warmup, decay_power=phase.decay_power, relative_to=phase.schedule
         )
         return [opt], [lamb_variants.start_phase(opt, schedule, lr=phase.lr)]
+
+    def _record_weight_decay(self, opt: lamb_variants.Lamb, weight_decay: float) -> None:
+        """Write the λ this phase trains with into ``meta.json`` (global rank 0 only).
+
+        The config may leave ``optimizer.weight_decay`` null (the preset's upstream λ), so
+        config.yaml alone does not say which λ a run used. ``weight_decay``: λ of the decayed
+        param group; ``weight_decay_from``: "preset" or "workload"; ``param_groups``: each
+        built group's λ and tensor count, read back from the optimizer (NVIDIA's no-decay group
+        of biases and LayerNorm: 0). Every phase and attempt rewrites the same values.
+        """
+        if self.curves is None or not self.curves.enabled:
+            return
+        opt_config = self.config.optimizer
+        meta_path = self.curves.run_dir / "meta.json"
+        meta = read_json(meta_path) or {}
+        meta["optimizer"] = {
+            "preset": opt_config.preset,
+            "weight_decay": weight_decay,
+            "weight_decay_from": "preset" if opt_config.weight_decay is None else "workload",
+            "param_groups": [
+                {"weight_decay": g["weight_decay"], "tensors": len(g["params"])}
+                for g in opt.param_groups
+            ],
+        }
+        write_json(meta_path, meta)
 
     @property
     def accumulation(self) -> int:

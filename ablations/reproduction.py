@@ -14,13 +14,14 @@ each finished experiment's tables and figures over the committed ones::
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from .fileio import FROZEN, replacing
+from .errors import fail
+from .fileio import FROZEN, read_json, replacing
+from .status import FINAL
 
 #: An experiment's files that are committed (its trial directories are not: too large).
 FILES = (
@@ -34,8 +35,6 @@ FILES = (
     "summary.json",
     "study.journal",
 )
-#: Statuses of a finished experiment's trials (anything else is still to run).
-FINAL = ("complete", "diverged", "pruned", "failed")
 
 
 class PublishError(RuntimeError):
@@ -75,7 +74,7 @@ def _check_finished(exp: Path) -> None:
     report_path = exp / "collect.json"
     if not report_path.exists():
         raise PublishError(f"{exp}: not collected (no collect.json); run `make collect` first")
-    report = json.loads(report_path.read_text())
+    report = read_json(report_path)
     unfinished = {s: n for s, n in report.get("statuses", {}).items() if n and s not in FINAL}
     if unfinished or not report.get("trials"):
         raise PublishError(
@@ -100,8 +99,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         written = publish(args.staging, args.target)
     except PublishError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return fail(e)
     print(f"published {len(written)} files into {args.target}; review with git diff --stat")
     return 0
 

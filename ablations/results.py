@@ -38,19 +38,20 @@ whose path is a column name (``seed``, ...) is named ``config.<path>``.
 layer (the tensor's trust-ratio layer), block (embeddings, encoder.<i>, pooler, mlm_head,
 nsp_head), index (the tensor's position in the model), trust_ratio, weight_norm, update_norm.
 
-Status of a run (``runs.status``), from status.json and the study's latest attempt: complete,
-diverged (both final: training said so), pruned, failed, interrupted (preempted or killed, not yet
-retried), running, waiting (queued in the study, never started) and missing (neither status.json
-nor a study verdict). ``final_<metric>`` is the last evaluation of a *complete* run (NaN for any
-other status: a diverged run has no final loss, it ranks worst through ``value`` = +inf and the
-divergence rate); ``best_<metric>`` is the best evaluation seen in any run.
+Status of a run (``runs.status``; the vocabulary: :mod:`ablations.status`), from status.json and
+the study's latest attempt: complete, diverged (both final: training said so), pruned, failed,
+interrupted (preempted or lost, not yet retried), running, waiting (queued in the study, never
+started) and missing (neither status.json nor a study verdict). ``final_<metric>`` is the last
+evaluation of a *complete* run (NaN for any other status: a diverged run has no final loss, it
+ranks worst through ``value`` = +inf and the divergence rate); ``best_<metric>`` is the best
+evaluation seen in any run.
 
 Loaders (:func:`load_curves`, :func:`load_runs`, :func:`load_layers`, :func:`reference_lines`)
 read the parquet and collect first when it is missing or older than the trial files; committed
 results without trial directories are read as they are (a missing table there is an error, not
-an empty collection). The statistics notebooks use are here
-too: :func:`summarize` (final-metric mean and 95% t-interval per variant, divergence rate),
-:func:`time_to_target` and :func:`performance_profile` (AlgoPerf's, r_max = 4).
+an empty collection). The statistics notebooks use are in :mod:`ablations.stats`:
+``summarize`` (final-metric mean and 95% t-interval per variant, divergence rate),
+``time_to_target`` and ``performance_profile`` (AlgoPerf's, r_max = 4).
 
 Command line: ``python -m ablations.results collect results/<experiment> [...] [--force]``: a
 collect never replaces a table with one of fewer trials or rows without ``--force``, and never
@@ -75,7 +76,9 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from .fileio import FrozenError, check_writable, replacing, write_atomic
+from .errors import fail, one_line
+from .fileio import FrozenError, check_writable, read_json, replacing, write_atomic
+from .status import COLLECTED, DONE, STOPPED, Status
 
 CURVES, RUNS, LAYERS, REFERENCE, REPORT = (
     "curves.parquet",
@@ -94,16 +97,6 @@ _COORDS = ("phase", "step", "phase_step", "samples", "tokens", "wall_time")
 _TOKENS = _COORDS.index("tokens")
 #: Losses are minimized, everything else (accuracies) maximized, for ``best_*``.
 _SUMMARY_METRICS = ("val/loss", "val/mlm_loss", "val/nsp_loss", "val/mlm_acc", "val/nsp_acc")
-STATUSES = (
-    "complete",
-    "diverged",
-    "pruned",
-    "failed",
-    "interrupted",
-    "running",
-    "waiting",
-    "missing",
-)
 
 
 class ResultsError(ValueError):
@@ -183,7 +176,7 @@ def collect(
         check_writable(exp_dir)
     except FrozenError as e:
         raise ResultsError(str(e)) from None
-    spec = _read_json(exp_dir / "sweep.json") or {}
+    spec = read_json(exp_dir / "sweep.json", tolerant=True) or {}
     name = str(spec.get("name") or exp_dir.name)
     report = CollectReport(experiment=name, exp_dir=str(exp_dir))
     if not spec:
@@ -210,7 +203,7 @@ def collect(
     reference = _reference(exp_dir, name, trials, compute_reference, report)
 
     report.trials = len(runs)
-    report.statuses = {s: int((runs["status"] == s).sum()) for s in STATUSES}
+    report.statuses = {s.value: int((runs["status"] == s).sum()) for s in COLLECTED}
     report.curve_rows, report.layer_rows = len(curves), len(layers)
     if not force:
         _refuse_to_shrink(exp_dir, {RUNS: len(runs), CURVES: len(curves), LAYERS: len(layers)})
@@ -268,8 +261,8 @@ def _gather(exp_dir: Path, name: str, report: CollectReport) -> dict[int, _Trial
     owner: dict[int, int] = {}  # optuna number -> original number (from trial.json)
     for number, path in sorted(_trial_dirs(exp_dir).items()):
         trial = trials[number] = _Trial(number, path)
-        trial.info = _read_json(path / "trial.json") or {}
-        trial.status = _read_json(path / "status.json")
+        trial.info = read_json(path / "trial.json", tolerant=True) or {}
+        trial.status = read_json(path / "status.json", tolerant=True)
         config_path = path / "config.yaml"
         if config_path.exists():
             trial.config = yaml.safe_load(config_path.read_text())
@@ -342,7 +335,7 @@ def _study_trials(exp_dir: Path, name: str, report: CollectReport) -> list[Any]:
             study = optuna.load_study(study_name=name, storage=JournalStorage(backend))
             return list(study.get_trials(deepcopy=False))
     except Exception as e:  # a broken or foreign journal must not hide the curves
-        report.missing.append(f"study.journal: cannot load study {name!r}: {_one_line(e)}")
+        report.missing.append(f"study.journal: cannot load study {name!r}: {one_line(e)}")
         return []
 
 
@@ -620,7 +613,7 @@ def _run_row(
 ) -> dict[str, Any]:
     latest = trial.attempts[-1] if trial.attempts else None
     status = _status(trial, latest)
-    if status in ("complete", "diverged") and trial.path is not None and not metrics:
+    if status in DONE and trial.path is not None and not metrics:
         report.missing.append(f"trial {trial.number}: {status} but metrics.jsonl has no lines")
     last = metrics[-1] if metrics else {}
     phases = (trial.config or {}).get("phases") or []
@@ -639,7 +632,7 @@ def _run_row(
         "samples": last.get("samples"),
         "wall_time": last.get("wall_time"),
     }
-    complete = status == "complete"
+    complete = status == Status.COMPLETE
     for metric in ("train/loss", "train/mlm_loss"):
         row[_metric_column("final", metric)] = _num(last.get(metric)) if complete else math.nan
     for metric in _SUMMARY_METRICS:
@@ -660,24 +653,31 @@ def _run_row(
     return row
 
 
-def _status(trial: _Trial, latest: Any) -> str:
-    """complete / diverged from status.json win; then the study's latest attempt; then
-    status.json's own word; otherwise ``missing``."""
+#: Optuna's state of a trial that is not finished, or pruned, as a status.
+_BY_STATE = {"PRUNED": Status.PRUNED, "RUNNING": Status.RUNNING, "WAITING": Status.WAITING}
+#: What status.json may say of a run that the study has no verdict on.
+_SAID = (Status.FAILED, Status.INTERRUPTED, Status.PRUNED, Status.RUNNING)
+
+
+def _status(trial: _Trial, latest: Any) -> Status:
+    """complete / diverged from status.json win; then the study's latest attempt (a stopped
+    trial, whoever stopped it, is ``interrupted``); then status.json's own word; otherwise
+    ``missing``."""
     said = (trial.status or {}).get("status")
-    if said in ("complete", "diverged"):
-        return said
+    said = said if isinstance(said, str) else None
+    if said in DONE:
+        return Status(said)
     state = latest.state.name if latest is not None else None
     attrs = latest.user_attrs if latest is not None else {}
     if state == "COMPLETE":
-        return "diverged" if attrs.get("status") == "diverged" else "complete"
+        return Status.DIVERGED if attrs.get("status") == Status.DIVERGED else Status.COMPLETE
     if state == "FAIL":
-        preempted = attrs.get("status") in ("preempted", "lost", "interrupted")
-        return "interrupted" if preempted else "failed"
-    if state in ("PRUNED", "RUNNING", "WAITING"):
-        return {"PRUNED": "pruned", "RUNNING": "running", "WAITING": "waiting"}[state]
-    if said in ("failed", "interrupted", "pruned", "running"):
-        return said
-    return "missing"
+        return Status.INTERRUPTED if attrs.get("status") in STOPPED else Status.FAILED
+    if state in _BY_STATE:
+        return _BY_STATE[state]
+    if said in _SAID:
+        return Status(said)
+    return Status.MISSING
 
 
 def _study_value(latest: Any) -> float:
@@ -713,7 +713,7 @@ def _reference(
     """Unigram entropy of the masked tokens, per phase where known (data.json, else computed)."""
     rows: list[dict[str, Any]] = []
     label = "unigram entropy"
-    data = _read_json(exp_dir / "data.json") or {}
+    data = read_json(exp_dir / "data.json", tolerant=True) or {}
     per_phase = {
         int(m.group(1)): v
         for k, v in data.items()
@@ -758,7 +758,7 @@ def _computed_entropy(trials: Mapping[int, _Trial], report: CollectReport) -> li
             for i, phase in enumerate(run.phases)
         ]
     except Exception as e:  # data not reachable from here: the curves are still collected
-        report.notes.append(f"no unigram entropy: computing it failed: {_one_line(e)}")
+        report.notes.append(f"no unigram entropy: computing it failed: {one_line(e)}")
         return []
 
 
@@ -838,20 +838,6 @@ def _write_parquet(path: Path, df: pd.DataFrame) -> None:
         df.to_parquet(tmp, index=False)
 
 
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        return None
-    except json.JSONDecodeError:
-        return None
-
-
-def _one_line(e: BaseException) -> str:
-    text = " ".join(str(e).split())
-    return f"{type(e).__name__}: {text}" if text else type(e).__name__
-
-
 # --- loaders ------------------------------------------------------------------------------------
 
 
@@ -870,7 +856,7 @@ def is_stale(exp_dir: Path | str) -> bool:
     tables = [exp_dir / n for n in _TABLES]
     if not all(t.exists() for t in tables):
         return True
-    if (_read_json(exp_dir / REPORT) or {}).get("schema") != SCHEMA:
+    if (read_json(exp_dir / REPORT, tolerant=True) or {}).get("schema") != SCHEMA:
         return True
     written = min(t.stat().st_mtime_ns for t in tables)
     return any(p.stat().st_mtime_ns > written for p in _input_files(exp_dir, dirs))
@@ -923,14 +909,14 @@ def reference_lines(exp_dir: Path | str) -> pd.DataFrame:
 def load_report(exp_dir: Path | str) -> CollectReport:
     """The report of the last :func:`collect` (collected now if stale)."""
     _load(exp_dir, RUNS)
-    raw = _read_json(Path(exp_dir) / REPORT) or {}
+    raw = read_json(Path(exp_dir) / REPORT, tolerant=True) or {}
     known = CollectReport.__dataclass_fields__
     return CollectReport(**{k: v for k, v in raw.items() if k in known})
 
 
 def load_spec(exp_dir: Path | str) -> dict[str, Any]:
     """The experiment's sweep.json (name, variants, experiment, ...); {} if absent."""
-    return _read_json(Path(exp_dir) / "sweep.json") or {}
+    return read_json(Path(exp_dir) / "sweep.json", tolerant=True) or {}
 
 
 def describe(exp_dir: Path | str) -> str:
@@ -982,8 +968,7 @@ def collect_main(
         try:
             report = collect(path, compute_reference=compute_reference, force=force)
         except ResultsError as e:
-            print(f"error: {e}", file=sys.stderr)
-            code = 2
+            code = fail(e)
             continue
         if not quiet:
             print(report)

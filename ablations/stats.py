@@ -9,6 +9,8 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+from .status import Status
+
 
 def select_runs(runs: pd.DataFrame, stage: str | None = "auto") -> pd.DataFrame:
     """The runs to compare variants on: ``stage="auto"`` takes the seed reruns if there are any
@@ -70,7 +72,7 @@ def paired_difference(
     ``{"n", "mean", "low", "high"}``, the Student-t interval of the per-seed differences over the
     seeds where both completed (a divergence has no finite value and leaves its seed out)."""
     chosen = select_runs(runs, stage)
-    done = chosen[chosen["status"] == "complete"]
+    done = chosen[chosen["status"] == Status.COMPLETE]
     table = done.pivot_table(index="seed", columns="variant", values=metric, observed=True)
     if a not in table or b not in table:
         return {"n": 0, "mean": math.nan, "low": math.nan, "high": math.nan}
@@ -102,10 +104,11 @@ def summarize(
     rows = []
     for key, group in runs.groupby(by, observed=True, sort=True):
         counts = group["status"].value_counts()
-        complete, diverged = int(counts.get("complete", 0)), int(counts.get("diverged", 0))
-        failed = int(counts.get("failed", 0) + counts.get("interrupted", 0))
-        pruned = int(counts.get("pruned", 0))
-        done = group[(group["status"] == "complete") & group["trial"].isin(selected)]
+        complete = int(counts.get(Status.COMPLETE, 0))
+        diverged = int(counts.get(Status.DIVERGED, 0))
+        failed = int(counts.get(Status.FAILED, 0) + counts.get(Status.INTERRUPTED, 0))
+        pruned = int(counts.get(Status.PRUNED, 0))
+        done = group[(group["status"] == Status.COMPLETE) & group["trial"].isin(selected)]
         values = done[metric].astype(float)
         values = values[np.isfinite(values)]
         mean, low, high = t_interval(values.to_numpy(), confidence)
@@ -139,7 +142,7 @@ def default_target(
     """A target every variant reaches in a typical run: the largest per-variant median of
     ``metric`` over complete runs (NaN if none)."""
     runs = select_runs(runs, stage)
-    done = runs[runs["status"] == "complete"]
+    done = runs[runs["status"] == Status.COMPLETE]
     medians = done.groupby("variant", observed=True)[metric].median()
     return float(medians.max()) if len(medians) else math.nan
 

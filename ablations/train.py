@@ -12,7 +12,7 @@ Phase 2 starts from ``phase1/end.ckpt``: its weights, its optimizer moments
 (``optimizer.phase2="carry"``, NVIDIA's semantics; ``"fresh"``: a new optimizer), its counters and
 its RNG state, with the step count and LR schedule restarted at phase 2's lr. A checkpoint inside
 phase 2 resumes phase 2. A run whose ``status.json`` says ``complete`` or ``diverged`` is not run
-again; ``train`` returns that status.
+again; ``train`` returns that status (the statuses: :mod:`ablations.status`).
 
 Data. The data module (``ablations.data.datamodule.BertDataModule(data, phase, seed)`` unless one
 is injected) provides examples; the training batches are cut by
@@ -51,10 +51,13 @@ from lightning.pytorch.utilities.model_helpers import is_overridden
 from torch.utils.data import DataLoader, IterableDataset
 
 from .config import DataConfig, PhaseConfig, RunConfig
-from .curves import read_json, write_config, write_meta, write_status
+from .curves import write_config, write_meta, write_status
+from .errors import one_line
+from .fileio import read_json
 from .module import PretrainingModule
 from .progress import callbacks as progress_callbacks
 from .sampling import StepBatchSampler
+from .status import DONE, Status, StopRun
 
 DataModuleFactory = Callable[[DataConfig, PhaseConfig, int], L.LightningDataModule]
 
@@ -75,16 +78,6 @@ _DISPLAY_KEYS = ("progress", "status_every_seconds", "progress_bar")
 
 class RunDirError(ValueError):
     """``run_dir`` holds a run with a different config."""
-
-
-class StopRun(Exception):  # noqa: N818 (a stop, not an error)
-    """Raised by a callback to end a run early; ``status.json`` then says ``status``.
-
-    The sweep uses it for a preemption (``"interrupted"``, after a checkpoint: the run resumes
-    from it) and for a pruned trial (``"pruned"``).
-    """
-
-    status = "interrupted"
 
 
 def train(
@@ -113,14 +106,15 @@ def train(
     Raises:
         RunDirError: ``run_dir`` holds a run with a different config (a ``ValueError``).
         Exception: whatever stopped training; ``status.json`` then says ``failed`` (or
-            ``interrupted`` for a signal or Ctrl-C) with a one-line error.
+            ``interrupted`` for a signal or Ctrl-C, or the status of a :class:`StopRun`) with a
+            one-line error.
     """
     run_dir = Path(run_dir)
     saved = run_dir / "config.yaml"
     if saved.exists() and _run_of(yaml.safe_load(saved.read_text())) != _run_of(config.to_dict()):
         raise RunDirError(f"{run_dir} holds a run with a different config.yaml; use a new run_dir")
     status = read_json(run_dir / "status.json")
-    if status is not None and status["status"] in ("complete", "diverged"):
+    if status is not None and status["status"] in DONE:
         return status
     if not saved.exists():
         _preflight(config, datamodule)
@@ -151,7 +145,7 @@ def _train(
                     run_dir.mkdir(parents=True, exist_ok=True)
                     write_config(run_dir, config.to_dict())
                     write_meta(run_dir, _device(config))
-                    write_status(run_dir, "running")
+                    write_status(run_dir, Status.RUNNING)
             end = phase_dir / _PhaseEnd.NAME
             if end.exists():
                 continue
@@ -163,15 +157,16 @@ def _train(
             module = PretrainingModule(config, i, run_dir=run_dir, init=init)
             data = PhaseData(_datamodule(datamodule, config, phase), phase, config.seed)
             trainer.fit(module, datamodule=data, ckpt_path=resume)
-            if module.outcome == "diverged":
-                result = _status(module, "diverged", **module.divergence)
+            # module.outcome is a plain string: it is saved in checkpoints loaded weights_only
+            if module.outcome == Status.DIVERGED:
+                result = _status(module, Status.DIVERGED, **module.divergence)
                 return write_status(run_dir, **result) if rank0 else result
-            if module.outcome != "complete":
+            if module.outcome != Status.COMPLETE:
                 raise RuntimeError(
                     f"phase {i + 1} stopped after {module.progress.phase_step} of {phase.steps} "
                     f"steps ({module.progress.skipped} fp16 steps skipped)"
                 )
-        result = _status(module, "complete", step=sum(p.steps for p in config.phases))
+        result = _status(module, Status.COMPLETE, step=sum(p.steps for p in config.phases))
         if module is None:  # every phase was complete already: take the numbers from the end
             state = torch.load(end, map_location="cpu", weights_only=True)["ablations"]
             result.update(metrics=state["last_metrics"], val=state["last_val"])
@@ -180,16 +175,14 @@ def _train(
         if module is not None and module.curves is not None:
             module.curves.close()  # Lightning skips the module's teardown on an exception
         if rank0 and run_dir.exists():
-            line = str(e).strip().splitlines()[0] if str(e).strip() else ""
-            error = f"{type(e).__name__}: {line}" if line else type(e).__name__
             if isinstance(e, StopRun):
                 status = e.status
             elif isinstance(e, KeyboardInterrupt | SystemExit):
-                status = "interrupted"
+                status = Status.INTERRUPTED
             else:
-                status = "failed"
+                status = Status.FAILED
             step = module.step if module is not None else 0
-            write_status(run_dir, status, error=error, step=step)
+            write_status(run_dir, status, error=one_line(e, line="first"), step=step)
         raise
 
 
@@ -213,14 +206,22 @@ def _preflight(
 
 
 def _run_of(raw: Any) -> Any:
-    """A saved or given config without its display keys: what makes two runs the same run."""
+    """A saved or given config without its display keys, and with the λ it trains with (a
+    config.yaml written before ``optimizer.weight_decay`` could be left to the preset holds the
+    number): what makes two runs the same run."""
     if not isinstance(raw, dict) or not isinstance(raw.get("log"), dict):
         return raw
     log = {k: v for k, v in raw["log"].items() if k not in _DISPLAY_KEYS}
-    return {**raw, "log": log}
+    out = {**raw, "log": log}
+    optimizer = raw.get("optimizer")
+    if isinstance(optimizer, dict) and optimizer.get("weight_decay") is None:
+        with contextlib.suppress(Exception):  # a config that does not build differs anyway
+            wd = RunConfig.from_dict(raw).optimizer.resolved_weight_decay()
+            out["optimizer"] = {**optimizer, "weight_decay": wd}
+    return out
 
 
-def _status(module: PretrainingModule | None, status: str, **fields: Any) -> dict[str, Any]:
+def _status(module: PretrainingModule | None, status: Status, **fields: Any) -> dict[str, Any]:
     result = {"status": status, **fields}
     if module is not None:
         result.update(metrics=module.last_metrics, val=module.last_val)
@@ -379,7 +380,7 @@ class _PhaseEnd(Callback):
         self.phase_dir = phase_dir
 
     def on_train_end(self, trainer: L.Trainer, pl_module: PretrainingModule) -> None:
-        if pl_module.outcome != "complete":
+        if pl_module.outcome != Status.COMPLETE:
             return
         _save_atomic(trainer, str(self.phase_dir / self.NAME))
         if trainer.is_global_zero:

@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from .config import ConfigError
+from .errors import one_line
 
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 _MERGE_HINT = " (merge several anchors with <<: [*a, *b])"
@@ -102,10 +103,6 @@ Loader.add_implicit_resolver(
 )
 
 
-def one_line(e: BaseException) -> str:
-    return " ".join(str(e).split())
-
-
 def load_yaml(path: Path, what: str) -> Any:
     """The YAML document in ``path``; ``what`` names the file in errors (``--config``)."""
     try:
@@ -119,7 +116,7 @@ def load_yaml(path: Path, what: str) -> Any:
             f"lines {first} and {again}{_MERGE_HINT if e.merge else ''}"
         ) from None
     except yaml.YAMLError as e:
-        raise ConfigError(f"{what}: {path} is not valid YAML: {one_line(e)}") from None
+        raise ConfigError(f"{what}: {path} is not valid YAML: {one_line(e, typed=False)}") from None
 
 
 def parse_value(key: str, text: str) -> Any:
@@ -132,7 +129,7 @@ def parse_value(key: str, text: str) -> Any:
             f"{_MERGE_HINT if e.merge else ''}"
         ) from None
     except yaml.YAMLError as e:
-        raise ConfigError(f"{key}: bad value {text!r}: {one_line(e)}") from None
+        raise ConfigError(f"{key}: bad value {text!r}: {one_line(e, typed=False)}") from None
 
 
 def set_path(raw: dict[str, Any], key: str, value: Any, where: str = "") -> None:

@@ -40,6 +40,7 @@ from transformers import BertForPreTraining  # noqa: E402
 import lamb_variants as lv  # noqa: E402
 from ablations.config import RunConfig  # noqa: E402
 from ablations.model import BertPretraining  # noqa: E402
+from ablations.status import Status  # noqa: E402
 from ablations.train import train  # noqa: E402
 
 BATCH, SEQ, PRED = 32, 64, 10
@@ -191,7 +192,7 @@ def main() -> None:
     bench = Bench(config, dataset, args.vocab, args.block)
     with tempfile.TemporaryDirectory() as run_dir:
         result = train(config, run_dir, Data(dataset), callbacks=[bench])
-    assert result["status"] == "complete", result
+    assert result["status"] == Status.COMPLETE, result
 
     ms = {k: 1e3 * statistics.median(v) for k, v in bench.times.items()}
     print(

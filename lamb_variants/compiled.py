@@ -1,6 +1,6 @@
 """``impl="compiled"``: stages 2-4 of the Adam family fused into one kernel per CPU chunk.
 
-The fast path (:func:`lamb_variants.stages.fast_direction`) makes about ten passes over a chunk
+The fast path (:func:`lamb_variants.fast.fast_direction`) makes about ten passes over a chunk
 that sits in cache (moments, √v, +ε, division, decay, three norms); each is cheap, but on CPU
 they are bound by cache bandwidth and ``sqrt`` throughput, not DRAM. Here one function computes,
 for a chunk of a large tensor,
@@ -21,9 +21,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
+
+if TYPE_CHECKING:  # fast imports this module: the types only, no import cycle at run time
+    from .fast import Block, GroupScalars
 
 _BUILT: set[tuple[bool, str, torch.dtype]] = set()  # kernels that ran once
 _COMPILED: dict[tuple[bool, str, torch.dtype], Callable[..., tuple[Tensor, Tensor, Tensor]]] = {}
@@ -45,33 +49,34 @@ def _kernel(eps_inside: bool, decay: str) -> Callable[..., tuple[Tensor, Tensor,
     return piece
 
 
-def covers(knobs: dict, per_piece: bool, pre: object, dtype: torch.dtype) -> bool:
+def covers(s: GroupScalars, per_piece: bool, dtype: torch.dtype) -> bool:
     """Whether a block takes the fused kernel (else the fast path handles it)."""
     return (
         per_piece
-        and knobs["moments"] == "adam"
-        and knobs["decay"] != "l2"
-        and not isinstance(pre, Tensor)
+        and s.adam is not None
+        and not s.l2
+        and not isinstance(s.pre, Tensor)
         and dtype in (torch.float32, torch.float64)
     )
 
 
-def fused_direction(b, s, scale: float) -> tuple[Tensor, Tensor, Tensor]:
+def fused_direction(b: Block, s: GroupScalars, scale: float) -> tuple[Tensor, Tensor, Tensor]:
     """Stages 2-4 on a per-piece block (see the module doc); returns the squared norms per piece
-    (w, u, d) like :func:`lamb_variants.stages.fast_direction` (u and d already times k²)."""
-    k = s.knobs
-    lam = k["weight_decay"]
-    decay = k["decay"] if lam != 0 else "none"
-    beta1, beta2 = k["betas"]
+    (w, u, d) like :func:`lamb_variants.fast.fast_direction` (u and d already times k²)."""
+    assert s.adam is not None and s.direction is not None
+    lam = s.in_ratio or s.decoupled
+    decay = "in_ratio" if s.in_ratio else "decoupled" if s.decoupled else "none"
+    beta1, beta2, beta3 = s.adam.beta1, s.adam.beta2, s.adam.beta3
     pre = float(s.pre)
-    eps = k["eps"] * s.bc2 if k["eps_inside_sqrt"] else k["eps"] * math.sqrt(s.bc2)
+    inside, eps = s.direction.inside_sqrt, s.direction.eps
+    eps = eps * s.bc2 if inside else eps * math.sqrt(s.bc2)
     dtype = b.w[0].dtype
-    key = (bool(k["eps_inside_sqrt"]), decay, dtype)
+    key = (inside, decay, dtype)
     if key not in _COMPILED:
         _COMPILED[key] = torch.compile(_kernel(*key[:2]), dynamic=True, fullgraph=True)
     fn = _COMPILED[key]
     c = torch.tensor(
-        [s.beta3 * pre, beta1, beta2, (1 - beta2) * pre * pre, eps, lam / scale, 1 - s.lr * lam],
+        [beta3 * pre, beta1, beta2, (1 - beta2) * pre * pre, eps, lam / scale, 1 - s.lr * lam],
         dtype=dtype,
     )
     pieces = zip(b.w, b.g, b.exp_avg, b.exp_avg_sq, b.u, strict=True)
@@ -91,4 +96,4 @@ def fused_direction(b, s, scale: float) -> tuple[Tensor, Tensor, Tensor]:
     w_sq = torch.stack([o[0] for o in out])
     u_sq = torch.stack([o[1] for o in out]) * sq
     d_sq = torch.stack([o[2] for o in out]) * sq
-    return w_sq, u_sq, d_sq if k["ratio_denominator"] == "split" else u_sq
+    return w_sq, u_sq, d_sq if s.split else u_sq

@@ -9,19 +9,14 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from . import compiled, stages
+from . import fast, stages
 from . import knobs as K
 from .layers import layer_index
 
-#: Elements per fast-path block on CPU: 4 MiB of float32 per operand keeps a block's operands in
-#: L2/L3 between the ~12 ops of a step (optimizer-performance.md: per-op overhead ~6 µs, so much
-#: smaller chunks lose more to dispatch than they gain in cache reuse).
-CPU_BLOCK_NUMEL = 1 << 20
-#: "fast" (default), "reference" (the spec, per tensor), "compiled" (fast, with the Adam family's
-#: stages 2-4 fused per CPU chunk by torch.compile: lamb_variants.compiled)
+#: "fast" (default: :mod:`lamb_variants.fast`), "reference" (the spec, per tensor:
+#: :mod:`lamb_variants.stages`), "compiled" (fast, with the Adam family's stages 2-4 fused per
+#: CPU chunk by torch.compile: :mod:`lamb_variants.compiled`)
 IMPLS = ("fast", "reference", "compiled")
-#: CPU tensors at least this large get per-piece ``out=`` ops; smaller ones share foreach ops.
-CPU_PER_PIECE_MIN = 1 << 18
 
 
 @dataclass(frozen=True)
@@ -41,7 +36,7 @@ class LambStats:
     weight_norms: Tensor
     update_norms: Tensor
     trust_ratios: Tensor
-    adapted: tuple[bool, ...] = ()
+    adapted: tuple[bool, ...]
 
 
 class Lamb(torch.optim.Optimizer):
@@ -68,6 +63,13 @@ class Lamb(torch.optim.Optimizer):
        ``bias_correction="step_size"`` (DeepSpeed, torch-optimizer ``debias``); for
        ``moments="momentum"``, SGD momentum on r·u (``momentum``, ``dampening``, ``nesterov``).
 
+    Each group's stages are data: :func:`lamb_variants.stages.build` reads the group's knobs
+    (each once; ``lr`` every step) and chooses its stages, e.g. the L2 term only for
+    ``decay="l2"``, SGD momentum only for ``moments="momentum"``; the table of which knob chooses
+    which stage is in :mod:`lamb_variants.stages`. ``impl="reference"`` runs those stages tensor
+    by tensor; ``"fast"`` and ``"compiled"`` run the same stages' math fused over blocks
+    (:mod:`lamb_variants.fast`), proved equal by the tests. G and stage 5 span every group.
+
     The step count t is per group (``group["step"]``, as apex); set it to 0 to restart bias
     correction (NVIDIA's phase 2). Knobs live in ``defaults`` and every param group.
 
@@ -85,19 +87,18 @@ class Lamb(torch.optim.Optimizer):
             raise ValueError(f"impl={impl!r} is not allowed; expected one of {list(IMPLS)}")
         defaults = K.validate({**K.DEFAULTS, **knobs})
         self.impl = impl
+        self.stats: LambStats | None = None
         super().__init__(params, defaults)
         self._reset_caches()
-        self.stats: LambStats | None = None
-        self._accelerator_path = False
 
     def _reset_caches(self) -> None:
-        """Scratch and plans of the fast path: derived from params and state, never saved."""
-        self._update_buffers: dict[Tensor, Tensor] = {}
-        self._plan: list[stages.Block] = []
-        self._plan_key: tuple = ()
-        self._plan_refs: list = []
-        self._ratio_key: tuple = ()
-        self._ratio_cache: tuple = ()
+        """What the step derives from knobs, params and state: rebuilt as needed, never saved.
+
+        The fast path's accelerator switch (a test hook) survives a reset.
+        """
+        self._pipelines = stages.Pipelines()
+        old = getattr(self, "_fast", None)
+        self._fast = fast.FastPath(accelerator_path=old is not None and old.accelerator_path)
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         given = {k: v for k, v in param_group.items() if k not in ("params", "param_names")}
@@ -118,7 +119,6 @@ class Lamb(torch.optim.Optimizer):
         super().__setstate__(state)
         self.impl = impl
         self.stats = getattr(self, "stats", None)
-        self._accelerator_path = getattr(self, "_accelerator_path", False)
         self._reset_caches()
 
     def __getstate__(self) -> dict[str, Any]:
@@ -147,72 +147,50 @@ class Lamb(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        work = self._gather()
+        pipes = self._pipelines.of(self.param_groups)
+        work = self._gather(pipes)
         if not work.params:
             return loss
-        grad_norm = stages.global_grad_norm(work.grads)  # stage 1 needs every group's gradients
-        scalars = []
-        for group in self.param_groups:
+        grad_norm = fast.global_grad_norm(work.grads)  # stage 1 needs every group's gradients
+        host = self._fast.host(grad_norm)
+        steps = []
+        for group, pipe in zip(self.param_groups, pipes, strict=True):
             group["step"] += 1
-            pre = stages.prenorm_factor(group, grad_norm, host=self._host(grad_norm))
-            scalars.append(stages.group_scalars(group, group["step"], pre))
+            steps.append(stages.step_scalars(group, pipe.prenorm.factor(grad_norm, host)))
+
+        def ratios(squares: tuple[Tensor, Tensor, Tensor]) -> Tensor:
+            return self._trust_ratios(work, squares, grad_norm)
+
         if self.impl == "reference":
-            self._step_reference(work, scalars, grad_norm)
+            self._step_reference(work, pipes, steps, ratios)
         else:
-            self._step_fast(work, scalars, grad_norm)
+            scalars = [fast.group_scalars(p, t) for p, t in zip(pipes, steps, strict=True)]
+            self._fast.step(work, self.state, scalars, ratios, fuse=self.impl == "compiled")
         return loss
 
-    def _step_reference(self, work: _Work, scalars: list, grad_norm: Tensor) -> None:
+    def _step_reference(
+        self,
+        work: stages.Work,
+        pipes: list[stages.Pipeline],
+        steps: list[stages.StepScalars],
+        ratios: Callable[[tuple[Tensor, Tensor, Tensor]], Tensor],
+    ) -> None:
+        """Each tensor through its group's pipeline: stages 1-4, stage 5 over all, stage 6."""
         updates, norms = [], []
         for p, g, gi in zip(work.params, work.grads, work.group_of, strict=True):
-            u, n = stages.ref_direction(p, g, self.state[p], scalars[gi])  # stages 1-4
+            u, n = pipes[gi].run_direction(p, g, self.state[p], steps[gi])
             updates.append(u)
             norms.append(n)
-        squares = tuple(torch.stack([getattr(n, f) for n in norms]) for f in ("w", "u", "d"))
-        ratios = self._ratios(work, squares, grad_norm)  # stage 5
+        r = ratios(tuple(torch.stack([getattr(n, f) for n in norms]) for f in ("w", "u", "d")))
         for i, (p, u, gi) in enumerate(zip(work.params, updates, work.group_of, strict=True)):
-            stages.ref_apply(p, u, ratios[i], self.state[p], scalars[gi])  # stage 6
+            pipes[gi].apply(p, u, r[i], self.state[p], steps[gi])
 
-    def _step_fast(self, work: _Work, scalars: list, grad_norm: Tensor) -> None:
-        fresh = [("momentum_buffer" not in self.state[p]) for p in work.params]
-        for p, gi in zip(work.params, work.group_of, strict=True):
-            if scalars[gi].knobs["moments"] == "momentum":
-                self.state[p].setdefault("momentum_buffer", torch.zeros_like(p))
-        blocks = self._blocks(work)
-        n = len(work.params)
-        dtype = work.norm_dtype
-        device = work.params[0].device
-        sq = [torch.zeros(n, dtype=dtype, device=device) for _ in range(3)]
-        for b in blocks:  # stages 1-4, block by block
-            index = b.index
-            s = scalars[b.group]
-            if self.impl == "compiled" and compiled.covers(
-                s.knobs, b.per_piece, s.pre, b.w[0].dtype
-            ):
-                pieces = compiled.fused_direction(b, s, stages.direction_scale(s))
-            else:
-                pieces = stages.fast_direction(b, s)
-            for acc, piece in zip(sq, pieces, strict=True):
-                acc.index_add_(0, index, piece.to(device, dtype))
-        ratios = self._ratios(work, tuple(sq), grad_norm)  # stage 5
-        host = self._host(ratios)
-        per_tensor = ratios.tolist() if host else ratios
-        for b in blocks:  # stage 6
-            ratio = [per_tensor[i] for i in b.tensor] if host else ratios[b.index]
-            stages.fast_apply(b, ratio, scalars[b.group], [fresh[i] for i in b.tensor])
-
-    def _ratios(
-        self, work: _Work, squares: tuple[Tensor, Tensor, Tensor], grad_norm: Tensor
+    def _trust_ratios(
+        self, work: stages.Work, squares: tuple[Tensor, Tensor, Tensor], grad_norm: Tensor
     ) -> Tensor:
         """Stage 5 from per-tensor squared norms (w, u, d); stores :class:`LambStats`."""
         device, dtype = work.params[0].device, work.norm_dtype
-        groups = tuple(_ratio_knobs(g) for g in self.param_groups)
-        key = (tuple(work.group_of), tuple(work.layer_of), groups, device, dtype)
-        if self._ratio_key != key:  # built once: no host-to-device copies in a steady step
-            layer_of = torch.tensor(work.layer_of, device=device)
-            self._ratio_cache = (layer_of, stages.ratio_inputs(work.knobs, device, dtype))
-            self._ratio_key = key
-        layer_of, x = self._ratio_cache
+        layer_of, x = self._pipelines.ratio_inputs(work.rows, work.layer_of, device, dtype)
         n_layers = len(work.layer_names)
 
         def per_layer(sq: Tensor) -> Tensor:
@@ -228,15 +206,14 @@ class Lamb(torch.optim.Optimizer):
             weight_norms=w,
             update_norms=u,
             trust_ratios=ratios,
-            adapted=tuple(stages.is_adapted(k) for k in work.knobs),
+            adapted=tuple(r.adapt for r in work.rows),
         )
         return ratios
 
-    # ------------------------------------------------------------------------------------------
-
-    def _gather(self) -> _Work:
-        w = _Work()
-        for gi, group in enumerate(self.param_groups):
+    def _gather(self, pipes: list[stages.Pipeline]) -> stages.Work:
+        """The step's tensors in step order, with the state their stages keep created."""
+        w = stages.Work()
+        for gi, (group, pipe) in enumerate(zip(self.param_groups, pipes, strict=True)):
             names = group.get("param_names") or [
                 f"group{gi}.{j}" for j in range(len(group["params"]))
             ]
@@ -245,131 +222,13 @@ class Lamb(torch.optim.Optimizer):
                     continue
                 if p.grad.is_sparse:
                     raise RuntimeError("Lamb does not support sparse gradients")
-                state = self.state[p]
-                if group["moments"] == "adam" and "exp_avg" not in state:
-                    state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                    state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                pipe.init_state(p, self.state[p])
                 w.params.append(p)
                 w.grads.append(p.grad)
                 w.group_of.append(gi)
                 w.names.append(name)
-                w.knobs.append(group)
-        w.layer_of, w.layer_names = layer_index(w.names, [k["layer_split"] for k in w.knobs])
+                w.rows.append(pipe.ratio)
+        w.layer_of, w.layer_names = layer_index(w.names, [r.layer_split for r in w.rows])
         if any(p.dtype == torch.float64 for p in w.params):
             w.norm_dtype = torch.float64
         return w
-
-    def _blocks(self, work: _Work) -> list[stages.Block]:
-        """The step's tensors as fast-path blocks; views are cached, gradients are re-sliced.
-
-        On CPU, tensors of at least ``CPU_PER_PIECE_MIN`` elements are cut into chunks of up to
-        ``CPU_BLOCK_NUMEL`` (one chunk per block, processed with ``out=`` ops), and smaller ones
-        are packed together into blocks of up to ``CPU_BLOCK_NUMEL`` elements (processed by
-        foreach ops: one dispatch for many tensors). Elsewhere a block is a whole group.
-        """
-        refs = [
-            (p, gi, *(t for t in self.state[p].values() if isinstance(t, Tensor)))
-            for p, gi in zip(work.params, work.group_of, strict=True)
-        ]
-        key = tuple(tuple(id(x) for x in r) for r in refs)
-        if self._plan_key != key:
-            self._plan = self._plan_blocks(work)
-            # The plan keeps these objects alive, so their ids cannot be reused by new tensors
-            # (e.g. after load_state_dict) while the key still matches.
-            self._plan_key, self._plan_refs = key, refs
-        flat = [g.view(-1) if g.is_contiguous() else g.reshape(-1) for g in work.grads]
-        for b in self._plan:
-            b.g = [flat[i][lo:hi] for i, (lo, hi) in zip(b.tensor, b.spans, strict=True)]
-        return self._plan
-
-    def _plan_blocks(self, work: _Work) -> list[stages.Block]:
-        blocks: list[stages.Block] = []
-        packing: dict[tuple, stages.Block] = {}
-        for i, (p, gi) in enumerate(zip(work.params, work.group_of, strict=True)):
-            if not p.is_contiguous():
-                raise RuntimeError(
-                    "Lamb's fast path needs contiguous parameters; use impl='reference'"
-                )
-            state = self.state[p]
-            flat = {
-                "w": p.view(-1),
-                "u": self._update_buffer(p).view(-1),
-                **{
-                    name: state[name].view(-1)
-                    for name in ("exp_avg", "exp_avg_sq")
-                    if name in state
-                },
-            }
-            if "momentum_buffer" in state:
-                flat["buf"] = state["momentum_buffer"].view(-1)
-            n = p.numel()
-            cpu = self._host(p)
-            if cpu and n >= CPU_PER_PIECE_MIN:
-                spans = [(lo, min(n, lo + CPU_BLOCK_NUMEL)) for lo in range(0, n, CPU_BLOCK_NUMEL)]
-                targets = [stages.Block(gi, per_piece=True) for _ in spans]
-                blocks.extend(targets)
-            else:
-                group_key = (gi, p.device, p.dtype)
-                b = packing.get(group_key)
-                if b is None or (cpu and b.numel + n > CPU_BLOCK_NUMEL):
-                    b = packing[group_key] = stages.Block(gi, per_piece=False)
-                    blocks.append(b)
-                spans, targets = [(0, n)], [b]
-            for (lo, hi), b in zip(spans, targets, strict=True):
-                b.tensor.append(i)
-                b.spans.append((lo, hi))
-                b.numel += hi - lo
-                for name, t in flat.items():
-                    getattr(b, name).append(t[lo:hi])
-        for b in blocks:
-            b.index = torch.tensor(b.tensor, device=b.w[0].device)
-        return blocks
-
-    def _host(self, t: Tensor) -> bool:
-        """True where scalars may be read on the host for free and blocks are cache-sized (CPU).
-
-        ``_accelerator_path = True`` runs the accelerator code path (device scalars, whole-group
-        blocks, foreach everywhere) on CPU tensors, so CPU-only tests can prove it equal too.
-        """
-        return t.device.type == "cpu" and not self._accelerator_path
-
-    def _update_buffer(self, p: Tensor) -> Tensor:
-        # Persistent, so the large update temporaries are not page-faulted in every step; not
-        # optimizer state (it holds nothing between steps) and never saved.
-        buf = self._update_buffers.get(p)
-        if buf is None or buf.shape != p.shape or buf.dtype != p.dtype:
-            buf = self._update_buffers[p] = torch.empty_like(
-                p, memory_format=torch.contiguous_format
-            )
-        return buf
-
-
-_RATIO_KNOBS = (
-    "weight_decay",
-    "adapt",
-    "phi",
-    "phi_min",
-    "phi_max",
-    "trust_clip",
-    "trust_coeff",
-    "trust_eps",
-    "ratio_denominator",
-)
-
-
-def _ratio_knobs(group: dict[str, Any]) -> tuple:
-    return tuple(group[k] for k in _RATIO_KNOBS)
-
-
-class _Work:
-    """The tensors of one step, in step order (every group, params that have a gradient)."""
-
-    def __init__(self) -> None:
-        self.params: list[Tensor] = []
-        self.grads: list[Tensor] = []
-        self.group_of: list[int] = []
-        self.names: list[str] = []
-        self.knobs: list[dict[str, Any]] = []
-        self.layer_of: list[int] = []
-        self.layer_names: list[str] = []
-        self.norm_dtype = torch.float32

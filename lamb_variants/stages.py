@@ -1,4 +1,4 @@
-"""The stages of one LAMB-family step, each in a plain reference form and a fast multi-tensor form.
+"""The stages of one LAMB-family step as data: each param group's pipeline, built from its knobs.
 
 One step is the pipeline (``Lamb.step``)::
 
@@ -7,176 +7,410 @@ One step is the pipeline (``Lamb.step``)::
 Notation: g gradient, G global L2 norm of every gradient of every group, w weights, m / v first
 and second moments, t the group's step count (1-based), bc1 = 1 - beta1^t, bc2 = 1 - beta2^t,
 d the direction (Adam's m̂/(√v̂+ε), or the gradient for SGD momentum), u the update whose norm
-enters the trust ratio, r the trust ratio.
+enters the trust ratio, r the trust ratio, η the learning rate.
 
-The reference functions work on one tensor and write the math literally; they are the
-specification. The fast functions work on *blocks*: lists of tensor pieces processed by
-``torch._foreach_*`` ops with the bias corrections folded into scalars. On CPU a block is a
-cache-sized set of chunks (each op then reads cache, not DRAM: a LAMB step cannot be one pass,
-since G must exist before m is updated and ‖u‖ before w is); on CUDA a block is a whole group.
-Tests prove the two forms equal for every knob value.
+:func:`build` reads a group's knobs, each at most once, and chooses the stages; a stage holds
+the values it needs, and every path (reference, fast, compiled) reads those values from the
+stages, never from the knobs. Besides :func:`build`, a step reads a group's knobs only to
+decide whether to rebuild (:class:`Pipelines` compares them with the last build) and ``lr``
+(:func:`step_scalars`); ``tests/test_stages.py`` counts the reads. Which knob :func:`build`
+reads for which stage:
+
+- stage 1, :class:`Prenormalize`: ``prenorm``, ``max_grad_norm``.
+- ``decay`` chooses which stage gets λ·w: :class:`L2Term` (stage 1), :class:`DecoupledDecay` or
+  :class:`InRatioDecay` (stage 4); none when ``weight_decay`` (λ) is 0. λ fills that stage and
+  :class:`RatioRow` (stage 5: the split denominator and ``adapt="decayed"``).
+- ``moments`` chooses :class:`AdamMoments` + :class:`AdamDirection` + :class:`AdamApply`, or
+  :class:`GradientDirection` + :class:`MomentumApply`.
+- stage 2, :class:`AdamMoments`: ``betas``, ``grad_averaging``, ``bias_correction=True``
+  (m̂, v̂); stage 6, :class:`AdamApply`: ``bias_correction="step_size"`` (η_t) and ``betas``.
+- stage 3, :class:`AdamDirection`: ``eps``, ``eps_inside_sqrt``.
+- stage 5, :class:`RatioRow`: ``layer_split``, ``adapt``, ``phi``, ``phi_min``, ``phi_max``,
+  ``trust_clip``, ``trust_coeff``, ``trust_eps``, ``ratio_denominator`` (and λ, above).
+- stage 6, :class:`MomentumApply`: ``momentum``, ``dampening``, ``nesterov``.
+- ``lr``: not by :func:`build` but every step (:func:`step_scalars`), since schedulers change it.
+
+Running the stages one tensor at a time, as :meth:`Pipeline.run_direction` and
+:attr:`Pipeline.apply` do, is the reference path (``impl="reference"``): the math written out,
+the specification. The fast path (:mod:`lamb_variants.fast`) and ``impl="compiled"``
+(:mod:`lamb_variants.compiled`) fuse stages 1-4 and 6 over blocks of tensors, with the values
+of the same stage objects; tests prove them equal to the reference for every knob value. Stage
+1's factor (:meth:`Prenormalize.factor`) and stage 5 (:func:`trust_ratios`) are shared by all.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import torch
 from torch import Tensor
 
+from .knobs import KNOB_NAMES
+
 Scalar = float | Tensor
+S = TypeVar("S")
+
+
+@dataclass(frozen=True)
+class StepScalars:
+    """What a group's stages need from the step besides tensors: t, η and the stage-1 factor."""
+
+    step: int
+    lr: float
+    pre: Scalar
+
+
+def step_scalars(group: dict[str, Any], pre: Scalar) -> StepScalars:
+    return StepScalars(step=group["step"], lr=float(group["lr"]), pre=pre)
+
+
+@dataclass
+class Flow:
+    """One tensor on its way through stages 1-4: ĝ (``g``), d and u as the stages set them."""
+
+    w: Tensor
+    g: Tensor
+    state: dict[str, Any]
+    m_hat: Tensor | None = None
+    v_hat: Tensor | None = None
+    d: Tensor | None = None
+    u: Tensor | None = None
+
+
+class Stage(Protocol):
+    """A per-tensor stage of the reference path (stages 1-4)."""
+
+    def __call__(self, x: Flow, t: StepScalars) -> None: ...
 
 
 # ----------------------------------------------------------------------------------------------
-# Per-group scalars of one step (shared by both paths)
+# Stage 1: pre-normalize
 # ----------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
-class GroupScalars:
-    """Everything one group's step needs besides tensors.
+class Prenormalize:
+    """ĝ = c·g, with c from G (shared by every path, since G needs every group's gradients).
 
-    ``pre`` multiplies every gradient (pre-normalization). ``bc1``/``bc2`` are the Adam bias
-    corrections used on m and v (1 unless ``bias_correction=True``); ``step_size`` is
-    lr·√bc2/bc1 for ``bias_correction="step_size"`` (DeepSpeed, torch-optimizer ``debias``) and lr
-    otherwise.
-    """
-
-    knobs: dict[str, Any]
-    pre: Scalar
-    bc1: float
-    bc2: float
-    step_size: float
-    first_step: bool
-
-    @property
-    def lr(self) -> float:
-        return float(self.knobs["lr"])
-
-    @property
-    def beta3(self) -> float:
-        return 1.0 - self.knobs["betas"][0] if self.knobs["grad_averaging"] else 1.0
-
-
-def global_grad_norm(grads: list[Tensor]) -> Tensor:
-    """G = ‖concat(all gradients)‖₂, accumulated in at least float32 (apex multi_tensor_l2norm)."""
-    if not grads:
-        return torch.zeros(())
-    dtype = torch.float64 if any(g.dtype == torch.float64 for g in grads) else torch.float32
-    device = grads[0].device
-    flat = [g.reshape(-1) for g in grads]
-    big = [g.device.type == "cpu" and g.numel() >= 1 << 18 for g in flat]
-    parts = [
-        squares(xs, per_piece).to(device, dtype)
-        for per_piece in (True, False)
-        if (xs := [g for g, b in zip(flat, big, strict=True) if b == per_piece])
-    ]
-    return torch.cat(parts).sum().sqrt()
-
-
-def prenorm_factor(knobs: dict[str, Any], grad_norm: Tensor, host: bool) -> Scalar:
-    """The gradient multiplier of stage 1 (pre-normalization).
-
-    - ``"none"``: 1.
-    - ``"clip"``: 1/max(1, G/M), M = ``max_grad_norm`` (apex FusedLAMB, timm Lamb, NVLAMB's
+    - ``"none"``: c = 1.
+    - ``"clip"``: c = 1/max(1, G/M), M = ``max_grad_norm`` (apex FusedLAMB, timm Lamb, NVLAMB's
       "normalize if ‖g‖ > 1", Google BERT's clip_by_global_norm).
-    - ``"normalize"``: 1/G always (the NVLAMB text read literally); 1 when G = 0.
+    - ``"normalize"``: c = 1/G always (the NVLAMB text read literally); 1 when G = 0.
     """
-    how = knobs["prenorm"]
-    if how == "none":
-        return 1.0
-    g = grad_norm
-    if how == "clip":
-        factor = 1.0 / torch.clamp(g / knobs["max_grad_norm"], min=1.0)
-    else:
-        factor = torch.where(g > 0, 1.0 / g, torch.ones_like(g))
-    # A CPU scalar is free to read, and Python floats let the fast path fold it into other
-    # scalars; on an accelerator it stays a device tensor so the step never waits on the host.
-    return factor.item() if host else factor
+
+    how: str
+    max_grad_norm: float
+
+    def factor(self, grad_norm: Tensor, host: bool) -> Scalar:
+        if self.how == "none":
+            return 1.0
+        g = grad_norm
+        if self.how == "clip":
+            factor = 1.0 / torch.clamp(g / self.max_grad_norm, min=1.0)
+        else:
+            factor = torch.where(g > 0, 1.0 / g, torch.ones_like(g))
+        # A CPU scalar is free to read, and Python floats let the fast path fold it into other
+        # scalars; on an accelerator it stays a device tensor so the step never waits on the host.
+        return factor.item() if host else factor
+
+    def __call__(self, x: Flow, t: StepScalars) -> None:
+        x.g = x.g * t.pre
 
 
-def group_scalars(knobs: dict[str, Any], step: int, pre: Scalar) -> GroupScalars:
-    beta1, beta2 = knobs["betas"]
-    bc1 = 1.0 - beta1**step
-    bc2 = 1.0 - beta2**step
-    how = knobs["bias_correction"]
-    lr = float(knobs["lr"])
-    step_size = lr * math.sqrt(bc2) / bc1 if how == "step_size" else lr
-    if how is not True:
-        bc1 = bc2 = 1.0
-    return GroupScalars(knobs, pre, bc1, bc2, step_size, first_step=step == 1)
+@dataclass(frozen=True)
+class L2Term:
+    """``decay="l2"``: ĝ ← ĝ + λw, so λw goes through the moments (Adam's L2 regularisation)."""
+
+    weight_decay: float
+
+    def __call__(self, x: Flow, t: StepScalars) -> None:
+        x.g = x.g + self.weight_decay * x.w
 
 
 # ----------------------------------------------------------------------------------------------
-# Reference path: one tensor at a time, the math written out
+# Stages 2-3: moments and direction
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AdamMoments:
+    """m ← β1·m + β3·ĝ, v ← β2·v + (1-β2)·ĝ² (β3 = 1-β1, or 1 without ``grad_averaging``);
+    m̂ = m/bc1, v̂ = v/bc2 with ``bias_correction=True``, else m̂ = m, v̂ = v."""
+
+    beta1: float
+    beta2: float
+    beta3: float
+    correct: bool
+
+    def init_state(self, w: Tensor, state: dict[str, Any]) -> None:
+        if "exp_avg" not in state:
+            state["exp_avg"] = torch.zeros_like(w, memory_format=torch.preserve_format)
+            state["exp_avg_sq"] = torch.zeros_like(w, memory_format=torch.preserve_format)
+
+    def corrections(self, step: int) -> tuple[float, float]:
+        """(bc1, bc2) at step t; (1, 1) without ``bias_correction=True``."""
+        if not self.correct:
+            return 1.0, 1.0
+        return 1.0 - self.beta1**step, 1.0 - self.beta2**step
+
+    def __call__(self, x: Flow, t: StepScalars) -> None:
+        m, v = x.state["exp_avg"], x.state["exp_avg_sq"]
+        m.mul_(self.beta1).add_(x.g, alpha=self.beta3)
+        v.mul_(self.beta2).addcmul_(x.g, x.g, value=1 - self.beta2)
+        bc1, bc2 = self.corrections(t.step)
+        x.m_hat, x.v_hat = m / bc1, v / bc2
+
+
+@dataclass(frozen=True)
+class AdamDirection:
+    """d = m̂/(√v̂ + ε), or m̂/√(v̂ + ε) with ``eps_inside_sqrt``; u = d until stage 4."""
+
+    eps: float
+    inside_sqrt: bool
+
+    def __call__(self, x: Flow, t: StepScalars) -> None:
+        assert x.m_hat is not None and x.v_hat is not None
+        if self.inside_sqrt:
+            x.d = x.m_hat / torch.sqrt(x.v_hat + self.eps)
+        else:
+            x.d = x.m_hat / (torch.sqrt(x.v_hat) + self.eps)
+        x.u = x.d
+
+
+@dataclass(frozen=True)
+class GradientDirection:
+    """``moments="momentum"``: d = ĝ; the momentum comes after the trust ratio, as LARS does."""
+
+    def __call__(self, x: Flow, t: StepScalars) -> None:
+        x.d = x.g.clone()
+        x.u = x.d
+
+
+# ----------------------------------------------------------------------------------------------
+# Stage 4: weight decay (present only when λ != 0; ``"l2"`` acted in stage 1)
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DecoupledDecay:
+    """``decay="decoupled"`` (timm, AdamW): w ← w·(1 - η·λ) before the norms; u = d."""
+
+    weight_decay: float
+
+    def __call__(self, x: Flow, t: StepScalars) -> None:
+        x.w.mul_(1 - t.lr * self.weight_decay)
+
+
+@dataclass(frozen=True)
+class InRatioDecay:
+    """``decay="in_ratio"`` (apex, the LAMB paper): u = d + λw, inside the trust ratio."""
+
+    weight_decay: float
+
+    def __call__(self, x: Flow, t: StepScalars) -> None:
+        assert x.d is not None
+        x.u = x.d + self.weight_decay * x.w
+
+
+# ----------------------------------------------------------------------------------------------
+# Stage 6: apply
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AdamApply:
+    """w ← w - η_t·r·u, η_t = η, or η·√bc2/bc1 for ``bias_correction="step_size"`` (DeepSpeed,
+    torch-optimizer ``debias``)."""
+
+    beta1: float
+    beta2: float
+    step_size_correction: bool
+
+    def step_size(self, t: StepScalars) -> float:
+        if not self.step_size_correction:
+            return t.lr
+        bc1, bc2 = 1.0 - self.beta1**t.step, 1.0 - self.beta2**t.step
+        return t.lr * math.sqrt(bc2) / bc1
+
+    def __call__(self, w: Tensor, u: Tensor, ratio: Scalar, state: dict, t: StepScalars) -> None:
+        w.add_(u * ratio, alpha=-self.step_size(t))
+
+
+@dataclass(frozen=True)
+class MomentumApply:
+    """torch.optim.SGD's momentum on r·u: b ← μ·b + (1-dampening)·r·u (b = r·u on the first
+    step); w ← w - η·(r·u + μ·b if nesterov else b)."""
+
+    momentum: float
+    dampening: float
+    nesterov: bool
+
+    def __call__(self, w: Tensor, u: Tensor, ratio: Scalar, state: dict, t: StepScalars) -> None:
+        step = u * ratio
+        buf = state.get("momentum_buffer")
+        if buf is None:
+            buf = state["momentum_buffer"] = step.clone()
+        else:
+            buf.mul_(self.momentum).add_(step, alpha=1 - self.dampening)
+        step = step + self.momentum * buf if self.nesterov else buf
+        w.add_(step, alpha=-t.lr)
+
+
+# ----------------------------------------------------------------------------------------------
+# Stage 5's knobs for one group (the stage itself runs over every tensor at once, below)
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RatioRow:
+    """One group's stage-5 values. φ = identity is φ clamped to [0, ∞); no ``trust_clip`` is
+    [0, ∞); ``adapt`` says whether the group's tensors get a trust ratio at all."""
+
+    layer_split: str
+    weight_decay: float
+    adapt: bool
+    phi_min: float
+    phi_max: float
+    clip_min: float
+    clip_max: float
+    coeff: float
+    eps: float
+    split: bool  # ratio_denominator == "split" (LARS: ‖d‖ + λ‖w‖)
+
+
+# ----------------------------------------------------------------------------------------------
+# The pipeline of one group
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    """One group's stages: ``direction`` (stages 1-4, in order), ``ratio`` (stage 5's row) and
+    ``apply`` (stage 6); ``prenorm`` is ``direction[0]``, exposed for its factor."""
+
+    prenorm: Prenormalize
+    direction: tuple[Stage, ...]
+    ratio: RatioRow
+    apply: AdamApply | MomentumApply
+
+    def find(self, kind: type[S]) -> S | None:
+        """The stage of this type in stages 1-4, or None where the knobs left it out."""
+        return next((stage for stage in self.direction if isinstance(stage, kind)), None)
+
+    def init_state(self, w: Tensor, state: dict[str, Any]) -> None:
+        """Create the state the stages keep (Adam's m and v) before the first step."""
+        adam = self.find(AdamMoments)
+        if adam is not None:
+            adam.init_state(w, state)
+
+    def run_direction(
+        self, w: Tensor, g: Tensor, state: dict, t: StepScalars
+    ) -> tuple[Tensor, Norms]:
+        """Stages 1-4 for one tensor; returns u and the squared norms stage 5 needs (the other
+        intermediates are dropped here, so a reference step keeps one temporary per tensor)."""
+        x = Flow(w, g, state)
+        for stage in self.direction:
+            stage(x, t)
+        assert x.u is not None and x.d is not None
+        return x.u, Norms(_sq(x.w), _sq(x.u), _sq(x.d))
+
+
+def build(knobs: dict[str, Any]) -> Pipeline:
+    """A group's pipeline from its knobs (all but ``lr``, read every step): the one place where
+    a stage is chosen or filled from a knob. The module docstring says which knob goes where."""
+    lam = knobs["weight_decay"]
+    decay = knobs["decay"]
+    prenorm = Prenormalize(knobs["prenorm"], knobs["max_grad_norm"])
+    direction: list[Stage] = [prenorm]
+    if decay == "l2" and lam != 0:
+        direction.append(L2Term(lam))
+    apply: AdamApply | MomentumApply
+    if knobs["moments"] == "adam":
+        beta1, beta2 = knobs["betas"]
+        beta3 = 1.0 - beta1 if knobs["grad_averaging"] else 1.0
+        correction = knobs["bias_correction"]
+        direction.append(AdamMoments(beta1, beta2, beta3, correct=correction is True))
+        direction.append(AdamDirection(knobs["eps"], knobs["eps_inside_sqrt"]))
+        apply = AdamApply(beta1, beta2, step_size_correction=correction == "step_size")
+    else:
+        direction.append(GradientDirection())
+        apply = MomentumApply(knobs["momentum"], knobs["dampening"], knobs["nesterov"])
+    if decay == "decoupled" and lam != 0:
+        direction.append(DecoupledDecay(lam))
+    elif decay == "in_ratio" and lam != 0:
+        direction.append(InRatioDecay(lam))
+    adapt = knobs["adapt"]
+    identity = knobs["phi"] == "identity"
+    clip = knobs["trust_clip"]
+    ratio = RatioRow(
+        layer_split=knobs["layer_split"],
+        weight_decay=lam,
+        adapt=adapt == "all" or (adapt == "decayed" and lam != 0),
+        phi_min=0.0 if identity else knobs["phi_min"],
+        phi_max=math.inf if identity else knobs["phi_max"],
+        clip_min=clip[0] if clip else 0.0,
+        clip_max=clip[1] if clip else math.inf,
+        coeff=knobs["trust_coeff"],
+        eps=knobs["trust_eps"],
+        split=knobs["ratio_denominator"] == "split",
+    )
+    return Pipeline(prenorm, tuple(direction), ratio, apply)
+
+
+#: What a pipeline is built from: every knob but ``lr``, which schedulers change every step.
+_BUILT_FROM = tuple(k for k in KNOB_NAMES if k != "lr")
+
+
+class Pipelines:
+    """Each group's :class:`Pipeline`, rebuilt only when that group's knobs change, and stage 5's
+    per-tensor vectors, rebuilt only when the knobs or the step's tensors change (so a steady
+    step makes no host-to-device copies). Derived from the groups; never saved."""
+
+    def __init__(self) -> None:
+        self._built: list[tuple[tuple, Pipeline]] = []
+        self._ratio_key: tuple = ()
+        self._ratio_inputs: tuple[Tensor, RatioInputs] | None = None
+
+    def of(self, groups: Sequence[dict[str, Any]]) -> list[Pipeline]:
+        built = []
+        for i, group in enumerate(groups):
+            key = tuple(group[k] for k in _BUILT_FROM)
+            if i < len(self._built) and self._built[i][0] == key:
+                built.append(self._built[i])
+            else:
+                built.append((key, build(group)))
+        self._built = built
+        return [p for _, p in built]
+
+    def ratio_inputs(
+        self, rows: list[RatioRow], layer_of: list[int], device: torch.device, dtype: torch.dtype
+    ) -> tuple[Tensor, RatioInputs]:
+        """``layer_of`` as a device tensor, and :class:`RatioInputs` over the step's tensors."""
+        key = (tuple(rows), tuple(layer_of), device, dtype)
+        if self._ratio_inputs is None or self._ratio_key != key:
+            self._ratio_inputs = (
+                torch.tensor(layer_of, device=device),
+                ratio_inputs(rows, device, dtype),
+            )
+            self._ratio_key = key
+        return self._ratio_inputs
+
+
+# ----------------------------------------------------------------------------------------------
+# Stage 5, shared: trust ratios from per-layer norms (small vectors, no host sync)
 # ----------------------------------------------------------------------------------------------
 
 
 @dataclass
 class Norms:
-    """Squared L2 norms of one tensor (or piece): weights, update u, direction d."""
+    """Squared L2 norms of one tensor: weights, update u, direction d."""
 
     w: Tensor
     u: Tensor
     d: Tensor
-
-
-def ref_direction(w: Tensor, g: Tensor, state: dict, s: GroupScalars) -> tuple[Tensor, Norms]:
-    """Stages 1-4 for one tensor; returns u and the squared norms the trust ratio needs.
-
-    1. pre-normalize: ĝ = pre·g; with ``decay="l2"``: ĝ ← ĝ + λw.
-    2. moments (``"adam"``): m ← β1·m + β3·ĝ, v ← β2·v + (1-β2)·ĝ², β3 = 1-β1 (or 1 without
-       ``grad_averaging``); m̂ = m/bc1, v̂ = v/bc2.
-    3. direction: d = m̂/(√v̂ + ε), or m̂/√(v̂ + ε) with ``eps_inside_sqrt``; d = ĝ for
-       ``moments="momentum"`` (momentum is applied after the trust ratio, as LARS does).
-    4. decay: ``"in_ratio"``: u = d + λw; ``"decoupled"``: w ← w·(1 - lr·λ) now, u = d;
-       ``"l2"``: u = d (λw went into ĝ).
-    """
-    k = s.knobs
-    lam = k["weight_decay"]
-    g_hat = g * s.pre
-    if k["decay"] == "l2" and lam != 0:
-        g_hat = g_hat + lam * w
-    if k["moments"] == "adam":
-        beta1, beta2 = k["betas"]
-        m, v = state["exp_avg"], state["exp_avg_sq"]
-        m.mul_(beta1).add_(g_hat, alpha=s.beta3)
-        v.mul_(beta2).addcmul_(g_hat, g_hat, value=1 - beta2)
-        m_hat, v_hat = m / s.bc1, v / s.bc2
-        if k["eps_inside_sqrt"]:
-            d = m_hat / torch.sqrt(v_hat + k["eps"])
-        else:
-            d = m_hat / (torch.sqrt(v_hat) + k["eps"])
-    else:
-        d = g_hat.clone()
-    if k["decay"] == "decoupled" and lam != 0:
-        w.mul_(1 - s.lr * lam)
-    u = d + lam * w if k["decay"] == "in_ratio" and lam != 0 else d
-    norms = Norms(_sq(w), _sq(u), _sq(d))
-    return u, norms
-
-
-def ref_apply(w: Tensor, u: Tensor, ratio: Scalar, state: dict, s: GroupScalars) -> None:
-    """Stage 6 for one tensor.
-
-    ``"adam"``: w ← w - step_size·r·u. ``"momentum"`` (torch.optim.SGD semantics on r·u):
-    b ← μ·b + (1-dampening)·r·u (b = r·u on the first step); w ← w - lr·(r·u + μ·b if nesterov
-    else b).
-    """
-    k = s.knobs
-    if k["moments"] == "adam":
-        w.add_(u * ratio, alpha=-s.step_size)
-        return
-    step = u * ratio
-    buf = state.get("momentum_buffer")
-    if buf is None:
-        buf = state["momentum_buffer"] = step.clone()
-    else:
-        buf.mul_(k["momentum"]).add_(step, alpha=1 - k["dampening"])
-    step = step + k["momentum"] * buf if k["nesterov"] else buf
-    w.add_(step, alpha=-s.lr)
 
 
 def _sq(t: Tensor) -> Tensor:
@@ -186,14 +420,9 @@ def _sq(t: Tensor) -> Tensor:
     return n * n
 
 
-# ----------------------------------------------------------------------------------------------
-# Stage 5, shared: trust ratios from per-layer norms (small vectors, no host sync)
-# ----------------------------------------------------------------------------------------------
-
-
 @dataclass
 class RatioInputs:
-    """Per-tensor knob values of the trust-ratio stage, as vectors over the step's tensors."""
+    """:class:`RatioRow` values as vectors over the step's tensors (one row per tensor)."""
 
     weight_decay: Tensor
     adapt: Tensor  # bool: does this tensor get a trust ratio?
@@ -203,30 +432,23 @@ class RatioInputs:
     clip_max: Tensor
     coeff: Tensor
     eps: Tensor
-    split: Tensor  # bool: ratio_denominator == "split" (LARS: ‖d‖ + λ‖w‖)
+    split: Tensor  # bool: ratio_denominator == "split"
 
 
-def is_adapted(knobs: dict[str, Any]) -> bool:
-    """Does a tensor of a group with these knobs get a trust ratio (``adapt``)?"""
-    return knobs["adapt"] == "all" or (knobs["adapt"] == "decayed" and knobs["weight_decay"] != 0)
+def ratio_inputs(rows: list[RatioRow], device: torch.device, dtype: torch.dtype) -> RatioInputs:
+    def vec(name: str) -> Tensor:
+        return torch.tensor([getattr(r, name) for r in rows], dtype=dtype, device=device)
 
-
-def ratio_inputs(knobs: list[dict[str, Any]], device, dtype) -> RatioInputs:
-    def vec(values):
-        return torch.tensor(values, dtype=dtype, device=device)
-
-    inf = math.inf
-    identity = [k["phi"] == "identity" for k in knobs]
     return RatioInputs(
-        weight_decay=vec([k["weight_decay"] for k in knobs]),
-        adapt=torch.tensor([is_adapted(k) for k in knobs], device=device),
-        phi_min=vec([0.0 if i else k["phi_min"] for i, k in zip(identity, knobs, strict=True)]),
-        phi_max=vec([inf if i else k["phi_max"] for i, k in zip(identity, knobs, strict=True)]),
-        clip_min=vec([k["trust_clip"][0] if k["trust_clip"] else 0.0 for k in knobs]),
-        clip_max=vec([k["trust_clip"][1] if k["trust_clip"] else inf for k in knobs]),
-        coeff=vec([k["trust_coeff"] for k in knobs]),
-        eps=vec([k["trust_eps"] for k in knobs]),
-        split=torch.tensor([k["ratio_denominator"] == "split" for k in knobs], device=device),
+        weight_decay=vec("weight_decay"),
+        adapt=torch.tensor([r.adapt for r in rows], device=device),
+        phi_min=vec("phi_min"),
+        phi_max=vec("phi_max"),
+        clip_min=vec("clip_min"),
+        clip_max=vec("clip_max"),
+        coeff=vec("coeff"),
+        eps=vec("eps"),
+        split=torch.tensor([r.split for r in rows], device=device),
     )
 
 
@@ -247,164 +469,15 @@ def trust_ratios(w_norm: Tensor, u_norm: Tensor, d_norm: Tensor, x: RatioInputs)
     return torch.where(guard & x.adapt, ratio, one)
 
 
-# ----------------------------------------------------------------------------------------------
-# Fast path: blocks of tensor pieces through torch._foreach_* ops
-# ----------------------------------------------------------------------------------------------
-
-
 @dataclass
-class Block:
-    """Pieces (flat views) of tensors of one group, device and dtype, processed together.
+class Work:
+    """The tensors of one step, in step order (every group, params that have a gradient)."""
 
-    ``per_piece`` blocks hold chunks of large CPU tensors and run ``out=`` ops piece by piece;
-    the others run foreach ops over many small tensors (or a whole group on an accelerator).
-    """
-
-    group: int
-    per_piece: bool
-    tensor: list[int] = field(default_factory=list)  # step-order index of each piece's tensor
-    spans: list[tuple[int, int]] = field(default_factory=list)  # the piece within its tensor
-    numel: int = 0
-    w: list[Tensor] = field(default_factory=list)
-    g: list[Tensor] = field(default_factory=list)  # re-sliced every step (grads may be new)
-    u: list[Tensor] = field(default_factory=list)  # views of the persistent update buffer
-    exp_avg: list[Tensor] = field(default_factory=list)
-    exp_avg_sq: list[Tensor] = field(default_factory=list)
-    buf: list[Tensor] = field(default_factory=list)
-    index: Tensor | None = None  # ``tensor`` as a device tensor, for index_add_
-
-
-def fast_direction(b: Block, s: GroupScalars) -> tuple[Tensor, Tensor, Tensor]:
-    """Stages 1-4 on a block, writing u/k into ``b.u``; returns squared norms per piece (w, u, d).
-
-    Same math as :func:`ref_direction`, with the bias corrections folded into scalars:
-    m̂/(√v̂ + ε) = k·m/(√v + ε√bc2) and m̂/√(v̂ + ε) = k·m/√(v + ε·bc2), k = √bc2/bc1. The buffer
-    holds u/k = m/denom + (λ/k)·w, so k costs no pass: it scales the norms here and the step in
-    :func:`fast_apply` (:func:`direction_scale`).
-    """
-    k = s.knobs
-    lam = k["weight_decay"]
-    pre, grads = s.pre, b.g
-    if isinstance(pre, Tensor):  # device scalar: scale once, then use 1 as the multiplier
-        grads, pre = torch._foreach_mul(grads, pre), 1.0
-    src, coef = grads, pre
-    if k["decay"] == "l2" and lam != 0:
-        torch._foreach_copy_(b.u, b.w)
-        torch._foreach_mul_(b.u, lam)
-        torch._foreach_add_(b.u, grads, alpha=pre)
-        src, coef = b.u, 1.0
-    scale = direction_scale(s)
-    if k["moments"] == "adam":
-        beta1, beta2 = k["betas"]
-        if s.beta3 == 1 - beta1 and coef == 1.0:
-            torch._foreach_lerp_(b.exp_avg, src, s.beta3)
-        else:
-            torch._foreach_mul_(b.exp_avg, beta1)
-            torch._foreach_add_(b.exp_avg, src, alpha=s.beta3 * coef)
-        torch._foreach_mul_(b.exp_avg_sq, beta2)
-        torch._foreach_addcmul_(b.exp_avg_sq, src, src, value=(1 - beta2) * coef * coef)
-        if k["eps_inside_sqrt"]:
-            _add_into(b, b.u, b.exp_avg_sq, k["eps"] * s.bc2)
-            torch._foreach_sqrt_(b.u)
-        else:
-            _sqrt_into(b, b.u, b.exp_avg_sq)
-            torch._foreach_add_(b.u, k["eps"] * math.sqrt(s.bc2))
-        _div_into(b, b.u, b.exp_avg, b.u)
-    elif src is not b.u:
-        torch._foreach_copy_(b.u, src)
-        if coef != 1.0:
-            torch._foreach_mul_(b.u, coef)
-    sq = scale * scale
-    d_norms = None
-    if k["ratio_denominator"] == "split":
-        d_norms = squares(b.u, b.per_piece) * sq
-    if k["decay"] == "decoupled" and lam != 0:
-        torch._foreach_mul_(b.w, 1 - s.lr * lam)
-    if k["decay"] == "in_ratio" and lam != 0:
-        torch._foreach_add_(b.u, b.w, alpha=lam / scale)
-    w_norms = squares(b.w, b.per_piece)
-    u_norms = squares(b.u, b.per_piece) * sq
-    return w_norms, u_norms, u_norms if d_norms is None else d_norms
-
-
-def direction_scale(s: GroupScalars) -> float:
-    """k = √bc2/bc1 for Adam moments (1 without bias correction), 1 for SGD momentum."""
-    if s.knobs["moments"] != "adam":
-        return 1.0
-    return math.sqrt(s.bc2) / s.bc1
-
-
-# Per-piece blocks (large CPU tensors) use ``out=`` ops: the result goes where it is needed in
-# one pass, while foreach has no ``out=`` and its fresh temporaries page-fault. Other blocks use
-# foreach: one dispatch for many small tensors, and on accelerators one kernel launch.
-
-
-def _sqrt_into(b: Block, dst: list[Tensor], src: list[Tensor]) -> None:
-    if b.per_piece:
-        for d, x in zip(dst, src, strict=True):
-            torch.sqrt(x, out=d)
-    else:
-        torch._foreach_copy_(dst, torch._foreach_sqrt(src))
-
-
-def _add_into(b: Block, dst: list[Tensor], src: list[Tensor], c: float) -> None:
-    if b.per_piece:
-        for d, x in zip(dst, src, strict=True):
-            torch.add(x, c, out=d)
-    else:
-        torch._foreach_copy_(dst, torch._foreach_add(src, c))
-
-
-def _div_into(b: Block, dst: list[Tensor], num: list[Tensor], den: list[Tensor]) -> None:
-    if b.per_piece:
-        for d, a, c in zip(dst, num, den, strict=True):
-            torch.div(a, c, out=d)
-    else:
-        torch._foreach_copy_(dst, torch._foreach_div(num, den))
-
-
-def fast_apply(b: Block, ratio: list[float] | Tensor, s: GroupScalars, fresh: list[bool]) -> None:
-    """Stage 6 on a block.
-
-    ``ratio`` holds each piece's trust ratio: host floats, or a device vector (no host sync);
-    ``fresh`` marks momentum buffers that start this step.
-    """
-    k = s.knobs
-    if k["moments"] == "adam":
-        factor = _times(ratio, -s.step_size * direction_scale(s))
-        if b.per_piece:  # one pass per piece instead of two
-            for w, u, f in zip(b.w, b.u, factor, strict=True):
-                w.add_(u, alpha=f)
-        else:
-            torch._foreach_mul_(b.u, factor)
-            torch._foreach_add_(b.w, b.u)
-        return
-    torch._foreach_mul_(b.u, _times(ratio, 1.0))
-    mu, damp = k["momentum"], k["dampening"]
-    for u, buf, new in zip(b.u, b.buf, fresh, strict=True):
-        if new:
-            buf.copy_(u)
-        else:
-            buf.mul_(mu).add_(u, alpha=1 - damp)
-    if k["nesterov"]:
-        torch._foreach_add_(b.u, b.buf, alpha=mu)
-        torch._foreach_add_(b.w, b.u, alpha=-s.lr)
-    else:
-        torch._foreach_add_(b.w, b.buf, alpha=-s.lr)
-
-
-def _times(ratio: list[float] | Tensor, c: float) -> list[Scalar]:
-    return [x * c for x in ratio] if isinstance(ratio, list) else list((ratio * c).unbind())
-
-
-def squares(xs: list[Tensor], per_piece: bool) -> Tensor:
-    """Squared L2 norms of flat tensors, as one vector.
-
-    For large CPU pieces a BLAS dot product is twice as fast as ``vector_norm`` (measured at
-    BERT-base shapes); otherwise one ``_foreach_norm`` dispatch covers the list.
-    """
-    if per_piece and xs[0].dtype in (torch.float32, torch.float64):
-        return torch.stack([torch.dot(x, x) for x in xs])
-    low = xs[0].dtype in (torch.float16, torch.bfloat16)
-    n = torch.stack(torch._foreach_norm(xs, dtype=torch.float32 if low else None))
-    return n * n
+    params: list[Tensor] = field(default_factory=list)
+    grads: list[Tensor] = field(default_factory=list)
+    group_of: list[int] = field(default_factory=list)
+    names: list[str] = field(default_factory=list)
+    rows: list[RatioRow] = field(default_factory=list)  # each tensor's group's stage-5 row
+    layer_of: list[int] = field(default_factory=list)
+    layer_names: list[str] = field(default_factory=list)
+    norm_dtype: torch.dtype = torch.float32

@@ -1,7 +1,8 @@
 """The fast path on a real accelerator against the reference path on CPU (skipped without one).
 
-CPU-only CI runs the accelerator code path on CPU tensors instead (``_accelerator_path``, in
-test_properties.py); this file checks the real device when one is present.
+CPU-only CI runs the accelerator code path on CPU tensors instead
+(``opt._fast.accelerator_path``, in test_properties.py); this file checks the real device when one
+is present.
 """
 
 from __future__ import annotations

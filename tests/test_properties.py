@@ -31,7 +31,7 @@ from helpers import (
 from torch.nn.functional import mse_loss
 
 import lamb_variants
-import lamb_variants.optimizer as optimizer_module
+import lamb_variants.fast as fast_module
 from lamb_variants import DEFAULTS, PRESETS, Lamb, create
 
 REL64 = 1e-12
@@ -138,14 +138,14 @@ LAYOUTS = ["default", "tiny-blocks", "accelerator-path", "compiled"]
 
 def _fast_layout(layout: str, monkeypatch) -> Callable[[Lamb], Lamb]:
     if layout in ("tiny-blocks", "compiled"):
-        monkeypatch.setattr(optimizer_module, "CPU_BLOCK_NUMEL", 40)
-        monkeypatch.setattr(optimizer_module, "CPU_PER_PIECE_MIN", 64)
+        monkeypatch.setattr(fast_module, "CPU_BLOCK_NUMEL", 40)
+        monkeypatch.setattr(fast_module, "CPU_PER_PIECE_MIN", 64)
     accelerator = layout == "accelerator-path"
 
     def apply(opt: Lamb) -> Lamb:
         if accelerator:
-            assert hasattr(opt, "_accelerator_path")
-            opt._accelerator_path = True
+            assert hasattr(opt._fast, "accelerator_path")
+            opt._fast.accelerator_path = True
         return opt
 
     return apply

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ablations.fileio import flocked, write_atomic
+from ablations.fileio import flocked, read_json, write_json
 
 
 @dataclass(frozen=True)
@@ -52,11 +52,6 @@ def _tmp(path: Path) -> Path:
     return path.with_name(f".{path.name}.{os.getpid()}.tmp")
 
 
-def write_json(path: Path, obj: Any) -> None:
-    """Write ``obj`` as JSON, atomically."""
-    write_atomic(path, json.dumps(obj, indent=1, sort_keys=True) + "\n")
-
-
 def cached(
     path: Path, build: Callable[[Path], dict[str, Any]], meta_path: Path | None = None
 ) -> Entry:
@@ -69,29 +64,29 @@ def cached(
     """
     meta_path = meta_path or path.with_name(path.name + ".json")
     if meta_path.exists() and path.exists():
-        return Entry(path, json.loads(meta_path.read_text()), built=False)
+        return Entry(path, read_json(meta_path), built=False)
     path.parent.mkdir(parents=True, exist_ok=True)
     with _locked(path):
         if meta_path.exists() and path.exists():
-            return Entry(path, json.loads(meta_path.read_text()), built=False)
+            return Entry(path, read_json(meta_path), built=False)
         tmp = _tmp(path)
         try:
             meta = build(tmp)
             os.replace(tmp, path)
         finally:
             tmp.unlink(missing_ok=True)
-        write_json(meta_path, meta)
+        write_json(meta_path, meta, sort_keys=True)
     return Entry(path, meta, built=True)
 
 
 def cached_json(path: Path, compute: Callable[[], dict[str, Any]]) -> dict[str, Any]:
     """A JSON-only entry: the dict at ``path``, computed once (same locking as :func:`cached`)."""
     if path.exists():
-        return json.loads(path.read_text())
+        return read_json(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with _locked(path):
         if path.exists():
-            return json.loads(path.read_text())
+            return read_json(path)
         result = compute()
-        write_json(path, result)
+        write_json(path, result, sort_keys=True)
     return result

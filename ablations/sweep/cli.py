@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from ..config import ConfigError
-from ..curves import write_json
-from ..fileio import FrozenError, check_writable
-from ..yamlio import one_line
+from ..errors import fail
+from ..fileio import FrozenError, check_writable, write_json
+from ..status import Status
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
@@ -65,14 +65,14 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigError(f"{args.file}: no experiment has default: true; name one")
         plans = [plan(sweep, n) for n in names]
     except ConfigError as e:
-        return _fail(e)
+        return fail(e)
     results = args.results.resolve() if args.results else _results(sweep, args.file)
     command = args.command
     if command != "sweep-status" and not getattr(args, "dry_run", False):
         try:
             check_writable(results)
         except FrozenError as e:
-            return _fail(e)
+            return fail(e)
 
     if command == "sweep-worker":
         from . import worker
@@ -93,11 +93,11 @@ def run(args: argparse.Namespace) -> int:
         return 0
     slurm = args.slurm or (driver.has_slurm() and not args.local)
     if args.slurm and not driver.has_slurm():
-        return _fail(ConfigError("--slurm: sbatch is not on PATH"))
+        return fail(ConfigError("--slurm: sbatch is not on PATH"))
     try:
         driver.prepare_experiments(sweep, names, results)
     except (ConfigError, DataError) as e:
-        return _fail(e)
+        return fail(e)
     if slurm:
         from .slurm import submit
 
@@ -105,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
             try:
                 ids = submit(p, args.file, Path.cwd(), results / p.name)
             except SubmitError as e:
-                return _fail(e)
+                return fail(e)
             print(
                 f"{p.name}: submitted worker array {ids['array']} and collect job {ids['collect']}"
             )
@@ -124,11 +124,6 @@ def _results(sweep: Any, sweep_file: Path) -> Path:
     """``results:`` of the sweep file, relative to the file's directory."""
     path = Path(sweep.results)
     return path if path.is_absolute() else (sweep_file.resolve().parent / path)
-
-
-def _fail(e: BaseException) -> int:
-    print(f"error: {one_line(e)}", file=sys.stderr)
-    return 2
 
 
 def _status(sweep: Any, plans: list, results: Path) -> int:
@@ -151,7 +146,8 @@ def _status(sweep: Any, plans: list, results: Path) -> int:
 
 
 def _collect(sweep: Any, sweep_file: Path, plans: list, results: Path) -> int:
-    """Queue retries; resubmit the array on SLURM while trials are left; then summarize."""
+    """Queue retries; resubmit the array on SLURM while trials are left; then write
+    summary.json (:func:`study_summary`) and collect the tables."""
     from . import driver
     from . import study as studies
     from .slurm import submissions, submit
@@ -176,7 +172,7 @@ def _collect(sweep: Any, sweep_file: Path, plans: list, results: Path) -> int:
                 file=sys.stderr,
             )
             code = 1
-        summary = summarize(s, p)
+        summary = study_summary(s, p)
         write_json(exp_dir / "summary.json", summary)
         _print_summary(p.name, summary)
         try:
@@ -186,13 +182,14 @@ def _collect(sweep: Any, sweep_file: Path, plans: list, results: Path) -> int:
         try:
             tidy.collect(exp_dir)
         except tidy.ResultsError as e:
-            print(f"error: {e}", file=sys.stderr)
-            code = 2
+            code = fail(e)
     return code
 
 
-def summarize(study: Any, p: Any) -> dict[str, Any]:
-    """Per variant: the chosen point, the seed runs' objective values and their statuses."""
+def study_summary(study: Any, p: Any) -> dict[str, Any]:
+    """summary.json: per variant, the chosen point, the seed runs' objective values and their
+    statuses, read from the study alone (so it exists even where the tables cannot be
+    collected); the statistics over the tables are :func:`ablations.stats.summarize`."""
     from optuna.trial import TrialState
 
     out: dict[str, Any] = {}
@@ -217,12 +214,12 @@ def summarize(study: Any, p: Any) -> dict[str, Any]:
             "tuning_trials": sum(
                 t.user_attrs.get("stage") == "tune"
                 for t in mine
-                if t.state != TrialState.FAIL or t.user_attrs.get("status") == "failed"
+                if t.state != TrialState.FAIL or t.user_attrs.get("status") == Status.FAILED
             ),
             "seed_values": values,
             "mean": sum(finite) / len(finite) if finite else None,
-            "diverged": sum(t.user_attrs.get("status") == "diverged" for t in finals),
-            "failed": sum(t.user_attrs.get("status") == "failed" for t in seeds),
+            "diverged": sum(t.user_attrs.get("status") == Status.DIVERGED for t in finals),
+            "failed": sum(t.user_attrs.get("status") == Status.FAILED for t in seeds),
         }
     return out
 

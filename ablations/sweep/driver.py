@@ -20,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-from ..curves import read_json, write_json
+from ..fileio import read_json, write_json
 from . import study as studies
 from .progress import Display, load_snapshots
 from .spec import Plan, Sweep

@@ -17,7 +17,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from ..curves import read_json, write_json
+from ..fileio import read_json, write_json
 from .spec import Plan, SlurmConfig
 
 SUBMISSIONS = "submissions.json"

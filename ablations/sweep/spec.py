@@ -429,12 +429,14 @@ def _check_distinct(
 def _identity(config: RunConfig) -> dict[str, Any]:
     """What decides a run: the config as plain data, with the optimizer's preset and overrides
     resolved into the knobs it is built with. So a variant that sets a preset's own value
-    (``prenorm: clip`` under nvlamb), or a preset with another's knobs, compares equal."""
+    (``prenorm: clip`` or ``weight_decay: 0.01`` under nvlamb), or a preset with another's
+    knobs, compares equal."""
     raw = config.to_dict()
     optimizer = raw["optimizer"]
     preset = lamb_variants.PRESETS[optimizer.pop("preset")]
     knobs = {**preset.resolved(), **optimizer.pop("overrides")}
-    del knobs["weight_decay"]  # the parameter groups' optimizer.weight_decay replaces it
+    del knobs["weight_decay"]  # the parameter groups' λ replaces it: null is the preset's
+    optimizer["weight_decay"] = config.optimizer.resolved_weight_decay()
     optimizer["knobs"] = plain(knobs)  # tuples as lists, as overrides from YAML are
     return raw
 

@@ -10,10 +10,11 @@ experiment's directory, so every slot is run once however many workers ask at th
 
 A claimed trial is ``RUNNING`` and holds a lease (``.leases/<number>.json``, renewed by the
 worker). A trial whose worker is gone (same host and dead pid, SLURM job no longer running, or a
-lease older than the grace period) is failed and re-queued with the same parameters and
-Optuna's retry attributes (``system_attrs["failed_trial"]`` is the original trial number: the
-retry resumes in the original trial's directory, from its checkpoint). With an RDB storage,
-Optuna's own heartbeat and :class:`~optuna.storages.RetryHeartbeatStaleTrialCallback` do the same.
+lease older than the grace period) is failed as ``lost`` (:mod:`ablations.status`) and re-queued
+with the same parameters and Optuna's retry attributes (``system_attrs["failed_trial"]`` is the
+original trial number: the retry resumes in the original trial's directory, from its checkpoint).
+With an RDB storage, Optuna's own heartbeat and
+:class:`~optuna.storages.RetryHeartbeatStaleTrialCallback` do the same.
 
 Layout of ``<results>/<experiment>/``::
 
@@ -47,13 +48,11 @@ from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
 from ..config import ConfigError
-from ..curves import read_json, write_json
-from ..fileio import flocked
+from ..fileio import flocked, read_json, write_json
+from ..status import RETRIED, Status
 from .spec import Plan, RetryConfig, Sweep
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
-#: user_attrs["status"] of a failed trial that is retried (the others are final).
-LOST = ("lost", "preempted")
 
 
 class SpecChangedError(ConfigError):
@@ -225,7 +224,7 @@ def slot_state(trials: list[FrozenTrial], retry: RetryConfig) -> dict[str, str]:
             out[key] = "done"
         else:
             last = max(ts, key=lambda t: t.number)
-            lost = last.user_attrs.get("status") in LOST
+            lost = last.user_attrs.get("status") in RETRIED
             out[key] = "retry" if lost and len(ts) <= retry.max_retry else "done"
     return out
 
@@ -480,7 +479,7 @@ def reap(study: optuna.Study, sweep: Sweep, exp_dir: Path) -> list[int]:
         why = _gone(exp_dir, t, leases[t.number], jobs, sweep.retry)
         if why is None:
             continue
-        study._storage.set_trial_user_attr(t._trial_id, "status", "lost")
+        study._storage.set_trial_user_attr(t._trial_id, "status", Status.LOST)
         study._storage.set_trial_user_attr(t._trial_id, "error", why)
         study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
         _lease_path(exp_dir, t.number).unlink(missing_ok=True)
@@ -554,8 +553,8 @@ def progress(study: optuna.Study, plan: Plan, retry: RetryConfig) -> dict[str, i
         "total": total_slots(plan),
         "done": sum(s == "done" for s in states.values()),
         "running": running,
-        "diverged": status.count("diverged"),
-        "failed": status.count("failed"),
+        "diverged": status.count(Status.DIVERGED),
+        "failed": status.count(Status.FAILED),
         "pruned": sum(t.state == TrialState.PRUNED for t in trials),
         "retried": sum(1 for t in trials if "failed_trial" in t.system_attrs),
     }

@@ -5,13 +5,14 @@ One worker is one array task on SLURM (or one local process). All ranks of a mul
 other ranks through a file in the experiment's directory, and alone reports to the study.
 
 Signals. ``SIGUSR1`` (SLURM's ``--signal=USR1@N`` before the time limit) and ``SIGTERM``
-(``scancel``, preemption) stop the trial at the next optimizer step: every rank saves the
-phase's ``last.ckpt`` (a resume point), the trial is failed as ``preempted`` and queued again
-with the same parameters, and the worker exits; after ``SIGUSR1`` it first requeues its own array
-task (``scontrol requeue``). The retry, on whichever worker claims it, resumes in the original
-trial's directory from that checkpoint, so the curve continues without a gap or a duplicate step.
-A worker killed outright (``kill -9``) leaves a stale lease; :func:`ablations.sweep.study.reap`
-finds it and the trial is retried the same way, from its last periodic checkpoint.
+(``scancel``, preemption) stop the trial at the next optimizer step: every rank saves the phase's
+``last.ckpt`` (a resume point), the trial is failed as ``preempted`` (the statuses:
+:mod:`ablations.status`) and queued again with the same parameters, and the worker exits; after
+``SIGUSR1`` it first requeues its own array task (``scontrol requeue``). The retry, on whichever
+worker claims it, resumes in the original trial's directory from that checkpoint, so the curve
+continues without a gap or a duplicate step. A worker killed outright (``kill -9``) leaves a stale
+lease; :func:`ablations.sweep.study.reap` finds it and the trial is retried the same way, from its
+last periodic checkpoint.
 """
 
 from __future__ import annotations
@@ -31,7 +32,9 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from ..curves import read_json, write_json
+from ..errors import one_line
+from ..fileio import read_json, write_json
+from ..status import RETRIED, Status, StopRun
 from . import study as studies
 from .spec import Plan, Sweep
 from .spec import plan as resolve
@@ -62,13 +65,7 @@ def _callbacks(stop: _Stop, trial: optuna.Trial | None, plan: Plan) -> list[Any]
     """Lightning callbacks (built here: Lightning is imported only once a trial runs)."""
     import lightning as L
 
-    from ..train import StopRun, save_resume_point
-
-    class Preempted(StopRun):
-        status = "interrupted"
-
-    class Pruned(StopRun):
-        status = "pruned"
+    from ..train import save_resume_point
 
     class StopAtStep(L.Callback):
         """Checkpoint and stop at the first optimizer step after a signal (all ranks agree)."""
@@ -90,7 +87,7 @@ def _callbacks(stop: _Stop, trial: optuna.Trial | None, plan: Plan) -> list[Any]
                 flag = trainer.strategy.reduce_boolean_decision(flag, all=False)
             if flag:
                 save_resume_point(trainer)
-                raise Preempted(f"signal {stop.signal} at step {pl_module.step}")
+                raise StopRun(f"signal {stop.signal} at step {pl_module.step}")
 
     class ReportAndPrune(L.Callback):
         """Reports the objective at each validation; prunes when the study's pruner says so."""
@@ -111,7 +108,7 @@ def _callbacks(stop: _Stop, trial: optuna.Trial | None, plan: Plan) -> list[Any]
             if trainer.world_size > 1:
                 prune = trainer.strategy.broadcast(prune, src=0)
             if prune:
-                raise Pruned(f"pruned at step {val['step']}")
+                raise StopRun(f"pruned at step {val['step']}", Status.PRUNED)
 
     out: list[Any] = [StopAtStep()]
     if plan.experiment.pruner.type != "none":
@@ -214,7 +211,7 @@ def run(sweep: Sweep, names: list[str], results: Path) -> int:
 
 
 def _follow(plans: dict[str, Plan], results: Path, handoff: _Handoff, stop: _Stop) -> int:
-    from ..train import StopRun, train
+    from ..train import train
 
     while True:
         message = handoff.receive()
@@ -248,7 +245,7 @@ def _run_trial(
     """Train one claimed trial and report it. ``user_attrs`` get the outcome and the timings
     the overhead benchmark reads: ``fit_seconds`` (inside ``Trainer.fit``), ``trial_seconds``
     (claim to report) and ``claim_seconds`` (finding and claiming it)."""
-    from ..train import StopRun, train
+    from ..train import train
 
     run_dir = exp_dir / str(claim.origin)
     info = read_json(run_dir / "trial.json") or {}
@@ -280,26 +277,24 @@ def _run_trial(
                 config, run_dir, callbacks=_callbacks(stop, trial, p), plugins=_plugins()
             )
         except StopRun as e:
-            if e.status == "pruned":
-                state, attrs = TrialState.PRUNED, {"status": "pruned"}
-            else:
-                state, attrs = TrialState.FAIL, {"status": "preempted", "error": str(e)}
+            if e.status == Status.PRUNED:
+                state, attrs = TrialState.PRUNED, {"status": Status.PRUNED}
+            else:  # stopped at a signal after a checkpoint: retried from it
+                state, attrs = TrialState.FAIL, {"status": Status.PREEMPTED, "error": str(e)}
         except SystemExit as e:  # a signal that reached Lightning's handler before ours
             if not stop.requested:
                 raise
-            state, attrs = TrialState.FAIL, {"status": "preempted", "error": repr(e)}
+            state, attrs = TrialState.FAIL, {"status": Status.PREEMPTED, "error": repr(e)}
         except Exception as e:
             traceback.print_exc()
-            line = " ".join(str(e).split())[:500]
-            state, attrs = (
-                TrialState.FAIL,
-                {"status": "failed", "error": f"{type(e).__name__}: {line}"},
-            )
+            error = one_line(e, limit=500)  # a study attribute stays small
+            state, attrs = TrialState.FAIL, {"status": Status.FAILED, "error": error}
         else:
             objective = (result.get("val") or {}).get(p.experiment.objective)
-            diverged = result["status"] == "diverged" or objective is None
+            diverged = result["status"] == Status.DIVERGED or objective is None
             value = math.inf if diverged else float(objective)
-            attrs = {"status": "diverged" if diverged else "complete", "step": result.get("step")}
+            status = Status.DIVERGED if diverged else Status.COMPLETE
+            attrs = {"status": status, "step": result.get("step")}
             if result.get("reason"):
                 attrs["reason"] = result["reason"]
             fit = (result.get("metrics") or {}).get("wall_time")
@@ -313,7 +308,7 @@ def _run_trial(
         study.tell(claim.number, values=value, state=state)
     except (RuntimeError, ValueError) as e:  # reaped meanwhile: its retry owns the slot now
         log.warning("trial %d was finished elsewhere (%s); result dropped", claim.number, e)
-    if attrs["status"] == "preempted":
+    if attrs["status"] in RETRIED:
         studies.queue_retries(study, sweep, exp_dir)  # at once: this worker is about to exit
     log.info("trial %d (%s) %s %s", claim.number, claim.slot, attrs.get("status"), value)
     print(
