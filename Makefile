@@ -66,7 +66,7 @@ bench: setup ## run every benchmarks/*.py
 
 try: setup ## first run: 2 variants x 300 steps, here (about 2 min) -> a table and results/figures/try/
 	$(PY) -m ablations sweep --file sweeps/try.yaml --local
-	$(PY) -m ablations.figures compare results/try --out results/figures
+	$(PY) -m ablations.compare results/try
 
 sweep: setup ## run the sweep (SWEEP=sweep.yaml, EXPERIMENT=name) into results/: SLURM where sbatch works, else local
 	$(PY) -m ablations sweep --file '$(SWEEP)' $(if $(filter command line environment,$(origin RESULTS)),--results '$(RESULTS)') $(foreach e,$(EXPERIMENT),--experiment '$(e)') $(SWEEP_FLAGS)

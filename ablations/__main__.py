@@ -20,9 +20,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .config import ConfigError, RunConfig
+from .config import ConfigError, RunConfig, with_overrides
 from .errors import fail, one_line
-from .yamlio import load_yaml, parse_value, set_path
+from .yamlio import load_yaml, parse_value
 
 
 def load_config(path: Path | None, overrides: Sequence[str]) -> RunConfig:
@@ -34,13 +34,17 @@ def load_config(path: Path | None, overrides: Sequence[str]) -> RunConfig:
     raw: Any = {}
     if path is not None:
         raw = load_yaml(path, "--config") or {}
-    base = RunConfig.from_dict(raw).to_dict()  # defaults filled in, so any key can be overridden
+    base = RunConfig.from_dict(raw)  # the file's own errors first, as it is read first
+    values: dict[str, Any] = {}
     for item in overrides:
         key, sep, text = item.partition("=")
         if not sep or not key:
             raise ConfigError(f"{item!r}: expected key=value")
-        set_path(base, key, parse_value(key, text))
-    return RunConfig.from_dict(base)
+        # A repeated key moves to its last place: each key once, in that order, ends where
+        # applying every item as typed would (``a.b=1 a={} a.b=2`` sets a.b after a).
+        values.pop(key, None)
+        values[key] = parse_value(key, text)
+    return with_overrides(base, values)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

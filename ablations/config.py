@@ -21,7 +21,9 @@ class ConfigError(ValueError):
     """A bad configuration value; the message is one line naming the key path."""
 
 
-def _check(ok: bool, key: str, expected: str, got: Any) -> None:
+def check(ok: bool, key: str, expected: str, got: Any) -> None:
+    """Raise the one-line :class:`ConfigError` of a bad value unless ``ok``: one helper for the
+    run config and the sweep file, so that every message reads ``key: expected X, got Y``."""
     if not ok:
         raise ConfigError(f"{key}: expected {expected}, got {got!r}")
 
@@ -47,8 +49,8 @@ class ModelConfig:
     max_position_embeddings: int = 512
 
     def __post_init__(self) -> None:
-        _check(self.size in MODEL_SIZES, "model.size", f"one of {sorted(MODEL_SIZES)}", self.size)
-        _check(0.0 <= self.dropout < 1.0, "model.dropout", "a number in [0, 1)", self.dropout)
+        check(self.size in MODEL_SIZES, "model.size", f"one of {sorted(MODEL_SIZES)}", self.size)
+        check(0.0 <= self.dropout < 1.0, "model.dropout", "a number in [0, 1)", self.dropout)
 
 
 @dataclass(frozen=True)
@@ -75,10 +77,10 @@ class DataConfig:
     num_workers: int = 0
 
     def __post_init__(self) -> None:
-        _check(self.vocab_size >= 128, "data.vocab_size", "an integer >= 128", self.vocab_size)
-        _check(0 < self.masked_lm_prob < 1, "data.masked_lm_prob", "in (0, 1)", self.masked_lm_prob)
-        _check(0 <= self.val_fraction < 1, "data.val_fraction", "in [0, 1)", self.val_fraction)
-        _check(self.dupe_factor >= 1, "data.dupe_factor", "an integer >= 1", self.dupe_factor)
+        check(self.vocab_size >= 128, "data.vocab_size", "an integer >= 128", self.vocab_size)
+        check(0 < self.masked_lm_prob < 1, "data.masked_lm_prob", "in (0, 1)", self.masked_lm_prob)
+        check(0 <= self.val_fraction < 1, "data.val_fraction", "in [0, 1)", self.val_fraction)
+        check(self.dupe_factor >= 1, "data.dupe_factor", "an integer >= 1", self.dupe_factor)
 
 
 @dataclass(frozen=True)
@@ -101,24 +103,24 @@ class PhaseConfig:
     schedule: Literal["start", "warmup"] = "start"
 
     def __post_init__(self) -> None:
-        _check(self.steps >= 1, "steps", "an integer >= 1", self.steps)
-        _check(self.micro_batch >= 1, "micro_batch", "an integer >= 1", self.micro_batch)
-        _check(
+        check(self.steps >= 1, "steps", "an integer >= 1", self.steps)
+        check(self.micro_batch >= 1, "micro_batch", "an integer >= 1", self.micro_batch)
+        check(
             self.global_batch % self.micro_batch == 0,
             "global_batch",
             f"a multiple of micro_batch={self.micro_batch}",
             self.global_batch,
         )
-        _check(self.seq_len >= 8, "seq_len", "an integer >= 8", self.seq_len)
-        _check(
+        check(self.seq_len >= 8, "seq_len", "an integer >= 8", self.seq_len)
+        check(
             1 <= self.max_predictions <= self.seq_len,
             "max_predictions",
             "an integer in [1, seq_len]",
             self.max_predictions,
         )
-        _check(self.lr > 0, "lr", "a number > 0", self.lr)
-        _check(0 <= self.warmup < 1, "warmup", "a fraction of steps in [0, 1)", self.warmup)
-        _check(self.decay_power >= 0, "decay_power", "a number >= 0", self.decay_power)
+        check(self.lr > 0, "lr", "a number > 0", self.lr)
+        check(0 <= self.warmup < 1, "warmup", "a fraction of steps in [0, 1)", self.warmup)
+        check(self.decay_power >= 0, "decay_power", "a number >= 0", self.decay_power)
 
     def accumulation(self, devices: int) -> int:
         """Micro-batches per optimizer step on each device."""
@@ -152,7 +154,7 @@ class OptimizerConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "overrides", types.MappingProxyType(dict(self.overrides)))
-        _check(
+        check(
             self.preset in lamb_variants.PRESETS,
             "optimizer.preset",
             f"one of {sorted(lamb_variants.PRESETS)}",
@@ -165,10 +167,10 @@ class OptimizerConfig:
             )
         wd = self.weight_decay
         ok = wd is None or 0 <= wd < float("inf")
-        _check(ok, "optimizer.weight_decay", "a number >= 0, or null for the preset's", wd)
+        check(ok, "optimizer.weight_decay", "a number >= 0, or null for the preset's", wd)
         valid = set(lamb_variants.KNOB_NAMES) - {"lr", "weight_decay"}
         for key in self.overrides:
-            _check(key in valid, f"optimizer.overrides.{key}", f"a knob in {sorted(valid)}", key)
+            check(key in valid, f"optimizer.overrides.{key}", f"a knob in {sorted(valid)}", key)
         try:
             lamb_variants.knobs.validate(dict(self.overrides))
         except ValueError as e:
@@ -203,10 +205,10 @@ class LogConfig:
     def __post_init__(self) -> None:
         for name in ("layer_every", "val_every", "flush_every"):
             value = getattr(self, name)
-            _check(value >= 1, f"log.{name}", "an integer >= 1", value)
-        _check(self.val_batches >= 0, "log.val_batches", "an integer >= 0", self.val_batches)
+            check(value >= 1, f"log.{name}", "an integer >= 1", value)
+        check(self.val_batches >= 0, "log.val_batches", "an integer >= 0", self.val_batches)
         every = self.status_every_seconds
-        _check(0 <= every < float("inf"), "log.status_every_seconds", "a number >= 0", every)
+        check(0 <= every < float("inf"), "log.status_every_seconds", "a number >= 0", every)
 
 
 @dataclass(frozen=True)
@@ -229,20 +231,20 @@ class RunConfig:
     log: LogConfig = field(default_factory=LogConfig)
 
     def __post_init__(self) -> None:
-        _check(1 <= len(self.phases) <= 2, "phases", "a list of 1 or 2 phases", len(self.phases))
-        _check(self.devices >= 1, "devices", "an integer >= 1", self.devices)
+        check(1 <= len(self.phases) <= 2, "phases", "a list of 1 or 2 phases", len(self.phases))
+        check(self.devices >= 1, "devices", "an integer >= 1", self.devices)
         factor = self.divergence_factor
-        _check(factor > 1, "divergence_factor", "a number > 1", factor)
+        check(factor > 1, "divergence_factor", "a number > 1", factor)
         every = self.checkpoint_every
-        _check(every >= 1, "checkpoint_every", "an integer >= 1", every)
-        _check(self.num_nodes >= 1, "num_nodes", "an integer >= 1", self.num_nodes)
+        check(every >= 1, "checkpoint_every", "an integer >= 1", every)
+        check(self.num_nodes >= 1, "num_nodes", "an integer >= 1", self.num_nodes)
         for i, phase in enumerate(self.phases):
             try:
                 phase.accumulation(self.devices * self.num_nodes)
             except ConfigError as e:
                 raise ConfigError(f"phases[{i}].{e}") from None
             limit = self.model.max_position_embeddings
-            _check(
+            check(
                 phase.seq_len <= limit,
                 f"phases[{i}].seq_len",
                 f"at most model.max_position_embeddings={limit}",
@@ -259,6 +261,71 @@ class RunConfig:
 
 
 # ---------------------------------------------------------------------------------------------
+
+
+def with_overrides(
+    config: RunConfig, overrides: Mapping[str, Any], where: str = "", run: str = ""
+) -> RunConfig:
+    """``config`` with the value at each dotted path of ``overrides`` replaced, checked whole.
+
+    The one way a config is changed by path: the run CLI's ``key=value``, the sweep's variant
+    toggles and tuned points. It goes through plain data with every default filled in, so any
+    key can be set, and rebuilds the config strictly, so an override is checked exactly as the
+    same value in a file would be. Paths are applied in order (``phases.0.lr`` after ``phases``
+    sets the new list's item); list items are set by index (``phases.0.lr``).
+
+    Errors are one line: a path that does not exist names it under ``where``
+    (``experiments.e.tune.phases.3: expected an index below 1``); a value the config refuses is
+    named in the config's own notation after ``where`` and ``(run)``
+    (``experiments.e.variants.grid (prenorm=x): optimizer.overrides.prenorm: ...``).
+    """
+    raw = config.to_dict()
+    for path, value in overrides.items():
+        _set_path(raw, path, value, where)
+    try:
+        return RunConfig.from_dict(raw)
+    except ConfigError as e:
+        if not where:
+            raise
+        label = f"{where} ({run})" if run else where
+        raise ConfigError(f"{label}: {e}") from None
+
+
+def _set_path(raw: dict[str, Any], key: str, value: Any, where: str = "") -> None:
+    """Set ``raw[key]`` for a dotted ``key``; an unknown last key is left to the config check.
+
+    ``where`` prefixes the key path in errors (e.g. ``experiments.fig2.variants``).
+    """
+    *parents, last = key.split(".")
+    node: Any = raw
+    path: list[str] = [where] if where else []
+    for part in parents:
+        node = _child(node, part, ".".join(path))
+        path.append(part)
+    if isinstance(node, list):
+        node[_index(node, last, ".".join(path))] = value
+    elif isinstance(node, dict):
+        node[last] = value  # an unknown key is reported by RunConfig.from_dict
+    else:
+        parent = ".".join(path)
+        raise ConfigError(f"{parent}.{last}: unknown key; {parent} is not a mapping or list")
+
+
+def _child(node: Any, part: str, where: str) -> Any:
+    key = f"{where}.{part}" if where else part
+    if isinstance(node, list):
+        return node[_index(node, part, where)]
+    if isinstance(node, dict):
+        if part not in node:
+            raise ConfigError(f"{key}: unknown key; expected one of {sorted(node)}")
+        return node[part]
+    raise ConfigError(f"{key}: unknown key; {where} is not a mapping or list")
+
+
+def _index(node: list, part: str, where: str) -> int:
+    if not part.isdigit() or int(part) >= len(node):
+        raise ConfigError(f"{where}.{part}: expected an index below {len(node)}")
+    return int(part)
 
 
 def build(cls: type, raw: Any, path: str = "") -> Any:
@@ -278,7 +345,7 @@ def _build(cls: type, raw: Any, path: str) -> Any:
     if not isinstance(raw, Mapping):
         raise ConfigError(f"{where}: expected a mapping, got {type(raw).__name__}")
     hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}  # not derived ones
     unknown = sorted(set(raw) - set(fields))
     if unknown:
         key = f"{path}.{unknown[0]}" if path else unknown[0]
@@ -312,7 +379,7 @@ def check_key(cls: type, key: str, where: str = "") -> None:
     error names the key as written, under ``where`` (``experiments.e.tune.phases.0.lrr``),
     where a misspelt last key would otherwise only show when the whole config is rebuilt, in
     that config's own notation (``phases[0].lrr``). List indices are checked to be numbers
-    only (their bound needs the data: :func:`ablations.yamlio.set_path`); a free mapping
+    only (their bound needs the data: :func:`with_overrides`); a free mapping
     (``optimizer.overrides``) takes any key, its values being checked by its dataclass.
     """
     tp: Any = cls
@@ -381,7 +448,7 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
 
 def _plain(obj: Any) -> Any:
     if dataclasses.is_dataclass(obj):
-        return {f.name: _plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+        return {f.name: _plain(getattr(obj, f.name)) for f in dataclasses.fields(obj) if f.init}
     if isinstance(obj, tuple | list):
         return [_plain(v) for v in obj]
     if isinstance(obj, Mapping):

@@ -383,70 +383,6 @@ def save(fig: Any, figures_dir: Path | str, name: str) -> Path:
     return path
 
 
-# --- a first look, without a kernel -------------------------------------------------------------
-
-
-def comparison_table(exp_dir: Path | str, metric: str = "final_val_mlm_loss") -> pd.DataFrame:
-    """One row per variant: runs by outcome, ``metric``'s mean [95% t-interval over seeds], the
-    difference from the first variant paired by seed (:func:`ablations.stats.paired_difference`),
-    the final training loss and the training speed (optimizer steps per second of fit time)."""
-    runs = res.load_runs(exp_dir)
-    summary = stats.summarize(runs, metric)
-    variants = [str(v) for v in summary.index]
-    chosen = stats.select_runs(runs)
-    rows = []
-    for v in variants:
-        mine = chosen[(chosen["variant"].astype(str) == v) & (chosen["status"] == Status.COMPLETE)]
-        d = stats.paired_difference(runs, v, variants[0], metric)
-        row = summary.loc[v]
-        rows.append(
-            {
-                "variant": v,
-                "runs": int(row["runs"]),
-                "complete": int(row["complete"]),
-                "diverged": int(row["diverged"]),
-                metric: row["mean"],
-                "ci_low": row["ci_low"],
-                "ci_high": row["ci_high"],
-                f"minus {variants[0]}": d["mean"] if v != variants[0] else np.nan,
-                "final_train_loss": float(mine["final_train_loss"].mean()),
-                "steps_per_s": float((mine["steps"] / mine["wall_time"]).mean()),
-            }
-        )
-    # one seed: no interval to show
-    return pd.DataFrame(rows).set_index("variant").dropna(axis="columns", how="all")
-
-
-def compare(exp_dir: Path | str, out: Path | str, log: Any = print) -> Path:
-    """Print the comparison table and the reference line of an experiment, and draw its loss
-    curves (training loss and validation MLM loss per variant) to
-    ``<out>/<experiment>/compare.png``;
-    returns the figure's path. What ``make try`` ends with."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    exp_dir = Path(exp_dir)
-    check_writable(out)
-    table = comparison_table(exp_dir)
-    reference = res.reference_lines(exp_dir)
-    with pd.option_context("display.width", 120, "display.float_format", "{:.4f}".format):
-        log(res.describe(exp_dir))
-        log(table.to_string())
-    for row in reference.itertuples():
-        log(f"reference: {row.label} = {row.value:.4f} nats (a model below it uses context)")
-    setup()
-    fig = loss_panels(
-        res.load_curves(exp_dir),
-        runs=res.load_runs(exp_dir),
-        reference=reference,
-        smooth=10,
-        title=exp_dir.name,
-    )
-    path = save(fig, Path(out) / exp_dir.name, "compare")
-    log(f"figure: {path}")
-    return path
-
-
 # --- running the notebooks ----------------------------------------------------------------------
 
 
@@ -628,16 +564,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     p.add_argument("--experiment", nargs="+", metavar="NAME", help="only these experiments")
     p.add_argument("--executed", type=Path, help="keep the executed notebooks in this folder")
-    c = sub.add_parser("compare", help="print a comparison table and draw the loss curves")
-    c.add_argument("exp_dir", type=Path, metavar="EXP_DIR", help="an experiment's folder")
-    c.add_argument("--out", type=Path, default=None, help="figure folder (results/figures)")
     args = parser.parse_args(argv)
-    if args.command == "compare":
-        try:
-            compare(args.exp_dir, args.out or REPO / "results" / "figures")
-        except (res.ResultsError, FrozenError) as e:
-            return fail(e)
-        return 0
     out = args.out
     if out is None:
         committed = args.results.resolve() == (REPO / "reproduction").resolve()

@@ -48,6 +48,7 @@ import lamb_variants
 from .config import RunConfig
 from .curves import Curves
 from .fileio import read_json, write_json
+from .internals import loss_scale
 from .model import BertPretraining
 
 #: Per-micro-batch sums accumulated on the device, then all-reduced: loss, mlm_loss, nsp_loss
@@ -310,8 +311,7 @@ class PretrainingModule(L.LightningModule):
             r = torch.stack([ratios.min(), torch.quantile(ratios, 0.5), ratios.max()])
         else:  # no tensor has a trust ratio (adapt="none")
             r = torch.full((3,), math.nan, dtype=torch.float64, device=u.device)
-        scaler = getattr(self.trainer.precision_plugin, "scaler", None)
-        scale = scaler._scale if scaler is not None and scaler._scale is not None else None
+        scale = loss_scale(getattr(self.trainer.precision_plugin, "scaler", None))
         if scale is None:
             scale = torch.full((1,), math.nan, dtype=torch.float64, device=u.device)
         return torch.cat(

@@ -2,7 +2,7 @@
 
 Every status the harness writes or compares is a :class:`Status`: ``status.json`` (written by
 :mod:`ablations.train`), the study's ``user_attrs["status"]`` (written by the sweep's worker and
-reaper, :mod:`ablations.sweep`) and ``runs.parquet``'s ``status`` column (:mod:`ablations.results`).
+reaper, :mod:`ablations.sweep`) and ``runs.parquet``'s ``status`` column (:mod:`ablations.collect`).
 The values are the strings on disk, so committed results still read.
 
 Who writes which value:

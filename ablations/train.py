@@ -37,7 +37,6 @@ on GPU); under SLURM Lightning's ``SLURMEnvironment`` is detected as usual (``sr
 from __future__ import annotations
 
 import contextlib
-import os
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -47,13 +46,14 @@ import lightning as L
 import torch
 import yaml
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint, ProgressBar
+from lightning.pytorch.plugins import TorchCheckpointIO
 from lightning.pytorch.utilities.model_helpers import is_overridden
 from torch.utils.data import DataLoader, IterableDataset
 
 from .config import DataConfig, PhaseConfig, RunConfig
 from .curves import write_config, write_meta, write_status
 from .errors import one_line
-from .fileio import read_json
+from .fileio import read_json, replacing
 from .module import PretrainingModule
 from .progress import callbacks as progress_callbacks
 from .sampling import StepBatchSampler
@@ -238,7 +238,7 @@ def _trainer(
     phase = config.phases[phase_index]
     world = config.devices * config.num_nodes
     progress = progress_callbacks(config.log)  # Lightning's bar, status lines, or nothing
-    checkpoint = _AtomicCheckpoint(
+    checkpoint = _ResumePoints(
         dirpath=phase_dir,
         save_last=True,
         save_top_k=0,  # only last.ckpt: a resume point, not a model selection
@@ -257,7 +257,7 @@ def _trainer(
         enable_progress_bar=any(isinstance(c, ProgressBar) for c in progress),
         enable_model_summary=False,
         callbacks=[checkpoint, _PhaseEnd(phase_dir), *progress, *callbacks],
-        plugins=plugins or None,
+        plugins=[AtomicCheckpointIO(), *plugins],
         default_root_dir=phase_dir,  # where SLURM's auto-requeue puts hpc_ckpt_*.ckpt
         use_distributed_sampler=False,  # StepBatchSampler shards by rank
         limit_val_batches=0,  # validation is run by the module at its own steps
@@ -359,16 +359,25 @@ class PhaseData(L.LightningDataModule):
         return self.inner.val_dataloader()
 
 
-class _AtomicCheckpoint(ModelCheckpoint):
-    """``ModelCheckpoint`` whose files appear whole: written to ``*.tmp``, then renamed."""
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning's checkpoint writer, with files that appear whole: each is written to a
+    temporary file beside ``path`` and renamed over it (``fileio.replacing``), so a job killed
+    mid-write leaves the previous resume point intact. Every checkpoint of a run goes through it
+    (``last.ckpt``, ``end.ckpt``, SLURM's ``hpc_ckpt_*.ckpt``), written by global rank 0 as
+    Lightning's strategies do."""
+
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any | None = None
+    ) -> None:
+        with replacing(Path(path)) as tmp:  # removed if the write fails
+            super().save_checkpoint(checkpoint, tmp, storage_options)
+
+
+class _ResumePoints(ModelCheckpoint):
+    """``ModelCheckpoint`` that writes ``last.ckpt`` every ``checkpoint_every`` steps only."""
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """No ``last.ckpt`` at the end of fit: a complete phase has ``end.ckpt`` (_PhaseEnd)."""
-
-    def _save_checkpoint(self, trainer: L.Trainer, filepath: str) -> None:
-        _save_atomic(trainer, filepath)  # self.save_weights_only is False
-        self._last_global_step_saved = trainer.global_step
-        self._last_checkpoint_saved = filepath
 
 
 class _PhaseEnd(Callback):
@@ -396,7 +405,5 @@ def save_resume_point(trainer: L.Trainer) -> None:
 
 
 def _save_atomic(trainer: L.Trainer, filepath: str) -> None:
-    tmp = f"{filepath}.tmp"
-    trainer.save_checkpoint(tmp, weights_only=False)  # every rank (hooks, barrier); rank 0 writes
-    if trainer.is_global_zero:
-        os.replace(tmp, filepath)
+    # every rank calls it (hooks, barrier); rank 0 writes, atomically (AtomicCheckpointIO)
+    trainer.save_checkpoint(filepath, weights_only=False)

@@ -1,10 +1,10 @@
-"""YAML in, dotted-path overrides: shared by the run CLI and the sweep file.
+"""YAML in: shared by the run CLI and the sweep file.
 
 ``load_yaml`` reads YAML 1.2 numbers (``1e-3`` is a float; PyYAML's YAML 1.1 resolver makes it
 a string) and rejects a key given twice in one mapping (PyYAML silently keeps the last one, so a
-pasted-over ``lr:`` would decide a run unseen). ``set_path`` writes ``value`` at a dotted path
-(``phases.0.lr``) of a plain config dict, list items by index, with a one-line
-:class:`~ablations.config.ConfigError` naming the path when it does not exist.
+pasted-over ``lr:`` would decide a run unseen); ``parse_value`` reads a command-line override's
+value the same way. The overrides themselves are applied by
+:func:`ablations.config.with_overrides`.
 """
 
 from __future__ import annotations
@@ -130,40 +130,3 @@ def parse_value(key: str, text: str) -> Any:
         ) from None
     except yaml.YAMLError as e:
         raise ConfigError(f"{key}: bad value {text!r}: {one_line(e, typed=False)}") from None
-
-
-def set_path(raw: dict[str, Any], key: str, value: Any, where: str = "") -> None:
-    """Set ``raw[key]`` for a dotted ``key``; an unknown last key is left to the config check.
-
-    ``where`` prefixes the key path in errors (e.g. ``experiments.fig2.variants``).
-    """
-    *parents, last = key.split(".")
-    node: Any = raw
-    path: list[str] = [where] if where else []
-    for part in parents:
-        node = _child(node, part, ".".join(path))
-        path.append(part)
-    if isinstance(node, list):
-        node[_index(node, last, ".".join(path))] = value
-    elif isinstance(node, dict):
-        node[last] = value  # an unknown key is reported by RunConfig.from_dict
-    else:
-        parent = ".".join(path)
-        raise ConfigError(f"{parent}.{last}: unknown key; {parent} is not a mapping or list")
-
-
-def _child(node: Any, part: str, where: str) -> Any:
-    key = f"{where}.{part}" if where else part
-    if isinstance(node, list):
-        return node[_index(node, part, where)]
-    if isinstance(node, dict):
-        if part not in node:
-            raise ConfigError(f"{key}: unknown key; expected one of {sorted(node)}")
-        return node[part]
-    raise ConfigError(f"{key}: unknown key; {where} is not a mapping or list")
-
-
-def _index(node: list, part: str, where: str) -> int:
-    if not part.isdigit() or int(part) >= len(node):
-        raise ConfigError(f"{where}.{part}: expected an index below {len(node)}")
-    return int(part)

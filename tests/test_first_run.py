@@ -130,7 +130,7 @@ def test_commands_on_the_committed_reproduction_are_refused_in_one_line(fresh_cl
         + ["--results", "reproduction", "--experiment", "figure2_prenorm"],
         [py, "-m", "ablations.results", "collect", "reproduction/figure2_prenorm"],
         [py, "-m", "ablations.results", "collect", "--force", "reproduction/figure2_prenorm"],
-        [py, "-m", "ablations.figures", "compare", "reproduction/figure2_prenorm"]
+        [py, "-m", "ablations.compare", "reproduction/figure2_prenorm"]
         + ["--out", "reproduction/figures"],
         [py, "-m", "ablations.figures", "run", "--results", "reproduction"]
         + ["--out", "reproduction/figures"],
@@ -335,3 +335,25 @@ def test_publish_copies_a_finished_staging_sweep_and_refuses_an_unfinished_one(
     assert sorted(p.name for p in (target / "figures" / "first").iterdir()) == ["new.png"]
     assert (target / "other" / "runs.parquet").read_bytes() == b"kept"
     assert (target / fileio.FROZEN).exists()
+
+
+@pytest.mark.slow
+def test_compare_prints_the_table_of_the_runs_and_draws_one_figure(fresh_clone, tmp_path):
+    """``make try``'s ending on the fresh clone's experiment: the printed table holds each
+    variant's final validation MLM loss from runs.parquet, their paired difference, and a PNG."""
+    clone, _, _ = fresh_clone
+    exp = clone / "results" / "first"
+    out = _run(
+        [str(VENV / "bin" / "python"), "-m", "ablations.compare", str(exp)]
+        + ["--out", str(tmp_path)],
+        clone,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    runs = pd.read_parquet(exp / "runs.parquet").set_index("variant")
+    loss = runs["final_val_mlm_loss"].astype(float)
+    table = {line.split()[0]: line.split() for line in out.stdout.splitlines() if line.split()}
+    for variant in ("clip", "none"):
+        assert f"{loss[variant]:.4f}" in table[variant], out.stdout
+    assert f"{loss['none'] - loss['clip']:.4f}" in table["none"]
+    assert "minus clip" in out.stdout and "reference: unigram entropy" in out.stdout
+    assert (tmp_path / "first" / "compare.png").stat().st_size > 20_000

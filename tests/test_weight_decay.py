@@ -19,10 +19,9 @@ import yaml
 from lightning.pytorch.callbacks import Callback
 
 import lamb_variants
-from ablations.config import ConfigError, RunConfig
+from ablations.config import ConfigError, RunConfig, with_overrides
 from ablations.sweep.spec import _identity
 from ablations.train import RunDirError, train
-from ablations.yamlio import set_path
 
 REPO = Path(__file__).resolve().parents[1]
 ZERO_UPSTREAM = ("lars", "optax", "deepspeed")
@@ -99,9 +98,8 @@ def test_training_uses_the_presets_lambda_unless_the_workload_sets_one(tmp_path,
 def test_a_variant_that_switches_preset_gets_that_presets_lambda():
     """The sweep and the CLI set keys on the workload's config with defaults filled in: a λ
     filled in from the first preset would follow the switch (the defect this replaces)."""
-    raw = run_config("nvlamb").to_dict()
-    set_path(raw, "optimizer.preset", "lars")
-    assert RunConfig.from_dict(raw).optimizer.resolved_weight_decay() == upstream("lars")
+    config = with_overrides(run_config("nvlamb"), {"optimizer.preset": "lars"})
+    assert config.optimizer.resolved_weight_decay() == upstream("lars")
 
 
 def test_null_and_the_presets_own_lambda_are_the_same_run():
@@ -139,12 +137,9 @@ def test_the_committed_reproduction_trains_with_the_same_lambda_as_before():
         workload = plan["experiment"]["workload"]
         if plan["experiment"]["preset"] is not None:
             workload["optimizer"]["preset"] = plan["experiment"]["preset"]
-        base = RunConfig.from_dict(workload).to_dict()
+        base = RunConfig.from_dict(workload)
         for variant, toggles in plan["variants"].items():
-            raw = json.loads(json.dumps(base))
-            for key, value in toggles.items():
-                set_path(raw, key, value)
-            optimizer = RunConfig.from_dict(raw).optimizer
+            optimizer = with_overrides(base, toggles).optimizer
             assert optimizer.weight_decay is None, (path.parent.name, variant)
             assert optimizer.resolved_weight_decay() == 0.01, (path.parent.name, variant)
 

@@ -23,14 +23,13 @@ from pathlib import Path
 from ..fileio import read_json, write_json
 from . import study as studies
 from .progress import Display, load_snapshots
-from .spec import Plan, Sweep
-from .spec import plan as resolve
+from .spec import Plan, Sweep, plan
 
 
 def prepare_experiments(sweep: Sweep, names: list[str], results: Path) -> list[Plan]:
-    """Resolve, check every directory and build every experiment's data first (bad input then
-    leaves nothing behind), then create and fill the studies."""
-    plans = [resolve(sweep, name) for name in names]
+    """Check every directory and build every experiment's data first (bad input then leaves
+    nothing behind), then create and fill the studies."""
+    plans = [plan(sweep, name) for name in names]
     for p in plans:
         studies.check_snapshot(p, results / p.name)
     references = {

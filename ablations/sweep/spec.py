@@ -22,6 +22,7 @@ import copy
 import itertools
 import math
 import re
+import types
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,18 +30,13 @@ from typing import Any, Literal
 
 import lamb_variants
 
-from ..config import ConfigError, RunConfig, build, check_key, plain
-from ..yamlio import load_yaml, set_path
+from ..config import ConfigError, RunConfig, build, check, check_key, plain, with_overrides
+from ..yamlio import load_yaml
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _TIME = re.compile(r"^(?:(\d+)-)?(?:(\d+):)?(\d+)(?::(\d+))?$")
 _MEM = re.compile(r"^\d+[KMGT]?$")
 OBJECTIVES = ("val/mlm_loss", "val/loss")
-
-
-def _check(ok: bool, key: str, expected: str, got: Any) -> None:
-    if not ok:
-        raise ConfigError(f"{key}: expected {expected}, got {got!r}")
 
 
 @dataclass(frozen=True)
@@ -73,32 +69,32 @@ class SlurmConfig:
 
     def __post_init__(self) -> None:
         for name in ("nodes", "tasks_per_node", "cpus_per_task", "array_size"):
-            _check(getattr(self, name) >= 1, name, "an integer >= 1", getattr(self, name))
-        _check(self.gpus_per_node >= 0, "gpus_per_node", "an integer >= 0", self.gpus_per_node)
-        _check(_MEM.match(self.mem) is not None, "mem", "a size like 4G or 4000M", self.mem)
-        _check(
+            check(getattr(self, name) >= 1, name, "an integer >= 1", getattr(self, name))
+        check(self.gpus_per_node >= 0, "gpus_per_node", "an integer >= 0", self.gpus_per_node)
+        check(_MEM.match(self.mem) is not None, "mem", "a size like 4G or 4000M", self.mem)
+        check(
             _TIME.match(self.time) is not None and time_seconds(self.time) > 0,
             "time",
             "a SLURM time like 04:00:00, 90 or 1-00:00:00",
             self.time,
         )
         limit = time_seconds(self.time)
-        _check(
+        check(
             0 < self.signal_seconds < limit,
             "signal_seconds",
             f"seconds in (0, time={limit})",
             self.signal_seconds,
         )
         if self.parallelism is not None:
-            _check(
+            check(
                 1 <= self.parallelism <= self.array_size,
                 "parallelism",
                 f"an integer in [1, array_size={self.array_size}]",
                 self.parallelism,
             )
-        _check(self.max_resubmits >= 0, "max_resubmits", "an integer >= 0", self.max_resubmits)
+        check(self.max_resubmits >= 0, "max_resubmits", "an integer >= 0", self.max_resubmits)
         for i, line in enumerate(self.extra_sbatch):
-            _check(line.startswith("--"), f"extra_sbatch[{i}]", "an option like --qos=x", line)
+            check(line.startswith("--"), f"extra_sbatch[{i}]", "an option like --qos=x", line)
 
 
 def time_seconds(text: str) -> int:
@@ -126,9 +122,9 @@ class LocalConfig:
     threads_per_worker: int = 1
 
     def __post_init__(self) -> None:
-        _check(self.workers >= 1, "workers", "an integer >= 1", self.workers)
+        check(self.workers >= 1, "workers", "an integer >= 1", self.workers)
         t = self.threads_per_worker
-        _check(t >= 1, "threads_per_worker", "an integer >= 1", t)
+        check(t >= 1, "threads_per_worker", "an integer >= 1", t)
 
 
 @dataclass(frozen=True)
@@ -146,10 +142,10 @@ class RetryConfig:
     grace_seconds: int = 120
 
     def __post_init__(self) -> None:
-        _check(self.max_retry >= 0, "max_retry", "an integer >= 0", self.max_retry)
+        check(self.max_retry >= 0, "max_retry", "an integer >= 0", self.max_retry)
         h = self.heartbeat_seconds
-        _check(h >= 1, "heartbeat_seconds", "an integer >= 1", h)
-        _check(
+        check(h >= 1, "heartbeat_seconds", "an integer >= 1", h)
+        check(
             self.grace_seconds >= 2 * h,
             "grace_seconds",
             f"at least 2 x heartbeat_seconds = {2 * h}",
@@ -183,7 +179,7 @@ class SearchConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        _check(self.budget >= 1, "budget", "an integer >= 1", self.budget)
+        check(self.budget >= 1, "budget", "an integer >= 1", self.budget)
 
 
 @dataclass(frozen=True)
@@ -245,6 +241,16 @@ class Sweep:
     slurm: SlurmConfig = field(default_factory=SlurmConfig)
     #: Free-form; a place for YAML anchors (``&workload``) shared by experiments.
     templates: Mapping[str, Any] = field(default_factory=dict)
+    #: Each experiment resolved (:func:`plan`), derived from the fields above when the sweep is
+    #: built: not a key of the file.
+    plans: Mapping[str, Plan] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        """Resolve every experiment once, here: all errors surface while the file is loaded,
+        and the CLI, the driver and the workers read the same plans instead of redoing it."""
+        plans = {name: _resolve(name, exp) for name, exp in self.experiments.items()}
+        object.__setattr__(self, "plans", types.MappingProxyType(plans))
+        _check_storage(self.storage)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -258,18 +264,16 @@ class Plan:
     experiment: Experiment
     variants: dict[str, dict[str, Any]]  # variant name -> {path: value}
     points: list[dict[str, Any]] | None  # shared tuning points; None: tpe samples them
+    base: RunConfig  # the workload, defaults filled in: what variants and points override
 
     @property
     def tuned(self) -> bool:
         return bool(self.experiment.tune)
 
     def config(self, variant: str, params: Mapping[str, Any], seed: int) -> RunConfig:
-        """The run config of one trial."""
-        raw = RunConfig.from_dict(_workload(self.experiment)).to_dict()
-        for path, value in {**self.variants[variant], **params}.items():
-            set_path(raw, path, value)
-        raw["seed"] = seed
-        return RunConfig.from_dict(raw)
+        """The run config of one trial: the workload with the variant's toggles, ``params``
+        and ``seed`` set."""
+        return with_overrides(self.base, {**self.variants[variant], **params, "seed": seed})
 
     def to_dict(self) -> dict[str, Any]:
         """What ``sweep.json`` of the experiment holds (compared on every restart)."""
@@ -297,7 +301,7 @@ def load_sweep(path: Path | str) -> Sweep:
     build(SlurmConfig, top, "slurm")  # its errors name the top-level block
     merged = {}
     for name, exp in exps.items():
-        _check(
+        check(
             isinstance(name, str) and NAME.match(name) is not None,
             f"experiments.{name}",
             "a name of letters, digits, '_', '-', '.'",
@@ -310,24 +314,25 @@ def load_sweep(path: Path | str) -> Sweep:
             raise ConfigError(f"experiments.{name}.slurm: expected a mapping, got {own!r}")
         merged[name] = {**exp, "slurm": {**top, **own}}
     raw["experiments"] = merged
-    sweep = build(Sweep, raw)
-    for name in sweep.experiments:
-        plan(sweep, name)  # every experiment is resolved once here: all errors surface now
-    _check_storage(sweep.storage)
-    return sweep
+    return build(Sweep, raw)  # resolves every experiment (Sweep.plans)
 
 
 def plan(sweep: Sweep, name: str) -> Plan:
-    """Resolve experiment ``name``: its variants and tuning points, every config checked."""
-    if name not in sweep.experiments:
+    """Experiment ``name`` of ``sweep``, resolved (when the sweep was loaded); an unknown name
+    (``--experiment``) is a one-line :class:`ConfigError` listing the experiments."""
+    if name not in sweep.plans:
         raise ConfigError(
             f"experiment {name!r}: not in the sweep file; expected one of "
             f"{sorted(sweep.experiments)}"
         )
-    exp = sweep.experiments[name]
+    return sweep.plans[name]
+
+
+def _resolve(name: str, exp: Experiment) -> Plan:
+    """Experiment ``name``: its variants and tuning points, every config checked."""
     where = f"experiments.{name}"
-    _check(exp.seeds >= 1, f"{where}.seeds", "an integer >= 1", exp.seeds)
-    _check(
+    check(exp.seeds >= 1, f"{where}.seeds", "an integer >= 1", exp.seeds)
+    check(
         exp.objective in OBJECTIVES,
         f"{where}.objective",
         f"one of {list(OBJECTIVES)}",
@@ -347,25 +352,12 @@ def plan(sweep: Sweep, name: str) -> Plan:
     for variant, toggles in variants.items():
         grid = exp.variants.grid is not None
         section = "variants.grid" if grid else f"variants.named.{variant}"
-        raw = base.to_dict()  # defaults filled in: any key can be set
-        for path, value in toggles.items():
-            set_path(raw, path, value, where=f"{where}.{section}")
-        config = _check_run(raw, f"{where}.{section} ({variant})")
+        config = with_overrides(base, toggles, f"{where}.{section}", variant)
         key = f"{where}.{section}" + (f" ({variant})" if grid else "")
         _check_distinct(variant, _identity(config), runs, key)
-        for point in probes[:64]:
-            tuned = copy.deepcopy(raw)
-            for path, value in point.items():
-                set_path(tuned, path, value, where=f"{where}.tune")
-            _check_run(tuned, f"{where}.tune ({variant})")
-    return Plan(name, exp, variants, points)
-
-
-def _check_run(raw: dict[str, Any], where: str) -> RunConfig:
-    try:
-        return RunConfig.from_dict(raw)
-    except ConfigError as e:
-        raise ConfigError(f"{where}: {e}") from None
+        for point in probes[:64]:  # on the variant's config: tuned paths never overlap toggles
+            with_overrides(config, point, f"{where}.tune", variant)
+    return Plan(name, exp, variants, points, base)
 
 
 #: Run-config paths the sweep sets for every trial itself: a variant or tuned value there would
@@ -455,7 +447,7 @@ def _check_storage(storage: str) -> None:
     if storage == "journal":
         return
     scheme = storage.split(":", 1)[0].split("+", 1)[0]
-    _check(
+    check(
         scheme in ("postgresql", "mysql"),
         "storage",
         "'journal' or a postgresql:// or mysql:// URL (SQLite is unsafe with parallel workers)",
@@ -464,13 +456,13 @@ def _check_storage(storage: str) -> None:
 
 
 def _check_slurm(slurm: SlurmConfig, base: RunConfig, where: str) -> None:
-    _check(
+    check(
         slurm.tasks_per_node == base.devices,
         f"{where}.tasks_per_node",
         f"the workload's devices={base.devices} (one task per device)",
         slurm.tasks_per_node,
     )
-    _check(
+    check(
         slurm.nodes == base.num_nodes,
         f"{where}.nodes",
         f"the workload's num_nodes={base.num_nodes}",
@@ -482,10 +474,10 @@ def _variants(spec: Variants, where: str) -> dict[str, dict[str, Any]]:
     if (spec.grid is None) == (spec.named is None):
         raise ConfigError(f"{where}: expected exactly one of 'grid' or 'named'")
     if spec.named is not None:
-        _check(len(spec.named) >= 1, f"{where}.named", "at least one variant", dict(spec.named))
+        check(len(spec.named) >= 1, f"{where}.named", "at least one variant", dict(spec.named))
         out = {}
         for name, toggles in spec.named.items():
-            _check(
+            check(
                 NAME.match(name) is not None,
                 f"{where}.named.{name}",
                 "a name of letters, digits, '_', '-', '.'",
@@ -499,9 +491,9 @@ def _variants(spec: Variants, where: str) -> dict[str, dict[str, Any]]:
             out[name] = dict(toggles)
         return out
     grid = dict(spec.grid or {})
-    _check(len(grid) >= 1, f"{where}.grid", "at least one toggle", grid)
+    check(len(grid) >= 1, f"{where}.grid", "at least one toggle", grid)
     for path, values in grid.items():
-        _check(
+        check(
             len(values) >= 1 and len(set(map(repr, values))) == len(values),
             f"{where}.grid.{path}",
             "a non-empty list of distinct values",
@@ -528,7 +520,7 @@ def _points(exp: Experiment, where: str) -> list[dict[str, Any]] | None:
     """The tuning points shared by every variant (``[{}]`` without tuning; None for tpe)."""
     search, tune = exp.search, dict(exp.tune)
     if not tune:
-        _check(
+        check(
             search.budget == 1,
             f"{where}.search.budget",
             "1 when nothing is tuned (add a 'tune' range)",
@@ -538,25 +530,25 @@ def _points(exp: Experiment, where: str) -> list[dict[str, Any]] | None:
     for path, r in tune.items():
         key = f"{where}.tune.{path}"
         if search.method == "grid":
-            _check(
+            check(
                 r.values is not None and len(r.values) >= 1 and r.low is None and r.high is None,
                 key,
                 "'values: [...]' for search.method=grid",
                 plain(r),
             )
             continue
-        _check(
+        check(
             r.values is None and r.low is not None and r.high is not None,
             key,
             f"'low' and 'high' for search.method={search.method}",
             plain(r),
         )
-        _check(r.low < r.high, f"{key}.high", f"a number > low={r.low}", r.high)
+        check(r.low < r.high, f"{key}.high", f"a number > low={r.low}", r.high)
         if r.log:
-            _check(r.low > 0, f"{key}.low", "a number > 0 with log: true", r.low)
+            check(r.low > 0, f"{key}.low", "a number > 0 with log: true", r.low)
     if search.method == "grid":
         combos = list(itertools.product(*(r.values for r in tune.values())))
-        _check(
+        check(
             search.budget in (1, len(combos)),
             f"{where}.search.budget",
             f"the grid's size {len(combos)} (or leave it out)",

@@ -49,6 +49,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from ..config import ConfigError
 from ..fileio import flocked, read_json, write_json
+from ..internals import study_storage, trial_id
 from ..status import RETRIED, Status
 from .spec import Plan, RetryConfig, Sweep
 
@@ -65,13 +66,7 @@ class SpecChangedError(ConfigError):
 def open_storage(sweep: Sweep, exp_dir: Path) -> optuna.storages.BaseStorage:
     """The journal file of ``exp_dir``, or the sweep's RDB URL with heartbeats and retries."""
     if sweep.storage == "journal":
-        from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
-
-        path = str(exp_dir / "study.journal")
-        # the O_EXCL lock works on NFSv3+ (the symlink lock's NFSv2 support is not needed)
-        return optuna.storages.JournalStorage(
-            JournalFileBackend(path, lock_obj=JournalFileOpenLock(path))
-        )
+        return open_journal(exp_dir)
     with warnings.catch_warnings():  # heartbeats and the retry callback are "experimental"
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         return optuna.storages.RDBStorage(
@@ -82,6 +77,17 @@ def open_storage(sweep: Sweep, exp_dir: Path) -> optuna.storages.BaseStorage:
                 max_retry=sweep.retry.max_retry
             ),
         )
+
+
+def open_journal(exp_dir: Path) -> optuna.storages.JournalStorage:
+    """The experiment's journal file (``study.journal``), with the lock every worker uses."""
+    from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
+
+    path = str(exp_dir / "study.journal")
+    # the O_EXCL lock works on NFSv3+ (the symlink lock's NFSv2 support is not needed)
+    return optuna.storages.JournalStorage(
+        JournalFileBackend(path, lock_obj=JournalFileOpenLock(path))
+    )
 
 
 def load(sweep: Sweep, plan: Plan, exp_dir: Path) -> optuna.Study:
@@ -277,8 +283,9 @@ def claim_next(study: optuna.Study, plan: Plan, sweep: Sweep, exp_dir: Path) -> 
         if not waiting and plan.points is None:
             waiting = _sample_tpe(study, plan, sweep)
         for t in sorted(waiting, key=lambda t: t.number):
-            if study._storage.set_trial_state_values(t._trial_id, TrialState.RUNNING):
-                frozen = study._storage.get_trial(t._trial_id)
+            storage = study_storage(study)
+            if storage.set_trial_state_values(trial_id(t), TrialState.RUNNING):
+                frozen = storage.get_trial(trial_id(t))
                 claim = _claim(frozen)
                 _write_lease(exp_dir, claim.number)
                 return claim
@@ -289,7 +296,7 @@ def _claim(t: FrozenTrial) -> Claim:
     history = _history(t)
     return Claim(
         number=t.number,
-        trial_id=t._trial_id,
+        trial_id=trial_id(t),
         origin=origin(t),
         variant=t.user_attrs["variant"],
         stage=t.user_attrs["stage"],
@@ -450,7 +457,7 @@ class Heartbeat:
         with contextlib.suppress(OSError):
             os.utime(self.path)
         if self.rdb:
-            self.study._storage.record_heartbeat(self.claim.trial_id)
+            study_storage(self.study).record_heartbeat(self.claim.trial_id)
 
     def _run(self) -> None:
         while not self._stop.wait(self.every):
@@ -479,9 +486,10 @@ def reap(study: optuna.Study, sweep: Sweep, exp_dir: Path) -> list[int]:
         why = _gone(exp_dir, t, leases[t.number], jobs, sweep.retry)
         if why is None:
             continue
-        study._storage.set_trial_user_attr(t._trial_id, "status", Status.LOST)
-        study._storage.set_trial_user_attr(t._trial_id, "error", why)
-        study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+        storage, tid = study_storage(study), trial_id(t)
+        storage.set_trial_user_attr(tid, "status", Status.LOST)
+        storage.set_trial_user_attr(tid, "error", why)
+        storage.set_trial_state_values(tid, TrialState.FAIL)
         _lease_path(exp_dir, t.number).unlink(missing_ok=True)
         lost.append(t.number)
     return lost

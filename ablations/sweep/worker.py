@@ -34,10 +34,10 @@ from optuna.trial import TrialState
 
 from ..errors import one_line
 from ..fileio import read_json, write_json
+from ..internals import study_storage
 from ..status import RETRIED, Status, StopRun
 from . import study as studies
 from .spec import Plan, Sweep
-from .spec import plan as resolve
 
 log = logging.getLogger("ablations.sweep")
 POLL_SECONDS = 2.0
@@ -169,7 +169,7 @@ def run(sweep: Sweep, names: list[str], results: Path) -> int:
     stop.install()
     rank = int(os.environ.get("SLURM_PROCID", "0"))
     world = int(os.environ.get("SLURM_NTASKS", "1"))
-    plans = {name: resolve(sweep, name) for name in names}
+    plans = {name: sweep.plans[name] for name in names}  # resolved by load_sweep
     handoff = _Handoff(results / names[0]) if world > 1 else None
     if rank > 0:
         assert handoff is not None
@@ -267,7 +267,7 @@ def _run_trial(
     trial = None
     if p.experiment.pruner.type != "none" and claim.stage == "tune":
         trial = optuna.Trial(study, claim.trial_id)
-    storage = study._storage
+    storage = study_storage(study)
     attrs: dict[str, Any] = {}
     state, value = TrialState.COMPLETE, None
     t0 = time.monotonic()

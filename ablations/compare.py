@@ -1,0 +1,100 @@
+"""A first look at an experiment without a Jupyter kernel: a comparison table printed, and its
+loss curves drawn to one PNG. What ``make try`` ends with; works on any experiment::
+
+    python -m ablations.compare results/<experiment> [--out results/figures]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from . import figures, results, stats
+from .errors import fail
+from .fileio import FrozenError, check_writable
+from .status import Status
+
+
+def comparison_table(exp_dir: Path | str, metric: str = "final_val_mlm_loss") -> pd.DataFrame:
+    """One row per variant: runs by outcome, ``metric``'s mean [95% t-interval over seeds], the
+    difference from the first variant paired by seed (:func:`ablations.stats.paired_difference`),
+    the final training loss and the training speed (optimizer steps per second of fit time)."""
+    runs = results.load_runs(exp_dir)
+    summary = stats.summarize(runs, metric)
+    variants = [str(v) for v in summary.index]
+    chosen = stats.select_runs(runs)
+    rows = []
+    for v in variants:
+        mine = chosen[(chosen["variant"].astype(str) == v) & (chosen["status"] == Status.COMPLETE)]
+        d = stats.paired_difference(runs, v, variants[0], metric)
+        row = summary.loc[v]
+        rows.append(
+            {
+                "variant": v,
+                "runs": int(row["runs"]),
+                "complete": int(row["complete"]),
+                "diverged": int(row["diverged"]),
+                metric: row["mean"],
+                "ci_low": row["ci_low"],
+                "ci_high": row["ci_high"],
+                f"minus {variants[0]}": d["mean"] if v != variants[0] else np.nan,
+                "final_train_loss": float(mine["final_train_loss"].mean()),
+                "steps_per_s": float((mine["steps"] / mine["wall_time"]).mean()),
+            }
+        )
+    # one seed: no interval to show
+    return pd.DataFrame(rows).set_index("variant").dropna(axis="columns", how="all")
+
+
+def compare(exp_dir: Path | str, out: Path | str, log: Any = print) -> Path:
+    """Print the comparison table and the reference line of an experiment, and draw its loss
+    curves (training loss and validation MLM loss per variant) to
+    ``<out>/<experiment>/compare.png``; returns the figure's path."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    exp_dir = Path(exp_dir)
+    check_writable(out)
+    table = comparison_table(exp_dir)
+    reference = results.reference_lines(exp_dir)
+    with pd.option_context("display.width", 120, "display.float_format", "{:.4f}".format):
+        log(results.describe(exp_dir))
+        log(table.to_string())
+    for row in reference.itertuples():
+        log(f"reference: {row.label} = {row.value:.4f} nats (a model below it uses context)")
+    figures.setup()
+    fig = figures.loss_panels(
+        results.load_curves(exp_dir),
+        runs=results.load_runs(exp_dir),
+        reference=reference,
+        smooth=10,
+        title=exp_dir.name,
+    )
+    path = figures.save(fig, Path(out) / exp_dir.name, "compare")
+    log(f"figure: {path}")
+    return path
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m ablations.compare EXP_DIR [--out DIR]``; exit 2 with one line on bad input."""
+    parser = argparse.ArgumentParser(prog="python -m ablations.compare", description=__doc__)
+    parser.add_argument("exp_dir", type=Path, metavar="EXP_DIR", help="an experiment's folder")
+    parser.add_argument(
+        "--out", type=Path, default=figures.REPO / "results" / "figures", help="figure folder"
+    )
+    args = parser.parse_args(argv)
+    try:
+        compare(args.exp_dir, args.out)
+    except (results.ResultsError, FrozenError) as e:
+        return fail(e)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
