@@ -216,7 +216,7 @@ def _run_of(raw: Any) -> Any:
     optimizer = raw.get("optimizer")
     if isinstance(optimizer, dict) and optimizer.get("weight_decay") is None:
         with contextlib.suppress(Exception):  # a config that does not build differs anyway
-            wd = RunConfig.from_dict(raw).optimizer.resolved_weight_decay()
+            wd = RunConfig.from_dict(out).optimizer.resolved_weight_decay()
             out["optimizer"] = {**optimizer, "weight_decay": wd}
     return out
 
