@@ -4,6 +4,7 @@ point, TPE per variant. No training here (the sweep tests train)."""
 
 from __future__ import annotations
 
+import copy
 import math
 import multiprocessing
 import os
@@ -17,6 +18,7 @@ import yaml
 from optuna.trial import TrialState
 from sweep_files import TINY
 
+from ablations.internals import study_storage
 from ablations.sweep import study as studies
 from ablations.sweep.spec import load_sweep, plan
 
@@ -55,7 +57,7 @@ def _sweep(
 
 
 def _finish(study: optuna.Study, claim: studies.Claim, value: float, status="complete") -> None:
-    study._storage.set_trial_user_attr(claim.trial_id, "status", status)
+    study_storage(study).set_trial_user_attr(claim.trial_id, "status", status)
     study.tell(claim.number, values=value)
 
 
@@ -224,9 +226,10 @@ def test_tpe_samples_each_variant_from_its_own_trials(tmp_path):
 def test_rdb_storage_uses_optunas_heartbeat_and_retry(tmp_path):
     """The RDB path, on SQLite in one process (the sweep file refuses SQLite for real sweeps)."""
     sweep, p, exp_dir = _sweep(tmp_path, budget=1, seeds=1, variants=1)
-    sweep = type(sweep)(**{**sweep.__dict__, "storage": f"sqlite:///{tmp_path}/s.db"})
+    sweep = copy.copy(sweep)  # SQLite, which a sweep file may not name: set past the check
+    object.__setattr__(sweep, "storage", f"sqlite:///{tmp_path}/s.db")
     study = studies.prepare(sweep, p, exp_dir)
-    assert "RDBStorage" in repr(study._storage._backend)
+    assert "RDBStorage" in repr(study_storage(study)._backend)
     claim = studies.claim_next(study, p, sweep, exp_dir)
     with studies.Heartbeat(study, claim, exp_dir, sweep, every=0.5):
         time.sleep(2.5)
