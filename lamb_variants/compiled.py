@@ -5,14 +5,16 @@ that sits in cache (moments, √v, +ε, division, decay, three norms); each is c
 they are bound by cache bandwidth and ``sqrt`` throughput, not DRAM. Here one function computes,
 for a chunk of a large tensor,
 
-    m ← β1·m + β3·c·g,  v ← β2·v + (1-β2)·c²·g²,  d = m/(√v + ε√bc2)  (or m/√(v + ε·bc2)),
-    w ← (1 - lr·λ)·w  (decay="decoupled"),  u = d + (λ/k)·w  (decay="in_ratio"),
+    m ← β1·m + β3·c·g,  v ← β2·v + (1-β2)·c²·g²,  d = m/(√v + ε√bc2)  (or m/√(v + ε·bc2),
+    or atan2(m, (b/k)·√v) for Adam-atan2),
+    w ← (1 - lr·λ)·w  (decay="decoupled"),  u = d + (λ/s)·w  (decay="in_ratio"),
     and ‖w‖², ‖u‖², ‖d‖²,
 
-the same folded-scalar form as the fast path (k = √bc2/bc1 scales the norms and the step), and
-``torch.compile`` (Inductor, ``dynamic=True``) turns it into one vectorised loop. The scalars go
-in as one tensor, so a new step does not recompile; each (ε placement, decay mode, dtype) is one
-compiled function, compiled on first use (seconds; Inductor needs a C++ compiler at run time).
+the same folded-scalar form as the fast path (s = k = √bc2/bc1, or s = a for Adam-atan2, scales
+the norms and the step), and ``torch.compile`` (Inductor, ``dynamic=True``) turns it into one
+vectorised loop (``torch.atan2`` included). The scalars go in as one tensor, so a new step does
+not recompile; each (direction form, decay mode, dtype) is one compiled function, compiled on
+first use (seconds; Inductor needs a C++ compiler at run time).
 Everything else (small tensors, SGD momentum, ``decay="l2"``, accelerators) is the fast path.
 Tests prove it equal to the reference path.
 """
@@ -26,20 +28,29 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
+from .stages import ATAN2_B
+
 if TYPE_CHECKING:  # fast imports this module: the types only, no import cycle at run time
     from .fast import Block, GroupScalars
 
-_BUILT: set[tuple[bool, str, torch.dtype]] = set()  # kernels that ran once
-_COMPILED: dict[tuple[bool, str, torch.dtype], Callable[..., tuple[Tensor, Tensor, Tensor]]] = {}
+#: A kernel's key: (direction form, decay mode, dtype); the form is "add" (ε outside the sqrt),
+#: "inside_sqrt" or "atan2".
+Key = tuple[str, str, torch.dtype]
+_BUILT: set[Key] = set()  # kernels that ran once
+_COMPILED: dict[Key, Callable[..., tuple[Tensor, Tensor, Tensor]]] = {}
 
 
-def _kernel(eps_inside: bool, decay: str) -> Callable[..., tuple[Tensor, Tensor, Tensor]]:
+def _kernel(form: str, decay: str) -> Callable[..., tuple[Tensor, Tensor, Tensor]]:
     def piece(w: Tensor, g: Tensor, m: Tensor, v: Tensor, u: Tensor, c: Tensor):
-        # c = [β3·pre, β1, β2, (1-β2)·pre², ε term, λ/k, 1 - lr·λ]
+        # c = [β3·pre, β1, β2, (1-β2)·pre², ε term or b/k, λ/scale, 1 - lr·λ]
         m.copy_(m * c[1] + g * c[0])
         v.copy_(v * c[2] + g * g * c[3])
-        den = torch.sqrt(v + c[4]) if eps_inside else torch.sqrt(v) + c[4]
-        d = m / den
+        if form == "atan2":
+            d = torch.atan2(m, torch.sqrt(v) * c[4])
+        elif form == "inside_sqrt":
+            d = m / torch.sqrt(v + c[4])
+        else:
+            d = m / (torch.sqrt(v) + c[4])
         if decay == "decoupled":
             w.copy_(w * c[6])
         x = d + c[5] * w if decay == "in_ratio" else d
@@ -62,21 +73,25 @@ def covers(s: GroupScalars, per_piece: bool, dtype: torch.dtype) -> bool:
 
 def fused_direction(b: Block, s: GroupScalars, scale: float) -> tuple[Tensor, Tensor, Tensor]:
     """Stages 2-4 on a per-piece block (see the module doc); returns the squared norms per piece
-    (w, u, d) like :func:`lamb_variants.fast.fast_direction` (u and d already times k²)."""
+    (w, u, d) like :func:`lamb_variants.fast.fast_direction` (u and d already times scale²)."""
     assert s.adam is not None and s.direction is not None
     lam = s.in_ratio or s.decoupled
     decay = "in_ratio" if s.in_ratio else "decoupled" if s.decoupled else "none"
     beta1, beta2, beta3 = s.adam.beta1, s.adam.beta2, s.adam.beta3
     pre = float(s.pre)
-    inside, eps = s.direction.inside_sqrt, s.direction.eps
-    eps = eps * s.bc2 if inside else eps * math.sqrt(s.bc2)
+    if s.direction.atan2:  # a·atan2(m̂, b·√v̂) = a·atan2(m, (b/k)·√v); a is ``scale``
+        form, c4 = "atan2", ATAN2_B * s.bc1 / math.sqrt(s.bc2)
+    elif s.direction.inside_sqrt:
+        form, c4 = "inside_sqrt", s.direction.eps * s.bc2
+    else:
+        form, c4 = "add", s.direction.eps * math.sqrt(s.bc2)
     dtype = b.w[0].dtype
-    key = (inside, decay, dtype)
+    key = (form, decay, dtype)
     if key not in _COMPILED:
         _COMPILED[key] = torch.compile(_kernel(*key[:2]), dynamic=True, fullgraph=True)
     fn = _COMPILED[key]
     c = torch.tensor(
-        [beta3 * pre, beta1, beta2, (1 - beta2) * pre * pre, eps, lam / scale, 1 - s.lr * lam],
+        [beta3 * pre, beta1, beta2, (1 - beta2) * pre * pre, c4, lam / scale, 1 - s.lr * lam],
         dtype=dtype,
     )
     pieces = zip(b.w, b.g, b.exp_avg, b.exp_avg_sq, b.u, strict=True)

@@ -276,6 +276,10 @@ def fast_direction(b: Block, s: GroupScalars) -> tuple[Tensor, Tensor, Tensor]:
     m̂/(√v̂ + ε) = k·m/(√v + ε√bc2) and m̂/√(v̂ + ε) = k·m/√(v + ε·bc2), k = √bc2/bc1. The buffer
     holds u/k = m/denom + (λ/k)·w, so k costs no pass: it scales the norms here and the step in
     :func:`fast_apply` (:func:`direction_scale`).
+
+    Adam-atan2 (``eps_mode="atan2"``): atan2 is invariant to a common positive factor, so
+    a·atan2(m̂, b·√v̂) = a·atan2(m, (b/k)·√v) (both arguments times bc1); the buffer holds
+    u/a = atan2(m, (b/k)·√v) + (λ/a)·w, and the scale is a instead of k.
     """
     pre, grads = s.pre, b.g
     if isinstance(pre, Tensor):  # device scalar: scale once, then use 1 as the multiplier
@@ -297,13 +301,20 @@ def fast_direction(b: Block, s: GroupScalars) -> tuple[Tensor, Tensor, Tensor]:
         torch._foreach_mul_(b.exp_avg_sq, beta2)
         torch._foreach_addcmul_(b.exp_avg_sq, src, src, value=(1 - beta2) * coef * coef)
         eps = s.direction.eps
-        if s.direction.inside_sqrt:
-            _add_into(b, b.u, b.exp_avg_sq, eps * s.bc2)
-            torch._foreach_sqrt_(b.u)
-        else:
+        if s.direction.atan2:
             _sqrt_into(b, b.u, b.exp_avg_sq)
-            torch._foreach_add_(b.u, eps * math.sqrt(s.bc2))
-        _div_into(b, b.u, b.exp_avg, b.u)
+            den_scale = stages.ATAN2_B * s.bc1 / math.sqrt(s.bc2)  # b/k
+            if den_scale != 1.0:  # b = 1 without bias correction: one pass less
+                torch._foreach_mul_(b.u, den_scale)
+            _atan2_into(b.u, b.exp_avg, b.u)
+        else:
+            if s.direction.inside_sqrt:
+                _add_into(b, b.u, b.exp_avg_sq, eps * s.bc2)
+                torch._foreach_sqrt_(b.u)
+            else:
+                _sqrt_into(b, b.u, b.exp_avg_sq)
+                torch._foreach_add_(b.u, eps * math.sqrt(s.bc2))
+            _div_into(b, b.u, b.exp_avg, b.u)
     elif src is not b.u:
         torch._foreach_copy_(b.u, src)
         if coef != 1.0:
@@ -322,9 +333,13 @@ def fast_direction(b: Block, s: GroupScalars) -> tuple[Tensor, Tensor, Tensor]:
 
 
 def direction_scale(s: GroupScalars) -> float:
-    """k = √bc2/bc1 for Adam moments (1 without bias correction), 1 for SGD momentum."""
+    """What the update buffer is multiplied by to give u: k = √bc2/bc1 for Adam moments with
+    ``eps_mode="add"`` (1 without bias correction), a = :data:`~lamb_variants.stages.ATAN2_A`
+    for Adam-atan2 (k is inside its atan2), 1 for SGD momentum."""
     if s.adam is None:
         return 1.0
+    if s.direction is not None and s.direction.atan2:
+        return stages.ATAN2_A
     return math.sqrt(s.bc2) / s.bc1
 
 
@@ -347,6 +362,13 @@ def _add_into(b: Block, dst: list[Tensor], src: list[Tensor], c: float) -> None:
             torch.add(x, c, out=d)
     else:
         torch._foreach_copy_(dst, torch._foreach_add(src, c))
+
+
+def _atan2_into(dst: list[Tensor], num: list[Tensor], den: list[Tensor]) -> None:
+    # torch has no foreach atan2: one out= op per piece (for per-piece blocks that is what the
+    # other ops do too; for packed blocks it costs one dispatch per tensor instead of one).
+    for d, y, x in zip(dst, num, den, strict=True):
+        torch.atan2(y, x, out=d)
 
 
 def _div_into(b: Block, dst: list[Tensor], num: list[Tensor], den: list[Tensor]) -> None:

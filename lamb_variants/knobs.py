@@ -20,6 +20,9 @@ ADAPT = ("all", "decayed", "none")
 DECAY = ("in_ratio", "decoupled", "l2")
 MOMENTS = ("adam", "momentum")
 RATIO_DENOMINATOR = ("update", "split")
+#: Stage 3's ε: "add" (m̂/(√v̂+ε), or m̂/√(v̂+ε) with ``eps_inside_sqrt``) or "atan2" (Adam-atan2,
+#: ε-free; ``eps`` and ``eps_inside_sqrt`` then do not act). See ``stages.AdamDirection``.
+EPS_MODE = ("add", "atan2")
 
 #: Knobs whose value is one of a few names.
 CHOICES: dict[str, tuple] = {
@@ -31,6 +34,7 @@ CHOICES: dict[str, tuple] = {
     "decay": DECAY,
     "moments": MOMENTS,
     "ratio_denominator": RATIO_DENOMINATOR,
+    "eps_mode": EPS_MODE,
 }
 FLAGS = ("grad_averaging", "eps_inside_sqrt", "nesterov")
 
@@ -45,6 +49,7 @@ DEFAULTS: dict[str, Any] = {
     "bias_correction": True,
     "grad_averaging": True,
     "eps_inside_sqrt": False,
+    "eps_mode": "add",
     "moments": "adam",
     "momentum": 0.9,
     "dampening": 0.0,

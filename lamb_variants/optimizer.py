@@ -50,8 +50,11 @@ class Lamb(torch.optim.Optimizer):
        1/G (``"normalize"``). ``decay="l2"`` adds λw to ĝ here.
     2. **moments** (``moments``, ``betas``, ``grad_averaging``, ``bias_correction``): Adam moments
        m, v with β3 = 1-β1 (or 1); m̂ = m/(1-β1^t), v̂ = v/(1-β2^t) if ``bias_correction=True``.
-    3. **direction** (``eps``, ``eps_inside_sqrt``): d = m̂/(√v̂+ε) or m̂/√(v̂+ε); d = ĝ for
-       ``moments="momentum"`` (the LARS branch).
+    3. **direction** (``eps_mode``, ``eps``, ``eps_inside_sqrt``): ``eps_mode="add"``:
+       d = m̂/(√v̂+ε) or m̂/√(v̂+ε); ``eps_mode="atan2"``: Adam-atan2 of Everett et al. 2024
+       (arXiv 2407.05872), d = a·atan2(m̂, b·√v̂) with a = 1.27, b = 1, ε-free and invariant to
+       a common scale of the gradients (``eps``, ``eps_inside_sqrt`` then do not act); d = ĝ
+       for ``moments="momentum"`` (the LARS branch).
     4. **weight decay** (``weight_decay`` λ, ``decay``): u = d + λw (``"in_ratio"``, apex/LAMB
        paper); w ← w(1-ηλ) before the norms, u = d (``"decoupled"``, timm); or L2 in step 1.
     5. **trust ratio** (``layer_split``, ``adapt``, ``phi``, ``phi_min``/``phi_max``,
@@ -127,6 +130,10 @@ class Lamb(torch.optim.Optimizer):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         super().load_state_dict(state_dict)
         for group in self.param_groups:
+            # A knob missing from a saved group is newer than the save (e.g. ``eps_mode``); its
+            # default is the behaviour before it existed.
+            for k, v in K.DEFAULTS.items():
+                group.setdefault(k, v)
             given = {k: v for k, v in group.items() if k in K.KNOB_NAMES}
             group.update(K.validate(given))
 

@@ -6,8 +6,8 @@ One step is the pipeline (``Lamb.step``)::
 
 Notation: g gradient, G global L2 norm of every gradient of every group, w weights, m / v first
 and second moments, t the group's step count (1-based), bc1 = 1 - beta1^t, bc2 = 1 - beta2^t,
-d the direction (Adam's m̂/(√v̂+ε), or the gradient for SGD momentum), u the update whose norm
-enters the trust ratio, r the trust ratio, η the learning rate.
+d the direction (Adam's m̂/(√v̂+ε) or ε-free a·atan2(m̂, b·√v̂), or the gradient for SGD
+momentum), u the update whose norm enters the trust ratio, r the trust ratio, η the learning rate.
 
 :func:`build` reads a group's knobs, each at most once, and chooses the stages; a stage holds
 the values it needs, and every path (reference, fast, compiled) reads those values from the
@@ -24,7 +24,8 @@ reads for which stage:
   :class:`GradientDirection` + :class:`MomentumApply`.
 - stage 2, :class:`AdamMoments`: ``betas``, ``grad_averaging``, ``bias_correction=True``
   (m̂, v̂); stage 6, :class:`AdamApply`: ``bias_correction="step_size"`` (η_t) and ``betas``.
-- stage 3, :class:`AdamDirection`: ``eps``, ``eps_inside_sqrt``.
+- stage 3, :class:`AdamDirection`: ``eps_mode``; ``eps``, ``eps_inside_sqrt`` only for
+  ``eps_mode="add"`` (Adam-atan2 has no ε).
 - stage 5, :class:`RatioRow`: ``layer_split``, ``adapt``, ``phi``, ``phi_min``, ``phi_max``,
   ``trust_clip``, ``trust_coeff``, ``trust_eps``, ``ratio_denominator`` (and λ, above).
 - stage 6, :class:`MomentumApply`: ``momentum``, ``dampening``, ``nesterov``.
@@ -164,16 +165,37 @@ class AdamMoments:
         x.m_hat, x.v_hat = m / bc1, v / bc2
 
 
+#: Adam-atan2's constants, d = a·atan2(m̂, b·√v̂): Everett et al. 2024, "Scaling Exponents Across
+#: Parameterizations and Optimizers" (arXiv 2407.05872, ICML 2024); the values are those of the
+#: public implementations (lucidrains/adam-atan2-pytorch: ``a = 1.27``, ``b = 1.``). a ≈ 4/π
+#: makes a steady gradient (m̂ = √v̂, where Adam's direction is 1) give a·π/4 = 0.997; with
+#: b = 1, d ≈ a·m̂/√v̂ where |m̂| ≪ √v̂, and |d| < a·π/2 ≈ 2 everywhere.
+ATAN2_A = 1.27
+ATAN2_B = 1.0
+
+
 @dataclass(frozen=True)
 class AdamDirection:
-    """d = m̂/(√v̂ + ε), or m̂/√(v̂ + ε) with ``eps_inside_sqrt``; u = d until stage 4."""
+    """Stage 3 with Adam moments; u = d until stage 4.
+
+    - ``eps_mode="add"``: d = m̂/(√v̂ + ε), or m̂/√(v̂ + ε) with ``eps_inside_sqrt``.
+    - ``eps_mode="atan2"`` (``atan2=True``): Adam-atan2 of Everett et al. 2024 (arXiv
+      2407.05872), d = a·atan2(m̂, b·√v̂) elementwise with a = :data:`ATAN2_A`, b =
+      :data:`ATAN2_B`. No ε: atan2(c·y, c·x) = atan2(y, x) for c > 0, so scaling every gradient
+      by c (m̂ by c, √v̂ by c) leaves d unchanged, where m̂/(√v̂ + ε) shrinks once √v̂ ≲ ε; d is
+      bounded by a·π/2, and atan2(0, 0) = 0. ``eps`` and ``eps_inside_sqrt`` do not act (the
+      stage holds ε = 0 and ``inside_sqrt=False``).
+    """
 
     eps: float
     inside_sqrt: bool
+    atan2: bool = False
 
     def __call__(self, x: Flow, t: StepScalars) -> None:
         assert x.m_hat is not None and x.v_hat is not None
-        if self.inside_sqrt:
+        if self.atan2:
+            x.d = ATAN2_A * torch.atan2(x.m_hat, ATAN2_B * torch.sqrt(x.v_hat))
+        elif self.inside_sqrt:
             x.d = x.m_hat / torch.sqrt(x.v_hat + self.eps)
         else:
             x.d = x.m_hat / (torch.sqrt(x.v_hat) + self.eps)
@@ -333,7 +355,11 @@ def build(knobs: dict[str, Any]) -> Pipeline:
         beta3 = 1.0 - beta1 if knobs["grad_averaging"] else 1.0
         correction = knobs["bias_correction"]
         direction.append(AdamMoments(beta1, beta2, beta3, correct=correction is True))
-        direction.append(AdamDirection(knobs["eps"], knobs["eps_inside_sqrt"]))
+        if knobs["eps_mode"] == "atan2":
+            # ε-free: eps and eps_inside_sqrt are not read, so they cannot act.
+            direction.append(AdamDirection(0.0, inside_sqrt=False, atan2=True))
+        else:
+            direction.append(AdamDirection(knobs["eps"], knobs["eps_inside_sqrt"]))
         apply = AdamApply(beta1, beta2, step_size_correction=correction == "step_size")
     else:
         direction.append(GradientDirection())

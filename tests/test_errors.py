@@ -65,6 +65,8 @@ BAD_KNOBS = [
     pytest.param(
         {"eps_inside_sqrt": None}, ["eps_inside_sqrt", "True or False"], id="eps_inside_sqrt=None"
     ),
+    pytest.param({"eps_mode": "atan"}, ["eps_mode", "'add'", "'atan2'"], id="eps_mode=atan"),
+    pytest.param({"eps_mode": True}, ["eps_mode", "'add'", "'atan2'"], id="eps_mode=True"),
     pytest.param({"trust_coeff": 0}, ["trust_coeff", "(0.0, inf)"], id="trust_coeff=0"),
     pytest.param({"momentum": 1.5}, ["momentum", "[0.0, 1.0]"], id="momentum=1.5"),
     pytest.param(

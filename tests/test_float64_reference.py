@@ -28,6 +28,20 @@ def norm(t: torch.Tensor) -> torch.Tensor:
     return torch.sqrt((t * t).sum())
 
 
+#: Adam-atan2's constants: Everett et al. 2024 (arXiv 2407.05872), as in the public
+#: implementations (lucidrains/adam-atan2-pytorch: a = 1.27, b = 1).
+ATAN2_A, ATAN2_B = 1.27, 1.0
+
+
+def atan2_direction(m_hat: torch.Tensor, v_hat: torch.Tensor) -> torch.Tensor:
+    """Adam-atan2's direction a·atan2(m̂, b·√v̂), written with atan instead of atan2 (so not the
+    optimizer's formula): x = b·√v̂ >= 0, and atan2(y, x) = atan(y/x) for x > 0; x = 0 only where
+    every gradient so far was 0, so y = 0 too, and atan2(0, 0) = 0."""
+    x = ATAN2_B * torch.sqrt(v_hat)
+    safe = torch.where(x > 0, x, torch.ones_like(x))
+    return torch.where(x > 0, ATAN2_A * torch.atan(m_hat / safe), torch.zeros_like(x))
+
+
 class Reference:
     """Minimal optimizer skeleton: groups of (name, tensor), per-tensor moments, ``step`` count."""
 
@@ -60,7 +74,8 @@ class Reference:
 class ApexFusedLamb(Reference):
     """apex FusedLAMB (§2.1): global clip g/(G/M) if G > M; Adam moments with β3 = 1-β1 (or 1);
     AdamW mode u = m̂/(√v̂+ε) + λw, or L2 mode (λw added to the clipped gradient, no λw in u);
-    trust ratio ‖w‖/‖u‖ only if use_nvlamb or λ ≠ 0, 1 when either norm is 0; w ← w - η·r·u."""
+    trust ratio ‖w‖/‖u‖ only if use_nvlamb or λ ≠ 0, 1 when either norm is 0; w ← w - η·r·u.
+    ``atan2=True`` (not apex: the ε-free control) replaces m̂/(√v̂+ε) by a·atan2(m̂, b·√v̂)."""
 
     @torch.no_grad()
     def step(self):
@@ -73,6 +88,7 @@ class ApexFusedLamb(Reference):
             "max_grad_norm": 1.0,
             "adam_w_mode": True,
             "use_nvlamb": False,
+            "atan2": False,
             **self.hp,
         }
         b1, b2 = hp["betas"]
@@ -90,7 +106,10 @@ class ApexFusedLamb(Reference):
                 m, v = self.moments(w)
                 m.copy_(b1 * m + b3 * g)
                 v.copy_(b2 * v + (1 - b2) * g * g)
-                u = (m / bc1) / (torch.sqrt(v / bc2) + hp["eps"])
+                if hp["atan2"]:
+                    u = atan2_direction(m / bc1, v / bc2)
+                else:
+                    u = (m / bc1) / (torch.sqrt(v / bc2) + hp["eps"])
                 if hp["adam_w_mode"]:
                     u = u + lam * w
                 w_norm, u_norm = norm(w), norm(u)
@@ -107,7 +126,8 @@ class DeepSpeedFusedLamb(Reference):
 
     DeepSpeed's optional clip is ((G/scale) + 1e-6)/M, applied only when > 1: the +1e-6 makes it
     differ from prenorm="clip" (1/max(1, G/M)) by a relative 1e-6/G, so it is not compared here;
-    the preset, like DeepSpeed's default, has clipping off.
+    the preset, like DeepSpeed's default, has clipping off. ``atan2=True`` (not DeepSpeed: the
+    ε-free control) replaces m/(√v+ε) by a·atan2(m, b·√v), still with the step-size correction.
     """
 
     @torch.no_grad()
@@ -120,6 +140,7 @@ class DeepSpeedFusedLamb(Reference):
             "bias_correction": True,
             "max_coeff": 10.0,
             "min_coeff": 0.01,
+            "atan2": False,
             **self.hp,
         }
         b1, b2 = hp["betas"]
@@ -134,11 +155,14 @@ class DeepSpeedFusedLamb(Reference):
                 m, v = self.moments(w)
                 m.copy_(b1 * m + (1 - b1) * g)
                 v.copy_(b2 * v + (1 - b2) * g * g)
-                if hp["eps_inside_sqrt"]:
-                    den = torch.sqrt(v + hp["eps"])
+                if hp["atan2"]:
+                    u = atan2_direction(m, v) + lam * w
                 else:
-                    den = torch.sqrt(v) + hp["eps"]
-                u = m / den + lam * w
+                    if hp["eps_inside_sqrt"]:
+                        den = torch.sqrt(v + hp["eps"])
+                    else:
+                        den = torch.sqrt(v) + hp["eps"]
+                    u = m / den + lam * w
                 w_norm, u_norm = norm(w), norm(u)
                 coeff = 1.0
                 if w_norm > 0 and u_norm > 0:
@@ -294,6 +318,27 @@ ROWS = [
         head_scale=1e-3,
     ),
     Row("bert_adam", ref(BertAdamWeightDecay), "bert_adam", lr=1e-3),
+    # The ε-free control (eps_mode="atan2") in both of NVIDIA's modes, and with the bias
+    # correction off or moved to the step size.
+    Row(
+        "atan2-nvlamb",
+        ref(ApexFusedLamb, use_nvlamb=True, atan2=True),
+        "nvlamb",
+        {"eps_mode": "atan2"},
+    ),
+    Row("atan2-apex", ref(ApexFusedLamb, atan2=True), "apex", {"eps_mode": "atan2"}),
+    Row(
+        "atan2-nvlamb-no_bc",
+        ref(ApexFusedLamb, use_nvlamb=True, atan2=True, bias_correction=False),
+        "nvlamb",
+        {"eps_mode": "atan2", "bias_correction": False},
+    ),
+    Row(
+        "atan2-deepspeed",
+        ref(DeepSpeedFusedLamb, atan2=True),
+        "deepspeed",
+        {"eps_mode": "atan2", "eps_inside_sqrt": True},  # ignored: atan2 has no ε
+    ),
     Row("optax-defaults", ref(OptaxLamb), "optax", weight_decay=0.0),
     Row("optax-masked_wd", ref(OptaxLamb), "optax"),
     Row("tfa-defaults", ref(TfaLamb), "tfa", weight_decay=0.0),
@@ -378,6 +423,7 @@ MISMATCHES = [
         head_scale=1e-3,
     ),
     Row("tfa-exclusions-vs-nvidia_tf2", ref(TfaLamb, weight_decay=0.01, **TF2_EXCLUDE), "tfa"),
+    Row("atan2-vs-add", ref(ApexFusedLamb, use_nvlamb=True, atan2=True), "nvlamb"),
     Row(
         "bert_adam-vs-bias_correction",
         ref(BertAdamWeightDecay),

@@ -52,6 +52,16 @@ KNOB_VALUES: dict[str, list] = {
     "bias_correction": [True, False, "step_size"],
     "grad_averaging": [True, False],
     "eps_inside_sqrt": [False, True],
+    # Adam-atan2 (ε-free): alone and with each knob its folded scalars touch (bias correction,
+    # the decay stages, the LARS denominator); eps_inside_sqrt must not act.
+    "eps_mode": [
+        "add",
+        "atan2",
+        {"eps_mode": "atan2", "bias_correction": False},
+        {"eps_mode": "atan2", "bias_correction": "step_size", "eps_inside_sqrt": True},
+        {"eps_mode": "atan2", "decay": "l2"},
+        {"eps_mode": "atan2", "decay": "decoupled", "ratio_denominator": "split"},
+    ],
     "moments": ["adam", "momentum"],
     "momentum": [
         {"moments": "momentum", "momentum": 0.0},
@@ -226,6 +236,7 @@ KNOB_CHANGES = [
         {5: [{"prenorm": "normalize", "lr": 3e-3}, {"decay": "l2", "weight_decay": 0.01}]},
         id="prenorm+decay",
     ),
+    pytest.param({5: [{"eps_mode": "atan2"}, {}], 10: [{}, {"eps_mode": "atan2"}]}, id="eps_mode"),
 ]
 
 
@@ -304,6 +315,64 @@ def test_normalize_is_invariant_to_gradient_scale(impl):
     assert rel_diff(run("normalize", 1.0), run("normalize", 1e3)) <= REL64
     # Control: without normalization the scale changes the trajectory (through ε).
     assert rel_diff(run("none", 1.0), run("none", 1e3)) > 1e-6
+
+
+@pytest.mark.parametrize("impl", ["fast", "reference", "compiled"])
+def test_atan2_direction_is_invariant_to_gradient_scale(impl, monkeypatch):
+    """Adam-atan2 is ε-free: every gradient times c gives m̂·c and √v̂·c, and
+    atan2(c·m̂, c·√v̂) = atan2(m̂, √v̂), so the run is the same. c = 2^-30 (exact in floating
+    point) puts √v̂ far below ε = 1e-6, where the "add" direction m̂/(√v̂+ε) collapses."""
+    if impl == "compiled":  # small chunks, so the fused kernel runs on this model
+        _fast_layout("compiled", monkeypatch)
+
+    def run(eps_mode, loss_scale):
+        return train(
+            lambda m: create(
+                "nvlamb", named_groups(m), lr=1e-2, impl=impl, prenorm="none", eps_mode=eps_mode
+            ),
+            make_model(),
+            30,
+            loss_scale=loss_scale,
+        )
+
+    c = 2.0**-30
+    assert rel_diff(run("atan2", 1.0), run("atan2", c)) <= REL64
+    # Control: with ε the scale changes the run, by far once ε dominates.
+    assert rel_diff(run("add", 1.0), run("add", c)) > 1e-3
+
+
+@pytest.mark.parametrize("impl", ["fast", "reference"])
+def test_atan2_first_step_is_a_signed_constant(impl):
+    """Step 1 by hand: m̂ = ĝ, √v̂ = |ĝ|, so d = a·atan2(ĝ, |ĝ|) = a·(π/4)·sign(ĝ) with
+    a = 1.27 (Everett et al. 2024); u = d + λw and r = ‖w‖/‖u‖ as for every direction."""
+    model, opt, before, grads = _one_step({"eps_mode": "atan2"}, impl)
+    name = "dense_in.weight"
+    w, g = before[name], grads[name]
+    u = 1.27 * (math.pi / 4) * torch.sign(g) + 0.01 * w
+    r = torch.linalg.vector_norm(w) / torch.linalg.vector_norm(u)
+    i = opt.stats.names.index(name)
+    torch.testing.assert_close(opt.stats.trust_ratios[i], r, rtol=REL64, atol=0)
+    torch.testing.assert_close(
+        model.get_parameter(name).detach(), w - 1e-2 * r * u, rtol=REL64, atol=0
+    )
+
+
+def test_state_dict_without_a_newer_knob_loads_with_its_default():
+    """A checkpoint saved before ``eps_mode`` existed resumes as "add", today's behaviour."""
+    data = list(batches(6, torch.float64))
+    model = make_model()
+    opt = create("nvlamb", named_groups(model), lr=1e-2)
+    _steps(model, opt, data[:3])
+    saved = copy.deepcopy(opt.state_dict())  # else both optimizers would share m and v
+    for group in saved["param_groups"]:
+        del group["eps_mode"]
+    twin = copy.deepcopy(model)
+    twin_opt = create("nvlamb", named_groups(twin), lr=1e-2, eps_mode="atan2")
+    twin_opt.load_state_dict(saved)
+    assert [g["eps_mode"] for g in twin_opt.param_groups] == ["add", "add"]
+    _steps(model, opt, data[3:])
+    _steps(twin, twin_opt, data[3:])
+    assert torch.equal(flat(model), flat(twin))
 
 
 @pytest.mark.parametrize("impl", ["fast", "reference"])
@@ -820,6 +889,8 @@ def test_step_with_closure_returns_loss_and_matches_plain_step(impl):
         ("nvlamb", {}, True),
         ("adamw", {}, True),  # decoupled decay
         ("nvlamb", {"eps_inside_sqrt": True}, True),
+        ("nvlamb", {"eps_mode": "atan2"}, True),
+        ("deepspeed", {"eps_mode": "atan2"}, True),  # step-size correction, no m̂/v̂
         ("nvlamb", {"decay": "l2"}, False),  # the fast path's job
         ("lars", {}, False),  # SGD momentum
     ],

@@ -45,6 +45,8 @@ ROWS = [(name, {}) for name in sorted(PRESETS)] + [
     ("nvlamb", {"decay": "l2", "weight_decay": 0.0}),
     ("nvlamb", {"bias_correction": "step_size", "phi": "clip"}),
     ("nvlamb", {"moments": "momentum", "nesterov": True}),
+    ("nvlamb", {"eps_mode": "atan2"}),
+    ("deepspeed", {"eps_mode": "atan2", "eps_inside_sqrt": True}),
 ]
 
 
@@ -80,6 +82,18 @@ def test_knob_values_choose_the_stages(preset, overrides):
         stages.InRatioDecay,
     ]
     assert kinds == sorted(kinds, key=order.index)
+
+
+@pytest.mark.parametrize("eps_inside_sqrt", [False, True])
+@pytest.mark.parametrize("eps", [0.0, 1e-6, 1e-3])
+def test_eps_mode_atan2_makes_eps_and_its_placement_irrelevant(eps, eps_inside_sqrt):
+    """Adam-atan2 is ε-free: its stage 3 is the same whatever ``eps`` and ``eps_inside_sqrt``
+    say, and ``eps_mode="add"`` keeps both exactly as before the knob existed."""
+    knobs = _knobs("nvlamb", eps=eps, eps_inside_sqrt=eps_inside_sqrt)
+    atan2 = stages.build({**knobs, "eps_mode": "atan2"}).find(stages.AdamDirection)
+    assert atan2 == stages.AdamDirection(0.0, inside_sqrt=False, atan2=True)
+    add = stages.build(knobs).find(stages.AdamDirection)
+    assert add == stages.AdamDirection(eps, inside_sqrt=eps_inside_sqrt, atan2=False)
 
 
 def test_pipelines_are_rebuilt_only_when_a_knob_other_than_lr_changes():
