@@ -38,3 +38,46 @@ def on_terminal(
     os.close(controller)
     out, _ = proc.communicate(timeout=timeout)
     return proc.returncode, out, shown.decode(errors="replace")
+
+
+def interrupt_on_terminal(
+    cmd: Sequence[str],
+    *,
+    env: dict[str, str],
+    cwd: Path,
+    when: str,
+    timeout: float = 300,
+    columns: int = 160,
+) -> tuple[int, str]:
+    """Run ``cmd`` as a person would in a terminal (the pty is its controlling terminal, every
+    output goes there) and press Ctrl-C once ``when`` has been shown; ``(exit status, what the
+    terminal showed)``. The line discipline turns Ctrl-C into SIGINT for the whole foreground
+    process group, as a shell's job control does."""
+    import select
+    import time
+
+    pid, controller = pty.fork()
+    if pid == 0:  # the child: a session leader whose controlling terminal is the pty
+        os.chdir(cwd)
+        os.execvpe(cmd[0], list(cmd), env)
+    fcntl.ioctl(controller, termios.TIOCSWINSZ, struct.pack("HHHH", 24, columns, 0, 0))
+    shown, sent = "", False
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([controller], [], [], 1.0)
+        if ready:
+            try:
+                chunk = os.read(controller, 65536)
+            except OSError:  # EIO: the process closed the terminal
+                break
+            if not chunk:
+                break
+            shown += chunk.decode(errors="replace")
+        if not sent and when in shown:
+            os.write(controller, b"\x03")
+            sent = True
+    else:
+        os.kill(pid, 9)
+    _, status = os.waitpid(pid, 0)
+    os.close(controller)
+    return os.waitstatus_to_exitcode(status), shown

@@ -13,11 +13,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import optuna
 import pandas as pd
 import pytest
 import yaml
 from sweep_files import REPO, TINY, workload
-from terminal import on_terminal
+from terminal import interrupt_on_terminal, on_terminal
 
 from ablations import fileio
 from ablations import results as tidy
@@ -357,3 +358,61 @@ def test_compare_prints_the_table_of_the_runs_and_draws_one_figure(fresh_clone, 
     assert f"{loss['none'] - loss['clip']:.4f}" in table["none"]
     assert "minus clip" in out.stdout and "reference: unigram entropy" in out.stdout
     assert (tmp_path / "first" / "compare.png").stat().st_size > 20_000
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_a_local_sweep_resumably_and_again_finishes_it(tmp_path, embedded_cache):
+    """Ctrl-C in the terminal while two trials train: the driver stops its workers, each
+    checkpoints its trial and hands it back (status interrupted, study: preempted), no worker is
+    left; the same command again finishes every trial with no gap or repeat in its curve."""
+    cache, _ = embedded_cache
+    sweep = {
+        "local": {"workers": 2, "threads_per_worker": 1},
+        "retry": {"heartbeat_seconds": 1, "grace_seconds": 30},
+        "experiments": {
+            "stop": {
+                "workload": workload(cache, steps=400, checkpoint_every=50),
+                "variants": {"grid": {"optimizer.overrides.prenorm": ["clip", "none"]}},
+                "seeds": 1,
+            }
+        },
+    }
+    (tmp_path / "sweep.yaml").write_text(yaml.safe_dump(sweep, sort_keys=False))
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    cmd = [sys.executable, "-m", "ablations", "sweep", "--file", "sweep.yaml", "--local"]
+    code, shown = interrupt_on_terminal(cmd, env=env, cwd=tmp_path, when="running [#0 ")
+    assert code == 130, shown[-2000:]
+    assert "interrupted: `make sweep` again continues" in shown
+    exp = tmp_path / "results" / "stop"
+    statuses = {
+        d.name: json.loads((d / "status.json").read_text())["status"]
+        for d in exp.iterdir()
+        if d.name.isdigit()
+    }
+    assert statuses == {"0": "interrupted", "1": "interrupted"}, statuses
+    trials = [t for t in _study(exp).trials if t.state.name == "FAIL"]
+    assert sorted(t.user_attrs["status"] for t in trials) == ["preempted", "preempted"]
+    ps = subprocess.run(["pgrep", "-f", f"sweep-worker.*{tmp_path}"], capture_output=True)
+    assert ps.stdout == b""  # no worker outlives the driver
+
+    again = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert again.returncode == 0, again.stdout + again.stderr
+    for trial in ("0", "1"):
+        lines = (exp / trial / "metrics.jsonl").read_text().splitlines()
+        assert [json.loads(line)["step"] for line in lines] == list(range(1, 401))
+
+
+def _study(exp: Path) -> optuna.Study:
+    from ablations.sweep.study import open_journal
+
+    return optuna.load_study(study_name=exp.name, storage=open_journal(exp))
+
+
+def test_an_experiment_not_started_is_estimated_from_the_others_seconds_per_step():
+    known = progress.Snapshot("a", 4, 2, {}, [], [100.0, 100.0], steps=500)  # 0.2 s/step
+    fresh = progress.Snapshot("b", 3, 0, {}, [], [], steps=1000)
+    assert fresh.trial_seconds() is None and progress.eta_seconds([known, fresh], 2) is None
+    rate = progress.step_rate([known, fresh])
+    assert rate == pytest.approx(0.2)
+    assert progress.eta_seconds([known, fresh], 2, rate) == pytest.approx((2 * 100 + 3 * 200) / 2)
+    assert progress.describe(fresh, 2, rate=rate).endswith(f"eta {progress.clock(3 * 200 / 2)}")

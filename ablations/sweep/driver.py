@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -81,6 +82,10 @@ def worker_command(sweep_file: Path, names: list[str], results: Path) -> list[st
     return cmd
 
 
+def _ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def _local_env(threads: int) -> dict[str, str]:
     # Not SLURM tasks, even inside an allocation: Lightning must not see a SLURM world.
     env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
@@ -115,6 +120,9 @@ def run_local(sweep: Sweep, sweep_file: Path, plans: list[Plan], results: Path) 
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,
+            # Ctrl-C reaches the whole foreground group: the workers ignore it and stop on the
+            # SIGTERM this driver then sends (checkpoint, trial handed back as preempted)
+            preexec_fn=_ignore_sigint,
         )
 
     procs = [start(i) for i in range(sweep.local.workers)]

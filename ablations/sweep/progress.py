@@ -10,8 +10,9 @@ The ETA is work left divided by the rate the workers achieve. Work is counted in
 running trial at step ``s`` of ``S`` has ``1 - s/S`` left. A trial's duration is the mean
 wall time of the experiment's finished trials (Optuna's ``datetime_start`` to
 ``datetime_complete``); before any has finished, each running trial's own projection
-(elapsed x ``S/s``, once it is 5% through) stands in. The workers share the work, so the ETA
-is the work left times the trial duration, divided by the number of workers.
+(elapsed x ``S/s``, once it is 5% through) stands in, and for an experiment none of whose trials
+has run, the other experiments' seconds per step times its trials' steps. The workers share the
+work, so the ETA is the work left times the trial duration, divided by the number of workers.
 """
 
 from __future__ import annotations
@@ -61,6 +62,8 @@ class Snapshot:
     running: list[Running] = field(default_factory=list)
     #: Wall seconds of each finished (COMPLETE) trial.
     durations: list[float] = field(default_factory=list)
+    #: Optimizer steps of one trial (every phase); 0 when unknown.
+    steps: int = 0
 
     @property
     def left(self) -> int:
@@ -78,6 +81,11 @@ class Snapshot:
         ]
         return sum(projections) / len(projections) if projections else None
 
+    def seconds_per_step(self) -> float | None:
+        """What a step of this experiment's trials takes, None while unknown."""
+        seconds = self.trial_seconds()
+        return seconds / self.steps if seconds is not None and self.steps else None
+
     def work_left(self) -> float:
         """Trials' worth of work left: whole slots, plus what running trials have to go."""
         partial = sum(1 - min(r.step / r.total, 1) for r in self.running if r.total)
@@ -91,8 +99,15 @@ def snapshot(study: optuna.Study, plan: Plan, sweep: Sweep, exp_dir: Path) -> Sn
     now = dt.datetime.now()
     running = [_running(t, exp_dir, plan, now) for t in trials if t.state == TrialState.RUNNING]
     durations = [_duration(t) for t in trials if t.state == TrialState.COMPLETE]
+    first = plan.config(next(iter(plan.variants)), plan.points[0] if plan.points else {}, 0)
     return Snapshot(
-        plan.name, counts["total"], counts["done"], counts, sorted(running, key=_key), durations
+        plan.name,
+        counts["total"],
+        counts["done"],
+        counts,
+        sorted(running, key=_key),
+        durations,
+        total_steps(first),
     )
 
 
@@ -155,14 +170,25 @@ def last_line(path: Path, chunk: int = 4096) -> dict[str, Any] | None:
     return None
 
 
-def eta_seconds(snapshots: list[Snapshot], workers: int) -> float | None:
-    """Seconds until every experiment is finished, None while a needed duration is unknown."""
+def step_rate(snapshots: list[Snapshot]) -> float | None:
+    """Seconds per optimizer step, averaged over the experiments that know theirs: the guess for
+    an experiment none of whose trials has run yet (same machine, a similar model)."""
+    rates = [r for r in (s.seconds_per_step() for s in snapshots) if r is not None]
+    return sum(rates) / len(rates) if rates else None
+
+
+def eta_seconds(snapshots: list[Snapshot], workers: int, rate: float | None = None) -> float | None:
+    """Seconds until every experiment is finished, None while a needed duration is unknown.
+    An experiment without a duration of its own is estimated from ``rate`` (seconds per step,
+    :func:`step_rate`) times its trials' steps."""
     total = 0.0
     for s in snapshots:
         work = s.work_left()
         if work <= 0:
             continue
         seconds = s.trial_seconds()
+        if seconds is None and rate is not None and s.steps:
+            seconds = rate * s.steps
         if seconds is None:
             return None
         total += work * seconds
@@ -174,9 +200,9 @@ def clock(seconds: float | None) -> str:
     return "?" if seconds is None else duration(seconds)
 
 
-def describe(s: Snapshot, workers: int, *, done: bool = True) -> str:
+def describe(s: Snapshot, workers: int, *, done: bool = True, rate: float | None = None) -> str:
     """``3/8 done, 2 running [#3 120/700, #4 80/700], 3 left, 1 diverged, eta 4m05s`` (without
-    ``done``, from "2 running" on: a bar shows the count)."""
+    ``done``, from "2 running" on: a bar shows the count; ``rate``: :func:`eta_seconds`)."""
     parts = [f"{s.done}/{s.total} done"] if done else []
     if s.running:
         steps = ", ".join(f"#{r.trial} {r.step}/{r.total}" for r in s.running)
@@ -187,7 +213,7 @@ def describe(s: Snapshot, workers: int, *, done: bool = True) -> str:
     if s.done < s.total:
         # as many workers as there are trials to run (they may also serve other experiments)
         busy = max(min(workers, math.ceil(s.work_left())), 1)
-        parts.append(f"eta {clock(eta_seconds([s], busy))}")
+        parts.append(f"eta {clock(eta_seconds([s], busy, rate))}")
     return ", ".join(parts)
 
 
@@ -219,15 +245,17 @@ class Display:
 
     def update(self, snapshots: list[Snapshot]) -> None:
         """Show the snapshots (bars redrawn; a line printed if something changed)."""
+        rate = step_rate(snapshots)
         if self.bars:
             for s in snapshots:
                 bar = self.bars[s.name]
                 bar.total, bar.n = max(s.total, 1), s.done
-                bar.set_postfix_str(describe(s, self.workers, done=False), refresh=True)
+                text = describe(s, self.workers, done=False, rate=rate)
+                bar.set_postfix_str(text, refresh=True)
             return
-        line = " | ".join(f"{s.name}: {describe(s, self.workers)}" for s in snapshots)
+        line = " | ".join(f"{s.name}: {describe(s, self.workers, rate=rate)}" for s in snapshots)
         if len(snapshots) > 1 and any(s.done < s.total for s in snapshots):
-            line += f" | all: eta {clock(eta_seconds(snapshots, self.workers))}"
+            line += f" | all: eta {clock(eta_seconds(snapshots, self.workers, rate))}"
         counts = " | ".join(f"{s.name}:{s.done}/{len(s.running)}" for s in snapshots)
         if counts != self.last or time.monotonic() - self.shown > LINE_EVERY:
             print(f"[{self._elapsed()}] {line}", flush=True)

@@ -4,9 +4,10 @@ One worker is one array task on SLURM (or one local process). All ranks of a mul
 (``srun`` with nodes x tasks per node) train the same trial: rank 0 claims it, hands it to the
 other ranks through a file in the experiment's directory, and alone reports to the study.
 
-Signals. ``SIGUSR1`` (SLURM's ``--signal=USR1@N`` before the time limit) and ``SIGTERM``
-(``scancel``, preemption) stop the trial at the next optimizer step: every rank saves the phase's
-``last.ckpt`` (a resume point), the trial is failed as ``preempted`` (the statuses:
+Signals. ``SIGUSR1`` (SLURM's ``--signal=USR1@N`` before the time limit), ``SIGTERM`` (``scancel``,
+preemption, the local driver on Ctrl-C) and ``SIGINT`` (Ctrl-C on a worker started by hand; the
+local driver's workers ignore it) stop the trial at the next optimizer step: every rank saves the
+phase's ``last.ckpt`` (a resume point), the trial is failed as ``preempted`` (the statuses:
 :mod:`ablations.status`) and queued again with the same parameters, and the worker exits; after
 ``SIGUSR1`` it first requeues its own array task (``scontrol requeue``). The retry, on whichever
 worker claims it, resumes in the original trial's directory from that checkpoint, so the curve
@@ -44,14 +45,17 @@ POLL_SECONDS = 2.0
 
 
 class _Stop:
-    """Set by SIGUSR1/SIGTERM; read at optimizer-step boundaries."""
+    """Set by SIGUSR1/SIGTERM, and by SIGINT (Ctrl-C on a worker started by hand) unless it is
+    ignored (the local driver's workers: it stops them with SIGTERM); read at optimizer-step
+    boundaries, so a stopped trial is checkpointed and handed back, never left running."""
 
     def __init__(self) -> None:
         self.signal: int | None = None
 
     def install(self) -> None:
-        for sig in (signal.SIGUSR1, signal.SIGTERM):
-            signal.signal(sig, self._handler)
+        for sig in (signal.SIGUSR1, signal.SIGTERM, signal.SIGINT):
+            if signal.getsignal(sig) is not signal.SIG_IGN:
+                signal.signal(sig, self._handler)
 
     def _handler(self, signum: int, frame: Any) -> None:
         self.signal = signum
