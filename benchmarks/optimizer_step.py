@@ -76,6 +76,7 @@ def knob_variants() -> dict[str, dict]:
         "prenorm": ["none", "normalize"],
         "bias_correction": [False, "step_size"],
         "eps_inside_sqrt": [True],
+        "eps_mode": ["atan2"],
         "grad_averaging": [False],
         "decay": ["decoupled", "l2"],
         "adapt": ["decayed", "none"],
