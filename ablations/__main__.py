@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -102,5 +103,15 @@ def _is_rank_zero() -> bool:
     return getattr(rank_zero_only, "rank", 0) == 0
 
 
+def _piped_main() -> int:
+    """``main``, quiet when stdout is a pipe its reader closed early (``sweep-status | head``),
+    as Python's documentation recommends for SIGPIPE."""
+    try:
+        return main()
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE, as a shell reports it
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(_piped_main())
