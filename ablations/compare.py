@@ -21,11 +21,11 @@ from .fileio import FrozenError, check_writable
 from .status import Status
 
 
-def comparison_table(exp_dir: Path | str, metric: str = "final_val_mlm_loss") -> pd.DataFrame:
-    """One row per variant: runs by outcome, ``metric``'s mean [95% t-interval over seeds], the
-    difference from the first variant paired by seed (:func:`ablations.stats.paired_difference`),
-    the final training loss and the training speed (optimizer steps per second of fit time)."""
-    runs = results.load_runs(exp_dir)
+def comparison_table(runs: pd.DataFrame, metric: str = "final_val_mlm_loss") -> pd.DataFrame:
+    """One row per variant of ``runs`` (:func:`ablations.results.load_runs`): runs by outcome,
+    ``metric``'s mean [95% t-interval over seeds], the difference from the first variant paired
+    by seed (:func:`ablations.stats.paired_difference`), the final training loss and the
+    training speed (optimizer steps per second of fit time)."""
     summary = stats.summarize(runs, metric)
     variants = [str(v) for v in summary.index]
     chosen = stats.select_runs(runs)
@@ -61,7 +61,8 @@ def compare(exp_dir: Path | str, out: Path | str, log: Any = print) -> Path:
     matplotlib.use("Agg")
     exp_dir = Path(exp_dir)
     check_writable(out)
-    table = comparison_table(exp_dir)
+    runs = results.load_runs(exp_dir)  # collected first if stale: once, for both uses
+    table = comparison_table(runs)
     reference = results.reference_lines(exp_dir)
     with pd.option_context("display.width", 120, "display.float_format", "{:.4f}".format):
         log(results.describe(exp_dir))
@@ -71,7 +72,7 @@ def compare(exp_dir: Path | str, out: Path | str, log: Any = print) -> Path:
     figures.setup()
     fig = figures.loss_panels(
         results.load_curves(exp_dir),
-        runs=results.load_runs(exp_dir),
+        runs=runs,
         reference=reference,
         smooth=10,
         title=exp_dir.name,

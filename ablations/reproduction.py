@@ -71,10 +71,9 @@ def publish(staging: Path | str, target: Path | str) -> list[Path]:
 
 
 def _check_finished(exp: Path) -> None:
-    report_path = exp / "collect.json"
-    if not report_path.exists():
+    report = read_json(exp / "collect.json")
+    if report is None:
         raise PublishError(f"{exp}: not collected (no collect.json); run `make collect` first")
-    report = read_json(report_path)
     unfinished = {s: n for s, n in report.get("statuses", {}).items() if n and s not in FINAL}
     if unfinished or not report.get("trials"):
         raise PublishError(

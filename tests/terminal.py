@@ -5,9 +5,11 @@ from __future__ import annotations
 import fcntl
 import os
 import pty
+import select
 import struct
 import subprocess
 import termios
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -23,17 +25,11 @@ def on_terminal(
     """``(returncode, stdout, what the terminal showed)``: stderr is a pty of ``columns`` x 24,
     stdout a pipe (so a program can tell its display from its output)."""
     controller, terminal = pty.openpty()
-    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 24, columns, 0, 0))
+    _set_size(terminal, columns)
     proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=terminal)
     os.close(terminal)
     shown = b""
-    while True:
-        try:
-            chunk = os.read(controller, 65536)
-        except OSError:  # EIO: the process closed the terminal
-            break
-        if not chunk:
-            break
+    while (chunk := _read(controller)) is not None:
         shown += chunk
     os.close(controller)
     out, _ = proc.communicate(timeout=timeout)
@@ -53,24 +49,17 @@ def interrupt_on_terminal(
     output goes there) and press Ctrl-C once ``when`` has been shown; ``(exit status, what the
     terminal showed)``. The line discipline turns Ctrl-C into SIGINT for the whole foreground
     process group, as a shell's job control does."""
-    import select
-    import time
-
     pid, controller = pty.fork()
     if pid == 0:  # the child: a session leader whose controlling terminal is the pty
         os.chdir(cwd)
         os.execvpe(cmd[0], list(cmd), env)
-    fcntl.ioctl(controller, termios.TIOCSWINSZ, struct.pack("HHHH", 24, columns, 0, 0))
+    _set_size(controller, columns)
     shown, sent = "", False
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         ready, _, _ = select.select([controller], [], [], 1.0)
         if ready:
-            try:
-                chunk = os.read(controller, 65536)
-            except OSError:  # EIO: the process closed the terminal
-                break
-            if not chunk:
+            if (chunk := _read(controller)) is None:
                 break
             shown += chunk.decode(errors="replace")
         if not sent and when in shown:
@@ -81,3 +70,17 @@ def interrupt_on_terminal(
     _, status = os.waitpid(pid, 0)
     os.close(controller)
     return os.waitstatus_to_exitcode(status), shown
+
+
+def _set_size(fd: int, columns: int) -> None:
+    """A terminal of ``columns`` x 24 (a pty starts at 0 x 0, where tqdm draws nothing)."""
+    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", 24, columns, 0, 0))
+
+
+def _read(controller: int) -> bytes | None:
+    """The next output on the terminal; None once the process has closed it (EOF or EIO)."""
+    try:
+        chunk = os.read(controller, 65536)
+    except OSError:  # EIO: the process closed the terminal
+        return None
+    return chunk or None

@@ -9,18 +9,13 @@ import torch
 from optuna.trial import TrialState, create_trial
 
 from ablations.internals import loss_scale, study_storage, trial_id
+from ablations.sweep.study import open_journal
 from ablations.train import AtomicCheckpointIO
 
 
-def _journal_study(tmp_path):
-    from optuna.storages.journal import JournalFileBackend
-
-    storage = optuna.storages.JournalStorage(JournalFileBackend(str(tmp_path / "s.journal")))
-    return optuna.create_study(study_name="s", storage=storage), storage
-
-
 def test_a_studys_storage_and_trial_ids_claim_a_waiting_trial_once(tmp_path):
-    study, storage = _journal_study(tmp_path)
+    storage = open_journal(tmp_path)  # the sweep's own journal, file and lock
+    study = optuna.create_study(study_name="s", storage=storage)
     assert study_storage(study) is storage
     for i in range(3):
         study.add_trial(create_trial(state=TrialState.WAITING, user_attrs={"i": i}))
@@ -31,19 +26,13 @@ def test_a_studys_storage_and_trial_ids_claim_a_waiting_trial_once(tmp_path):
     assert storage.set_trial_state_values(ids[1], TrialState.RUNNING) is True
     assert storage.set_trial_state_values(ids[1], TrialState.RUNNING) is False
     # another process's view of the same journal agrees
-    again = optuna.load_study(study_name="s", storage=_journal_study_storage(tmp_path))
+    again = optuna.load_study(study_name="s", storage=open_journal(tmp_path))
     assert again.trials[1].state == TrialState.RUNNING
     storage.set_trial_user_attr(ids[1], "status", "lost")
     assert storage.set_trial_state_values(ids[1], TrialState.FAIL) is True
     assert study.trials[1].user_attrs == {"i": 1, "status": "lost"}
     trial = optuna.Trial(study, ids[0])  # what the worker hands a pruner
     assert trial.number == waiting[0].number and trial_id(trial) == ids[0]
-
-
-def _journal_study_storage(tmp_path):
-    from optuna.storages.journal import JournalFileBackend
-
-    return optuna.storages.JournalStorage(JournalFileBackend(str(tmp_path / "s.journal")))
 
 
 def test_the_loss_scale_is_the_scalers_own_tensor():

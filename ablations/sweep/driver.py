@@ -131,8 +131,9 @@ def run_local(sweep: Sweep, sweep_file: Path, plans: list[Plan], results: Path) 
     try:
         while True:
             time.sleep(2.0)
-            display.update(load_snapshots(loaded, sweep, results))
-            done = all(studies.finished(s, p, sweep.retry) for s, p in loaded)
+            snapshots = load_snapshots(loaded, sweep, results)  # one read of each study
+            display.update(snapshots)
+            done = all(s.finished for s in snapshots)
             alive = [q for q in procs if q.poll() is None]
             if done and not alive:
                 break

@@ -66,6 +66,11 @@ class Snapshot:
     steps: int = 0
 
     @property
+    def finished(self) -> bool:
+        """Every slot done (:func:`ablations.sweep.study.finished`, from this snapshot's counts)."""
+        return self.done == self.total
+
+    @property
     def left(self) -> int:
         """Slots neither finished nor running."""
         return max(self.total - self.done - len(self.running), 0)
@@ -127,14 +132,14 @@ def _key(r: Running) -> int:
 def _running(t: FrozenTrial, exp_dir: Path, plan: Plan, now: dt.datetime) -> Running:
     number = studies.origin(t)
     run_dir = exp_dir / str(number)
-    total = _total_steps(run_dir, plan, t)
+    total = _total_steps(plan, t)
     step = int((last_line(run_dir / "metrics.jsonl") or {}).get("step", 0))
     elapsed = (now - t.datetime_start).total_seconds() if t.datetime_start else 0.0
     # a retry resumed at ``step``: only its own steps count in the projection
     return Running(number, str(t.user_attrs.get("variant", "?")), step, total, elapsed)
 
 
-def _total_steps(run_dir: Path, plan: Plan, t: FrozenTrial) -> int:
+def _total_steps(plan: Plan, t: FrozenTrial) -> int:
     try:
         config = plan.config(
             str(t.user_attrs["variant"]),
