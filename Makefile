@@ -23,13 +23,17 @@ SWEEP_FLAGS ?=
 # reproduction is in reproduction/, read-only to every target but `make reproduce`
 # (make figures RESULTS=reproduction draws it into results/reproduction-figures/).
 RESULTS ?= results
-FIGURES ?= $(if $(filter results,$(RESULTS)),results/figures,results/$(notdir $(RESULTS))-figures)
+# Where `make figures` draws: by default <RESULTS>/figures, or results/reproduction-figures/...
+# for a folder under reproduction/ (ablations.figures.figures_root)
+FIGURES ?=
 # FORCE=1: `make collect` may replace a table with one of fewer trials or rows
 FORCE ?=
-# `make reproduce` reruns the committed reproduction in $(STAGING), then publishes it.
+# `make reproduce` reruns the committed reproduction in $(STAGING), then publishes it;
+# `make reproduce-map` the same for the regime map (sweeps/regime_map.yaml).
 STAGING := results/reproduction
+MAP_STAGING := results/regime_map
 
-.PHONY: help setup test test-fast lint bench try sweep collect figures reproduce slurm-up slurm-down clean distclean
+.PHONY: help setup test test-fast lint bench try sweep collect figures reproduce reproduce-map slurm-up slurm-down clean distclean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) \
@@ -75,12 +79,17 @@ collect: setup ## results/<experiment>/{curves,runs,layers}.parquet from its tri
 	$(PY) -m ablations.results collect $(if $(FORCE),--force) $(or $(foreach e,$(EXPERIMENT),$(RESULTS)/$(e)),$(patsubst %/sweep.json,%,$(wildcard $(RESULTS)/*/sweep.json)))
 
 figures: setup ## execute notebooks/ headless (real Jupyter kernel) -> results/figures/ (RESULTS=reproduction: the committed ones)
-	$(PY) -m ablations.figures run --results $(RESULTS) --out $(FIGURES) $(foreach e,$(EXPERIMENT),--experiment '$(e)')
+	$(PY) -m ablations.figures run --results $(RESULTS) $(if $(FIGURES),--out $(FIGURES)) $(foreach e,$(EXPERIMENT),--experiment '$(e)')
 
 reproduce: setup ## rerun the committed CPU reproduction (sweep.yaml, ~45 min here) and replace reproduction/ with it: the only target that writes tracked files
 	$(PY) -m ablations sweep --file sweep.yaml --local --results $(STAGING)
 	$(PY) -m ablations.figures run --results $(STAGING) --out $(STAGING)/figures
 	$(PY) -m ablations.reproduction publish $(STAGING) reproduction
+
+reproduce-map: setup ## rerun the regime map (sweeps/regime_map.yaml, ~2 h here; resumable) and replace reproduction/regime_map/ with it
+	$(PY) -m ablations sweep --file sweeps/regime_map.yaml --local --results $(MAP_STAGING)
+	$(PY) -m ablations.figures run --results $(MAP_STAGING) --out $(MAP_STAGING)/figures
+	$(PY) -m ablations.reproduction publish $(MAP_STAGING) reproduction/regime_map
 
 slurm-up: ## start a local one-node SLURM cluster (installs slurm via apt as root); prints SLURM_CONF
 	bash ablations/slurm/local_cluster.sh up

@@ -39,7 +39,8 @@ metric (``final_val_mlm_loss``, ...) and ``final_val_{loss,mlm_loss}_phase{1,2}`
 whose path is a column name (``seed``, ...) is named ``config.<path>``.
 ``layers``: experiment, trial, attempt, variant, seed, stage, phase, step, phase_step, tensor,
 layer (the tensor's trust-ratio layer), block (embeddings, encoder.<i>, pooler, mlm_head,
-nsp_head), index (the tensor's position in the model), trust_ratio, weight_norm, update_norm.
+nsp_head), index (the tensor's position in the model), trust_ratio, weight_norm, update_norm,
+eps_dominated, sqrt_v_over_eps, relative_update (NaN in runs older than that telemetry).
 
 Status of a run (``runs.status``; the vocabulary: :mod:`ablations.status`), from status.json and
 the study's latest attempt: complete, diverged (both final: training said so), pruned, failed,

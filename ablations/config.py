@@ -7,6 +7,7 @@ Nothing else in the harness reads raw dicts.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import types
 import typing
@@ -454,3 +455,24 @@ def _plain(obj: Any) -> Any:
     if isinstance(obj, Mapping):
         return {k: _plain(v) for k, v in obj.items()}
     return obj
+
+
+#: ``log`` keys that change what is shown, not the run: a run resumes under other values
+#: (``progress_bar`` is their predecessor, still in the config.yaml of older run directories).
+DISPLAY_KEYS = ("progress", "status_every_seconds", "progress_bar")
+
+
+def run_identity(raw: Any) -> Any:
+    """A saved or given config without its display keys, and with the λ it trains with (a
+    config.yaml written before ``optimizer.weight_decay`` could be left to the preset holds the
+    number): what makes two runs the same run."""
+    if not isinstance(raw, dict) or not isinstance(raw.get("log"), dict):
+        return raw
+    log = {k: v for k, v in raw["log"].items() if k not in DISPLAY_KEYS}
+    out = {**raw, "log": log}
+    optimizer = raw.get("optimizer")
+    if isinstance(optimizer, dict) and optimizer.get("weight_decay") is None:
+        with contextlib.suppress(Exception):  # a config that does not build differs anyway
+            wd = RunConfig.from_dict(out).optimizer.resolved_weight_decay()
+            out["optimizer"] = {**optimizer, "weight_decay": wd}
+    return out

@@ -27,6 +27,8 @@ counts them.
 - ``optim/lr``: the lr this update used (param group 0; every group has the same schedule);
 - ``optim/grad_norm``: global L2 norm of the gradients before pre-normalization/clipping
   (``opt.stats.grad_norm``, unscaled under fp16);
+- ``optim/moments_grad_norm``: the same after pre-normalization, the gradient the moments see
+  (``opt.stats.moments_grad_norm``: G for ``prenorm="none"``, min(G, 1) for ``"clip"``);
 - ``optim/update_norm``: global L2 norm of the update direction ``u`` (moments direction plus
   weight decay, stage 4 of ``Lamb``) before the trust ratio and the lr, ``sqrt(sum_layers
   ||u_layer||^2)``; the applied step ``lr * r * u`` is ``lr * ||w||`` per adapted layer, so
@@ -43,7 +45,10 @@ counts them.
 ``log.val_batches`` validation batches), ``val/nsp_loss``, ``val/mlm_acc``, ``val/nsp_acc``,
 ``samples``, ``wall_time``. ``layers.jsonl``: ``tensors`` (parameter names), ``layers``
 (trust-ratio layer of each), and per tensor ``trust_ratio``, ``weight_norm``, ``update_norm``
-(``opt.stats``: the norms are the layer's).
+(``opt.stats``: the norms are the layer's), ``eps_dominated`` (fraction of elements with
+√v̂ ≤ ε) and ``sqrt_v_over_eps`` (median √v̂/ε) from ``opt.direction_stats()``
+(:mod:`lamb_variants.telemetry`), and ``relative_update``: the applied ‖Δw‖/‖w‖ of the tensor,
+measured from a copy of the weights taken before the step.
 
 Values that are not finite (a diverging loss) are written as ``null``: the files are strict JSON.
 

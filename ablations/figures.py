@@ -12,12 +12,13 @@ Runner::
 executes each notebook with a real Jupyter kernel (papermill), injecting ``experiment``,
 ``results_dir`` and ``figures_dir`` into its ``parameters`` cell. ``figure2_prenorm``,
 ``figure3_decay`` and ``bias_correction`` run against the experiment of the same name (skipped,
-with a message, when it is absent); ``compare_variants`` runs against every experiment. Figures
-go to ``<out>/<experiment>/<notebook>[_<panel>].png``. The kernel is ``python3`` as shipped by
-ipykernel inside this environment (Jupyter starts ``python`` as ``sys.executable``), so no
-user-level kernel install is needed. The kernel imports ``ablations`` the one way every process
-of the harness does: the ``.pth`` that ``make setup`` puts in the environment (the repository is
-not an installed package); notebooks opened in ``jupyter lab notebooks/`` find it the same way.
+with a message, when it is absent); ``regime_map`` once against ``lr_sensitivity`` (reading the
+other experiments of the regime map beside it); ``compare_variants`` against every experiment.
+Figures go to ``<out>/<experiment>/<notebook>[_<panel>].png``. The kernel is ``python3`` as shipped
+by ipykernel inside this environment (Jupyter starts ``python`` as ``sys.executable``), so no
+user-level kernel install is needed. The kernel imports ``ablations`` the one way every process of
+the harness does: the ``.pth`` that ``make setup`` puts in the environment (the repository is not an
+installed package); notebooks opened in ``jupyter lab notebooks/`` find it the same way.
 """
 
 from __future__ import annotations
@@ -44,6 +45,9 @@ REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = REPO / "notebooks"
 #: Notebooks reproducing one claim, each run against the experiment of the same name.
 CLAIM_NOTEBOOKS = ("figure2_prenorm", "figure3_decay", "bias_correction")
+#: Notebooks that read several experiments of one folder, run once against the named one when
+#: it is present: ``regime_map`` (sweeps/regime_map.yaml) reads its siblings too.
+MAP_NOTEBOOKS = {"regime_map": "lr_sensitivity"}
 #: Notebooks run against every experiment present.
 EVERY_EXPERIMENT = ("compare_variants",)
 
@@ -88,20 +92,27 @@ def paths(
     """``(exp_dir, figures_dir)`` from a notebook's parameters. ``results_dir=None`` means the
     repository's ``results/`` (your sweeps) when it holds the experiment, else the committed
     ``reproduction/``; ``figures_dir=None`` means ``<results_dir>/figures/<experiment>``, or
-    ``results/reproduction-figures/<experiment>`` for the committed results (never written by
-    a notebook). Nothing is hard-coded elsewhere."""
+    ``results/reproduction-figures/[<folder>/]<experiment>`` for the committed results (any
+    folder under ``reproduction/``, which a notebook never writes). Nothing is hard-coded
+    elsewhere."""
     if results_dir is None:
         mine = REPO / "results"
         base = mine if (mine / experiment).is_dir() else REPO / "reproduction"
     else:
         base = Path(results_dir)
-    if figures_dir is not None:
-        out = Path(figures_dir)
-    elif base.resolve() == (REPO / "reproduction").resolve():
-        out = REPO / "results" / "reproduction-figures" / experiment
-    else:
-        out = base / "figures" / experiment
+    out = Path(figures_dir) if figures_dir is not None else figures_root(base) / experiment
     return base / experiment, out
+
+
+def figures_root(results_dir: str | Path) -> Path:
+    """Where figures of ``results_dir`` go by default: ``<results_dir>/figures``, or for a
+    folder under the committed ``reproduction/`` (never written by a notebook or the runner)
+    ``results/reproduction-figures/<its path inside reproduction/>``."""
+    base = Path(results_dir).resolve()
+    committed = (REPO / "reproduction").resolve()
+    if base == committed or committed in base.parents:
+        return REPO / "results" / "reproduction-figures" / base.relative_to(committed)
+    return Path(results_dir) / "figures"
 
 
 def palette(variants: Sequence[str] | pd.Series) -> dict[str, Any]:
@@ -433,6 +444,7 @@ def plan(results_dir: Path | str, only: Sequence[str] | None = None) -> tuple[li
             skipped.append(
                 f"{notebook}.ipynb: skipped, no experiment {notebook!r} in {results_dir}"
             )
+    jobs += [Job(nb, e) for nb, e in MAP_NOTEBOOKS.items() if e in wanted]
     jobs += [Job(nb, e) for nb in EVERY_EXPERIMENT for e in wanted]
     return jobs, skipped
 
@@ -565,10 +577,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--experiment", nargs="+", metavar="NAME", help="only these experiments")
     p.add_argument("--executed", type=Path, help="keep the executed notebooks in this folder")
     args = parser.parse_args(argv)
-    out = args.out
-    if out is None:
-        committed = args.results.resolve() == (REPO / "reproduction").resolve()
-        out = REPO / "results" / "reproduction-figures" if committed else args.results / "figures"
+    out = args.out if args.out is not None else figures_root(args.results)
     return run(args.results, out, args.experiment, executed_dir=args.executed)
 
 

@@ -54,8 +54,29 @@ from .model import BertPretraining
 #: Per-micro-batch sums accumulated on the device, then all-reduced: loss, mlm_loss, nsp_loss
 #: (each summed over micro-batches), mlm_correct, mlm_count, nsp_correct, real tokens.
 _TRAIN = ("loss", "mlm_loss", "nsp_loss", "mlm_correct", "mlm_count", "nsp_correct", "tokens")
-#: From ``opt.stats``: global pre-clip gradient norm, global ‖u‖, trust ratio min/median/max.
-_OPTIM = ("grad_norm", "update_norm", "r_min", "r_p50", "r_max", "loss_scale")
+#: From ``opt.stats``: global gradient norm before and after pre-normalization (what the moments
+#: see), global ‖u‖, trust ratio min/median/max; the GradScaler's scale.
+_OPTIM = (
+    "grad_norm",
+    "moments_grad_norm",
+    "update_norm",
+    "r_min",
+    "r_p50",
+    "r_max",
+    "loss_scale",
+)
+#: Per tensor, every ``log.layer_every`` steps: ``opt.stats`` (trust ratio, the layer's ‖w‖ and
+#: ‖u‖), ``opt.direction_stats()`` (ε-dominated fraction, median √v̂/ε) and the applied
+#: ‖Δw‖/‖w‖ (measured, so it holds for every knob: for tensors without a trust ratio it is the
+#: real step size).
+_LAYER = (
+    "trust_ratio",
+    "weight_norm",
+    "update_norm",
+    "eps_dominated",
+    "sqrt_v_over_eps",
+    "relative_update",
+)
 
 
 @dataclass
@@ -80,7 +101,7 @@ class _Step:
     samples: int
     wall_time: float
     values: Tensor  # float64 [len(_TRAIN) + len(_OPTIM)]
-    layers: Tensor | None  # [3, tensors]: trust ratio, ‖w‖, ‖u‖ (every log.layer_every steps)
+    layers: Tensor | None  # [len(_LAYER), tensors] (every log.layer_every steps)
     names: tuple[str, ...] = ()
     layer_names: tuple[str, ...] = ()
 
@@ -257,7 +278,12 @@ class PretrainingModule(L.LightningModule):
         opt = self.optimizers()
         lamb = opt.optimizer
         before, lr = lamb.param_groups[0]["step"], lamb.param_groups[0]["lr"]
+        sample = (self.step + 1) % self.config.log.layer_every == 0
+        weights = self._weights() if sample else None
         opt.step()
+        layers = None
+        if sample and lamb.param_groups[0]["step"] != before:
+            layers = self._layer_values(lamb, weights)
         opt.zero_grad(set_to_none=True)
         sums, self._acc = self._acc, None
         if lamb.param_groups[0]["step"] == before:  # the GradScaler skipped a non-finite step
@@ -269,9 +295,6 @@ class PretrainingModule(L.LightningModule):
         self.progress.wall_time = self._wall0 + time.perf_counter() - self._t0
         stats = lamb.stats
         values = torch.cat([_all_reduce(sums), self._optim_values(stats)])
-        layers = None
-        if self.step % self.config.log.layer_every == 0:
-            layers = torch.stack([stats.trust_ratios, stats.weight_norms, stats.update_norms])
         self._steps.append(
             _Step(
                 self.step,
@@ -297,6 +320,25 @@ class PretrainingModule(L.LightningModule):
         if self.outcome is not None:
             self.trainer.should_stop = True
 
+    def _weights(self) -> dict[str, Tensor]:
+        """A copy of every trained tensor before a sampled step, for the applied ‖Δw‖."""
+        return {n: p.detach().clone() for n, p in self.model.named_parameters() if p.requires_grad}
+
+    def _layer_values(self, lamb: lamb_variants.Lamb, before: dict[str, Tensor]) -> Tensor:
+        """The ``_LAYER`` rows of the step that just ran, on the device."""
+        stats, direction = lamb.stats, lamb.direction_stats()
+        after = dict(self.model.named_parameters())
+        relative = torch.stack(
+            [
+                torch.linalg.vector_norm((after[n].detach() - before[n]).double())
+                / torch.linalg.vector_norm(before[n].double())
+                for n in stats.names
+            ]
+        )
+        rows = [stats.trust_ratios, stats.weight_norms, stats.update_norms]
+        rows += [direction.eps_dominated, direction.sqrt_v_over_eps, relative]
+        return torch.stack([r.to(torch.float64) for r in rows])
+
     def _flush_every(self) -> int:
         """Steps between host reads: 1 on CPU, where reading a tensor is free."""
         return 1 if self.device.type == "cpu" else self.config.log.flush_every
@@ -317,6 +359,7 @@ class PretrainingModule(L.LightningModule):
         return torch.cat(
             [
                 stats.grad_norm.reshape(1).to(torch.float64),
+                torch.as_tensor(stats.moments_grad_norm).reshape(1).to(torch.float64),
                 torch.linalg.vector_norm(u.to(torch.float64)).reshape(1),
                 r,
                 scale.reshape(1).to(torch.float64),
@@ -388,6 +431,7 @@ class PretrainingModule(L.LightningModule):
                 "train/nsp_acc": train["nsp_correct"] / self.phase.global_batch,
                 "optim/lr": s.lr,
                 "optim/grad_norm": optim["grad_norm"],
+                "optim/moments_grad_norm": optim["moments_grad_norm"],
                 "optim/update_norm": optim["update_norm"],
                 "optim/trust_ratio_min": optim["r_min"],
                 "optim/trust_ratio_p50": optim["r_p50"],
@@ -401,7 +445,6 @@ class PretrainingModule(L.LightningModule):
                 record["optim/loss_scale"] = optim["loss_scale"]
             records.append(record)
             if s.layers is not None:
-                ratio, weight, update = s.layers.tolist()
                 layer_records.append(
                     {
                         "phase": self.phase_index + 1,
@@ -409,9 +452,7 @@ class PretrainingModule(L.LightningModule):
                         "phase_step": s.phase_step,
                         "tensors": list(s.names),
                         "layers": list(s.layer_names),
-                        "trust_ratio": ratio,
-                        "weight_norm": weight,
-                        "update_norm": update,
+                        **dict(zip(_LAYER, s.layers.tolist(), strict=True)),
                     }
                 )
             if s.step == 1:

@@ -28,7 +28,16 @@ PHASE_METRICS = ("val/loss", "val/mlm_loss")
 _RESERVED = {"experiment", "trial", "attempt", "variant", "seed", "stage", "slot", "status"}
 
 _LAYER_FIELDS = ("phase", "step", "phase_step", "tensor", "layer", "block", "index")
-_LAYER_VALUES = ("trust_ratio", "weight_norm", "update_norm")
+#: layers.jsonl's per-tensor values (ablations.module._LAYER); runs before the ε and ‖Δw‖
+#: telemetry lack the last three, which read as NaN.
+_LAYER_VALUES = (
+    "trust_ratio",
+    "weight_norm",
+    "update_norm",
+    "eps_dominated",
+    "sqrt_v_over_eps",
+    "relative_update",
+)
 LAYER_COLUMNS = [
     *("experiment", "trial", "attempt", "variant", "seed", "stage"),
     *_LAYER_FIELDS,
@@ -43,7 +52,7 @@ _RUN_PROGRESS = ("steps", "total_steps", "phase", "samples", "wall_time")
 _EMPTY_DTYPES = {
     **dict.fromkeys(("trial", "attempt"), "int64"),
     **dict.fromkeys(("phase", "step", "phase_step", "samples", "tokens", "index", "seed"), "Int64"),
-    **dict.fromkeys(("wall_time", "value", "trust_ratio", "weight_norm", "update_norm"), "float64"),
+    **dict.fromkeys(("wall_time", "value", *_LAYER_VALUES), "float64"),
     **dict.fromkeys(("metric", "tensor", "layer", "block", "variant", "stage"), "str"),
     "experiment": "str",
 }
@@ -115,8 +124,8 @@ def layer_frame(
 ) -> pd.DataFrame | None:
     """A trial's layers.jsonl, one row per (line, tensor) (None when it has none).
 
-    Every line lists ``tensors``, ``layers`` and the three values per tensor, equally long
-    (``ablations.module`` writes them from one ``LambStats``).
+    Every line lists ``tensors``, ``layers`` and the values per tensor, equally long
+    (``ablations.module`` writes them from one step's telemetry).
     """
     cols: dict[str, list[Any]] = {k: [] for k in (*_LAYER_FIELDS, *_LAYER_VALUES)}
     for r in records:
@@ -129,7 +138,8 @@ def layer_frame(
         cols["block"] += [block(t) for t in tensors]
         cols["index"] += range(n)
         for key in _LAYER_VALUES:
-            cols[key] += [math.nan if v is None else float(v) for v in r[key]]
+            values = r.get(key, [None] * n)
+            cols[key] += [math.nan if v is None else float(v) for v in values]
     if not cols["tensor"]:
         return None
     df = pd.DataFrame(cols)

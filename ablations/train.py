@@ -50,7 +50,7 @@ from lightning.pytorch.plugins import TorchCheckpointIO
 from lightning.pytorch.utilities.model_helpers import is_overridden
 from torch.utils.data import DataLoader, IterableDataset
 
-from .config import DataConfig, PhaseConfig, RunConfig
+from .config import DataConfig, PhaseConfig, RunConfig, run_identity
 from .curves import write_config, write_meta, write_status
 from .errors import one_line
 from .fileio import read_json, replacing
@@ -70,10 +70,6 @@ _QUIET = (
     # Lightning 2.6.6's own use of a torch.utils._pytree API that torch 2.13 deprecates.
     r"`isinstance\(treespec, LeafSpec\)` is deprecated",
 )
-
-#: ``log`` keys that change what is shown, not the run: a run resumes under other values
-#: (``progress_bar`` is their predecessor, still in the config.yaml of older run directories).
-_DISPLAY_KEYS = ("progress", "status_every_seconds", "progress_bar")
 
 
 class RunDirError(ValueError):
@@ -111,7 +107,9 @@ def train(
     """
     run_dir = Path(run_dir)
     saved = run_dir / "config.yaml"
-    if saved.exists() and _run_of(yaml.safe_load(saved.read_text())) != _run_of(config.to_dict()):
+    if saved.exists() and run_identity(yaml.safe_load(saved.read_text())) != run_identity(
+        config.to_dict()
+    ):
         raise RunDirError(f"{run_dir} holds a run with a different config.yaml; use a new run_dir")
     status = read_json(run_dir / "status.json")
     if status is not None and status["status"] in DONE:
@@ -203,22 +201,6 @@ def _preflight(
         if hasattr(data, "unigram_entropy"):  # BertDataModule: also checks ids < vocab size
             _ = data.unigram_entropy
         data.train_dataloader()  # checks that the split holds a micro-batch
-
-
-def _run_of(raw: Any) -> Any:
-    """A saved or given config without its display keys, and with the λ it trains with (a
-    config.yaml written before ``optimizer.weight_decay`` could be left to the preset holds the
-    number): what makes two runs the same run."""
-    if not isinstance(raw, dict) or not isinstance(raw.get("log"), dict):
-        return raw
-    log = {k: v for k, v in raw["log"].items() if k not in _DISPLAY_KEYS}
-    out = {**raw, "log": log}
-    optimizer = raw.get("optimizer")
-    if isinstance(optimizer, dict) and optimizer.get("weight_decay") is None:
-        with contextlib.suppress(Exception):  # a config that does not build differs anyway
-            wd = RunConfig.from_dict(out).optimizer.resolved_weight_decay()
-            out["optimizer"] = {**optimizer, "weight_decay": wd}
-    return out
 
 
 def _status(module: PretrainingModule | None, status: Status, **fields: Any) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from . import fast, stages
+from . import fast, stages, telemetry
 from . import knobs as K
 from .layers import layer_index
 
@@ -27,10 +27,13 @@ class LambStats:
     ``layers[i]`` its trust-ratio layer. ``weight_norms``/``update_norms`` are ‖w‖ and ‖u‖ of that
     layer (before φ; ‖w‖ after a decoupled decay), ``trust_ratios`` the ratio tensor i applied.
     ``adapted[i]`` says whether tensor i gets a trust ratio at all (``adapt``; host-side, from
-    the knobs, like the names).
+    the knobs, like the names). ``grad_norm`` is G, the global norm of the raw gradients;
+    ``moments_grad_norm`` that of ĝ = c·g after stage 1 (pre-normalization), the gradient the
+    moments see (before ``decay="l2"``'s λw): c·G when every group pre-normalizes alike.
     """
 
     grad_norm: Tensor
+    moments_grad_norm: Tensor
     names: tuple[str, ...]
     layers: tuple[str, ...]
     weight_norms: Tensor
@@ -91,6 +94,9 @@ class Lamb(torch.optim.Optimizer):
         defaults = K.validate({**K.DEFAULTS, **knobs})
         self.impl = impl
         self.stats: LambStats | None = None
+        #: the last step's tensors and their groups, for :meth:`direction_stats` (no gradients:
+        #: holding them would keep a second gradient buffer alive through the next backward)
+        self._last_step: tuple[list[Tensor], list[int]] = ([], [])
         super().__init__(params, defaults)
         self._reset_caches()
 
@@ -122,6 +128,7 @@ class Lamb(torch.optim.Optimizer):
         super().__setstate__(state)
         self.impl = impl
         self.stats = getattr(self, "stats", None)
+        self._last_step = ([], [])
         self._reset_caches()
 
     def __getstate__(self) -> dict[str, Any]:
@@ -165,8 +172,11 @@ class Lamb(torch.optim.Optimizer):
             group["step"] += 1
             steps.append(stages.step_scalars(group, pipe.prenorm.factor(grad_norm, host)))
 
+        moments_norm = _moments_grad_norm(work, pipes, steps, grad_norm)
+        self._last_step = (work.params, work.group_of)
+
         def ratios(squares: tuple[Tensor, Tensor, Tensor]) -> Tensor:
-            return self._trust_ratios(work, squares, grad_norm)
+            return self._trust_ratios(work, squares, grad_norm, moments_norm)
 
         if self.impl == "reference":
             self._step_reference(work, pipes, steps, ratios)
@@ -192,8 +202,19 @@ class Lamb(torch.optim.Optimizer):
         for i, (p, u, gi) in enumerate(zip(work.params, updates, work.group_of, strict=True)):
             pipes[gi].apply(p, u, r[i], self.state[p], steps[gi])
 
+    def direction_stats(self) -> telemetry.DirectionStats:
+        """How much ε shapes the last step's direction, per tensor (see :mod:`.telemetry`)."""
+        params, group_of = self._last_step
+        return telemetry.direction_stats(
+            params, group_of, self._pipelines.of(self.param_groups), self.param_groups, self.state
+        )
+
     def _trust_ratios(
-        self, work: stages.Work, squares: tuple[Tensor, Tensor, Tensor], grad_norm: Tensor
+        self,
+        work: stages.Work,
+        squares: tuple[Tensor, Tensor, Tensor],
+        grad_norm: Tensor,
+        moments_norm: Tensor,
     ) -> Tensor:
         """Stage 5 from per-tensor squared norms (w, u, d); stores :class:`LambStats`."""
         device, dtype = work.params[0].device, work.norm_dtype
@@ -208,6 +229,7 @@ class Lamb(torch.optim.Optimizer):
         ratios = stages.trust_ratios(w, u, d, x)
         self.stats = LambStats(
             grad_norm=grad_norm,
+            moments_grad_norm=moments_norm,
             names=tuple(work.names),
             layers=tuple(work.layer_names[i] for i in work.layer_of),
             weight_norms=w,
@@ -239,3 +261,19 @@ class Lamb(torch.optim.Optimizer):
         if any(p.dtype == torch.float64 for p in w.params):
             w.norm_dtype = torch.float64
         return w
+
+
+def _moments_grad_norm(
+    work: stages.Work,
+    pipes: list[stages.Pipeline],
+    steps: list[stages.StepScalars],
+    grad_norm: Tensor,
+) -> Tensor:
+    """‖ĝ‖ over every tensor, ĝ = c_g·g with c_g group g's stage-1 factor: c·G when all groups
+    pre-normalize alike (free), else one more pass over the gradients."""
+    if all(p.prenorm == pipes[0].prenorm for p in pipes):
+        return grad_norm * steps[0].pre
+    factors = torch.stack([torch.as_tensor(t.pre, dtype=grad_norm.dtype) for t in steps])
+    squares = torch.stack([torch.linalg.vector_norm(g).to(grad_norm.dtype) for g in work.grads])
+    index = torch.tensor(work.group_of, device=squares.device)
+    return torch.sqrt((squares**2 * factors.to(squares.device)[index] ** 2).sum())

@@ -199,3 +199,51 @@ def test_pruned_tuning_trials_count_in_the_budget_and_seed_reruns_are_never_prun
     seeds = [t for t in trials if t.user_attrs["stage"] == "seed"]
     assert len(seeds) == 2 and all(t.state == TrialState.COMPLETE for t in seeds)
     assert all(t.intermediate_values == {} for t in seeds)  # not even reported
+
+
+def test_an_identical_run_in_another_experiment_is_adopted_not_retrained(tmp_path, embedded_cache):
+    """``b``'s ``same`` variant is ``a``'s clip run (the same config, seed included): trained
+    once, linked into ``b`` with ``reused_from``; ``b``'s other variant trains. Named variants
+    crossed with a grid name their runs ``<named>,<grid point>``."""
+    cache, _ = embedded_cache
+    base = workload(cache, optimizer={"preset": "nvlamb", "overrides": {"prenorm": "clip"}})
+    file = write_sweep(
+        tmp_path,
+        {
+            "a": {
+                "workload": base,
+                "variants": {"grid": {"optimizer.overrides.prenorm": ["clip", "none"]}},
+                "seeds": 1,
+            },
+            "b": {
+                "workload": base,
+                "variants": {
+                    "named": {"same": {}, "other_lr": {"phases.0.lr": 1.0e-2}},
+                    "grid": {"optimizer.preset": ["nvlamb"]},
+                },
+                "seeds": 1,
+            },
+        },
+        local={"workers": 1, "threads_per_worker": 1},
+    )
+    out = python("sweep", "--file", str(file), "--local", cwd=tmp_path, timeout=900)
+    assert out.returncode == 0, out.stdout + out.stderr
+    results = tmp_path / "results"
+    a_trials = {t.user_attrs["variant"]: t for t in study(results / "a").get_trials()}
+    b_trials = {t.user_attrs["variant"]: t for t in study(results / "b").get_trials()}
+    assert sorted(b_trials) == ["other_lr,preset=nvlamb", "same,preset=nvlamb"]
+    source = results / "a" / str(a_trials["prenorm=clip"].number)
+    same = results / "b" / str(b_trials["same,preset=nvlamb"].number)
+    info = json.loads((same / "trial.json").read_text())
+    assert info["reused_from"] == f"a/{a_trials['prenorm=clip'].number}"
+    assert b_trials["same,preset=nvlamb"].user_attrs["reused_from"] == info["reused_from"]
+    assert b_trials["same,preset=nvlamb"].value == a_trials["prenorm=clip"].value
+    for name in ("metrics.jsonl", "val.jsonl", "layers.jsonl", "status.json"):
+        assert (same / name).read_bytes() == (source / name).read_bytes()
+        assert (same / name).stat().st_ino == (source / name).stat().st_ino  # linked, not copied
+    assert json.loads((same / "trial.json").read_text())["experiment"] == "b"  # its own
+    other = results / "b" / str(b_trials["other_lr,preset=nvlamb"].number)
+    assert "reused_from" not in json.loads((other / "trial.json").read_text())
+    assert steps(other) == list(range(1, 9))
+    # the trained run's config differs: its curve is its own
+    assert (other / "metrics.jsonl").read_bytes() != (source / "metrics.jsonl").read_bytes()

@@ -60,7 +60,13 @@ MALFORMED = [
     (f"{E}/seeds", 0, r"experiments\.e\.seeds: expected an integer >= 1, got 0"),
     (f"{E}/workload/model/sise", "tiny", r"experiments\.e\.workload\.model\.sise: unknown key"),
     (f"{E}/workload/phases/0/lr", -1.0, r"experiments\.e\.workload\.phases\[0\]\.lr: expected"),
-    (f"{E}/variants/named", {"a": {}}, r"experiments\.e\.variants: expected exactly one of"),
+    (
+        f"{E}/variants/named",
+        {"a": {"optimizer.overrides.prenorm": "none"}},
+        r"experiments\.e\.variants\.named\.a\.optimizer\.overrides\.prenorm: also set by "
+        r"experiments\.e\.variants\.grid\.optimizer\.overrides\.prenorm; set it in one place$",
+    ),
+    (f"{E}/variants", {}, r"experiments\.e\.variants: expected 'grid', 'named' or both$"),
     (
         f"{E}/variants/grid",
         {"optimizer.overides.prenorm": ["clip"]},
@@ -550,6 +556,30 @@ def test_grid_variants_are_the_cartesian_product_named_by_toggle():
     config = p.config("prenorm=clip,bias_correction=false", {"phases.0.lr": 0.02}, 5)
     assert config.optimizer.overrides == {"prenorm": "clip", "bias_correction": False}
     assert (config.phases[0].lr, config.seed, config.optimizer.preset) == (0.02, 5, "nvlamb")
+
+
+def test_named_variants_crossed_with_a_grid():
+    """Both: every named variant at every grid point, named ``<named>,<grid point>``."""
+    raw = _mutate(
+        f"{E}/variants",
+        {
+            "named": {"baseline": {}, "no_bc": {"optimizer.overrides.bias_correction": False}},
+            "grid": {"optimizer.preset": ["apex", "nvlamb"]},
+        },
+    )
+    p = plan(_load(raw), "e")
+    assert list(p.variants) == [
+        "baseline,preset=apex",
+        "baseline,preset=nvlamb",
+        "no_bc,preset=apex",
+        "no_bc,preset=nvlamb",
+    ]
+    config = p.config("no_bc,preset=apex", {"phases.0.lr": 0.02}, 1)
+    assert (config.optimizer.preset, config.optimizer.overrides) == (
+        "apex",
+        {"bias_correction": False},
+    )
+    assert p.config("baseline,preset=nvlamb", {}, 0).optimizer.overrides == {}
 
 
 def test_same_path_suffix_is_disambiguated_by_full_path():

@@ -198,7 +198,9 @@ class PrunerConfig:
 
 @dataclass(frozen=True)
 class Variants:
-    """``grid``: the cartesian product of toggle values; ``named``: variants by name."""
+    """``grid``: the cartesian product of toggle values; ``named``: variants by name; both:
+    every named variant at every grid point (``no_prenorm,preset=apex,lr=0.003``), e.g. a few
+    interventions each swept over the learning rate."""
 
     grid: Mapping[str, tuple[Any, ...]] | None = None
     named: Mapping[str, Mapping[str, Any]] | None = None
@@ -350,8 +352,8 @@ def _resolve(name: str, exp: Experiment) -> Plan:
     probes = points if points is not None else _corners(exp.tune)
     runs: dict[str, dict[str, Any]] = {}  # variant -> what decides its runs
     for variant, toggles in variants.items():
-        grid = exp.variants.grid is not None
-        section = "variants.grid" if grid else f"variants.named.{variant}"
+        grid = exp.variants.named is None
+        section = "variants.grid" if grid else f"variants.named.{variant.split(',')[0]}"
         config = with_overrides(base, toggles, f"{where}.{section}", variant)
         key = f"{where}.{section}" + (f" ({variant})" if grid else "")
         _check_distinct(variant, _identity(config), runs, key)
@@ -375,10 +377,19 @@ def _check_paths(exp: Experiment, variants: dict[str, dict[str, Any]], where: st
     """
     tune = f"{where}.tune"
     sections = [(tune, list(exp.tune))]
+    grid = list(exp.variants.grid or {})
+    named = exp.variants.named or {}
     if exp.variants.grid is not None:
-        sections.append((f"{where}.variants.grid", list(exp.variants.grid)))
-    else:
-        sections += [(f"{where}.variants.named.{n}", list(t)) for n, t in variants.items()]
+        sections.append((f"{where}.variants.grid", grid))
+    sections += [(f"{where}.variants.named.{n}", list(t)) for n, t in named.items()]
+    for n, toggles in named.items():  # crossed with the grid: no path in both
+        for path in toggles:
+            for g in grid:
+                if _overlap(path, g):
+                    raise ConfigError(
+                        f"{where}.variants.named.{n}.{path}: also set by "
+                        f"{where}.variants.grid.{g}; set it in one place"
+                    )
     for section, paths in sections:
         for i, path in enumerate(paths):
             key = f"{section}.{path}"
@@ -471,26 +482,42 @@ def _check_slurm(slurm: SlurmConfig, base: RunConfig, where: str) -> None:
 
 
 def _variants(spec: Variants, where: str) -> dict[str, dict[str, Any]]:
-    if (spec.grid is None) == (spec.named is None):
-        raise ConfigError(f"{where}: expected exactly one of 'grid' or 'named'")
-    if spec.named is not None:
-        check(len(spec.named) >= 1, f"{where}.named", "at least one variant", dict(spec.named))
-        out = {}
-        for name, toggles in spec.named.items():
-            check(
-                NAME.match(name) is not None,
-                f"{where}.named.{name}",
-                "a name of letters, digits, '_', '-', '.'",
-                name,
+    if spec.grid is None and spec.named is None:
+        raise ConfigError(f"{where}: expected 'grid', 'named' or both")
+    named = _named(spec.named, where) if spec.named is not None else None
+    points = _grid(spec.grid, where) if spec.grid is not None else None
+    if named is None:
+        return points
+    if points is None:
+        return named
+    return {
+        f"{n},{g}": {**toggles, **point}
+        for n, toggles in named.items()
+        for g, point in points.items()
+    }
+
+
+def _named(spec: Mapping[str, Mapping[str, Any]], where: str) -> dict[str, dict[str, Any]]:
+    check(len(spec) >= 1, f"{where}.named", "at least one variant", dict(spec))
+    out = {}
+    for name, toggles in spec.items():
+        check(
+            NAME.match(name) is not None,
+            f"{where}.named.{name}",
+            "a name of letters, digits, '_', '-', '.'",
+            name,
+        )
+        if not isinstance(toggles, Mapping):
+            raise ConfigError(
+                f"{where}.named.{name}: expected a mapping of config paths "
+                f"to values, got {toggles!r}"
             )
-            if not isinstance(toggles, Mapping):
-                raise ConfigError(
-                    f"{where}.named.{name}: expected a mapping of config paths "
-                    f"to values, got {toggles!r}"
-                )
-            out[name] = dict(toggles)
-        return out
-    grid = dict(spec.grid or {})
+        out[name] = dict(toggles)
+    return out
+
+
+def _grid(spec: Mapping[str, tuple[Any, ...]], where: str) -> dict[str, dict[str, Any]]:
+    grid = dict(spec)
     check(len(grid) >= 1, f"{where}.grid", "at least one toggle", grid)
     for path, values in grid.items():
         check(

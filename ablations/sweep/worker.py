@@ -37,6 +37,7 @@ from ..errors import one_line
 from ..fileio import read_json, write_json
 from ..internals import study_storage
 from ..status import RETRIED, Status, StopRun
+from . import reuse
 from . import study as studies
 from .spec import Plan, Sweep
 
@@ -253,6 +254,11 @@ def _run_trial(
 
     run_dir = exp_dir / str(claim.origin)
     info = read_json(run_dir / "trial.json") or {}
+    config = p.config(claim.variant, claim.params, claim.seed)
+    source = reuse.find(exp_dir.parent, config, run_dir)
+    if source is not None:
+        reuse.adopt(source, run_dir)
+        info["reused_from"] = os.path.relpath(source, exp_dir.parent)
     write_json(
         run_dir / "trial.json",
         {
@@ -265,9 +271,9 @@ def _run_trial(
             "slot": claim.slot,
             "toggles": p.variants[claim.variant],
             "params": claim.params,
+            **({"reused_from": info["reused_from"]} if "reused_from" in info else {}),
         },
     )
-    config = p.config(claim.variant, claim.params, claim.seed)
     trial = None
     if p.experiment.pruner.type != "none" and claim.stage == "tune":
         trial = optuna.Trial(study, claim.trial_id)
@@ -304,6 +310,10 @@ def _run_trial(
             fit = (result.get("metrics") or {}).get("wall_time")
             if fit is not None:
                 attrs["fit_seconds"] = fit
+            if "reused_from" in info:
+                attrs["reused_from"] = info["reused_from"]
+            else:
+                reuse.record(exp_dir.parent, config, run_dir)
     attrs["trial_seconds"] = time.monotonic() - t0
     attrs["claim_seconds"] = claim_seconds
     try:

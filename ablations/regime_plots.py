@@ -1,0 +1,158 @@
+"""The regime map's figures (``notebooks/regime_map.ipynb``): LR sensitivity, the paired effects
+as a forest plot faceted by claim, and the mechanism panels. Inputs are the tables of
+:mod:`ablations.regime`; every panel is a small multiple, so a dozen variants never share a
+legend laid over the data."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from . import figures
+from .regime import RESOLVED
+
+_STYLE = {"baseline": ("C0", "o"), "no_prenorm": ("C1", "s"), "no_bias_correction": ("C3", "^")}
+
+
+def lr_sensitivity_plot(points: pd.DataFrame, loss0: float) -> Any:
+    """Final validation MLM loss against peak lr (log x), one panel per mode, one line per
+    intervention (mean over seeds, each seed a faint dot); a diverged seed is an ✕ on the top
+    edge (the y range is that of the finite losses, so that small differences stay visible; the
+    LR sensitivity counts a divergence as ℓ0)."""
+    import matplotlib.pyplot as plt
+
+    modes = sorted(points["mode"].unique())
+    fig, axes = plt.subplots(1, len(modes), figsize=(5.2 * len(modes), 4), sharey=True)
+    axes = np.atleast_1d(axes)
+    finite = points["loss"].dropna()
+    low, high = (float(finite.min()), float(finite.max())) if len(finite) else (0.0, loss0)
+    pad = 0.08 * (high - low) + 0.01
+    top = min(high + 2 * pad, loss0)
+    for ax, mode in zip(axes, modes, strict=True):
+        sub = points[points["mode"] == mode]
+        for name, g in sub.groupby("intervention", sort=True):
+            color, marker = _STYLE.get(name, ("C7", "D"))
+            curve = g.groupby("lr")["loss"].mean()
+            ax.plot(curve.index, curve.values, marker=marker, color=color, label=name)
+            ok = g[~g["diverged"]]
+            ax.scatter(ok["lr"], ok["loss"], color=color, alpha=0.3, s=12)
+            bad = g[g["diverged"]]
+            if len(bad):
+                ax.scatter(
+                    bad["lr"],
+                    [top] * len(bad),
+                    color=color,
+                    marker="x",
+                    s=70,
+                    clip_on=False,
+                    zorder=5,
+                )
+        ax.set_xscale("log")
+        ax.set_ylim(low - pad, top)
+        ax.set(title=f"{mode} mode", xlabel="peak learning rate (phase 1)")
+        ax.legend(fontsize="small", loc="upper left")
+    axes[0].set_ylabel("final validation MLM loss (nats)\n✕ on the top edge: diverged")
+    fig.tight_layout()
+    return fig
+
+
+def forest_plot(table: pd.DataFrame) -> Any:
+    """Paired effects (intervention − recipe) with 95% intervals, one panel per claim, one row
+    per regime; the ±0.01-nat band is the resolution the map asks for."""
+    import matplotlib.pyplot as plt
+
+    claims = list(dict.fromkeys(table["claim"]))
+    heights = [max(len(table[table["claim"] == c]), 1) for c in claims]
+    fig, axes = plt.subplots(
+        len(claims),
+        1,
+        figsize=(8, 0.45 * sum(heights) + 1.2 * len(claims)),
+        gridspec_kw={"height_ratios": heights},
+        squeeze=False,
+    )
+    for ax, claim in zip(axes[:, 0], claims, strict=True):
+        sub = table[table["claim"] == claim].reset_index(drop=True)
+        y = np.arange(len(sub))[::-1]
+        for yi, (_, r) in zip(y, sub.iterrows(), strict=True):
+            color = "C3" if r["resolved"] and r["low"] > 0 else "C0" if r["resolved"] else "grey"
+            if np.isfinite(r["low"]):
+                ax.plot([r["low"], r["high"]], [yi, yi], color=color, lw=2)
+            ax.plot(r["delta"], yi, "o", color=color)
+        ax.axvline(0, color="black", lw=0.8)
+        ax.axvspan(-RESOLVED, RESOLVED, color="grey", alpha=0.12)
+        ax.set_yticks(y, sub["regime"])
+        ax.set_title(claim, loc="left", fontsize="medium")
+    axes[-1, 0].set_xlabel("Δ final validation MLM loss, intervention − recipe (nats, 95% CI)")
+    fig.tight_layout()
+    return fig
+
+
+def eps_dominance_plot(layers: pd.DataFrame) -> Any:
+    """The ε-dominated fraction over training (mean over tensors), one line per ε, for the
+    recipe's toggles (``eps_calibrated``), and per toggle setting at each ε."""
+    import matplotlib.pyplot as plt
+
+    df = layers.assign(variant=layers["variant"].astype(str))
+    df["eps"] = df["variant"].str.extract(r"eps=([^,]+)")[0]
+    df["toggles"] = df["variant"].str.replace(r"^eps=[^,]+,", "", regex=True)
+    mean = df.groupby(["eps", "toggles", "step"])["eps_dominated"].mean().reset_index()
+    eps_values = sorted(mean["eps"].unique(), key=float)
+    fig, axes = plt.subplots(1, len(eps_values), figsize=(3.6 * len(eps_values), 3.4), sharey=True)
+    axes = np.atleast_1d(axes)
+    for ax, eps in zip(axes, eps_values, strict=True):
+        for toggles, g in mean[mean["eps"] == eps].groupby("toggles"):
+            ax.plot(g["step"], 100 * g["eps_dominated"], label=toggles)
+        ax.set(title=f"ε = {eps}", xlabel="step")
+    axes[0].set_ylabel("elements with √v̂ ≤ ε (%, mean over tensors)")
+    axes[-1].legend(fontsize="x-small", loc="center left", bbox_to_anchor=(1.0, 0.5))
+    fig.tight_layout()
+    return fig
+
+
+def nodecay_update_plot(layers: pd.DataFrame, variants: dict[str, str]) -> Any:
+    """‖Δw‖/‖w‖ of the bias and LayerNorm tensors over training (mean over them and seeds), one
+    line per labelled variant: the real step size where no trust ratio acts (apex mode)."""
+    import matplotlib.pyplot as plt
+
+    df = layers[layers["tensor"].str.contains("bias|LayerNorm")]
+    df = df.assign(variant=df["variant"].astype(str))
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for variant, label in variants.items():
+        g = df[df["variant"] == variant].groupby("step")["relative_update"].mean()
+        if len(g):
+            ax.plot(g.index, g.values, marker=".", label=label)
+    ax.set_yscale("log")
+    ax.set(xlabel="step", ylabel="‖Δw‖/‖w‖ of bias and LayerNorm tensors (mean)")
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    return fig
+
+
+def decay_plot(curves: pd.DataFrame) -> Any:
+    """Validation MLM loss and lr over training for the decay-degree variants (mean over seeds)."""
+    import matplotlib.pyplot as plt
+
+    fig, (ax_loss, ax_lr) = plt.subplots(1, 2, figsize=(11, 4))
+    df = curves.assign(variant=curves["variant"].astype(str))
+    for variant, g in df.groupby("variant", sort=True):
+        val = g[g["metric"] == "val/mlm_loss"].groupby("step")["value"].mean()
+        lr = g[g["metric"] == "optim/lr"].groupby("step")["value"].mean()
+        ax_loss.plot(val.index, val.values, label=variant)
+        ax_lr.plot(lr.index, lr.values, label=variant)
+    ax_loss.set(xlabel="step", ylabel=figures.label("val/mlm_loss"))
+    ax_loss.set_ylim(top=float(df[df["metric"] == "val/mlm_loss"]["value"].quantile(0.3)))
+    ax_lr.set(xlabel="step", ylabel=figures.label("optim/lr"))
+    ax_lr.legend(fontsize="small")
+    fig.tight_layout()
+    return fig
+
+
+__all__ = [
+    "decay_plot",
+    "eps_dominance_plot",
+    "forest_plot",
+    "lr_sensitivity_plot",
+    "nodecay_update_plot",
+]

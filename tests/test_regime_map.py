@@ -1,0 +1,138 @@
+"""The regime map: its sweep file can answer what issue 11 asks, and its analysis
+(``ablations.regime``) computes what it says, checked by hand on small tables."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import lamb_variants
+from ablations import regime
+from ablations.sweep.reuse import run_key
+from ablations.sweep.spec import load_sweep
+
+REPO = Path(__file__).resolve().parents[1]
+MAP = load_sweep(REPO / "sweeps" / "regime_map.yaml")
+
+
+def _configs(name: str) -> dict[str, object]:
+    p = MAP.plans[name]
+    return {v: p.config(v, {}, 0) for v in p.variants}
+
+
+def test_lr_sweep_spans_1_5_decades_with_6_values_for_every_curve_in_both_modes():
+    curves: dict[tuple[str, str], set[float]] = {}
+    for variant, config in _configs("lr_sensitivity").items():
+        key = (config.optimizer.preset, regime.intervention(variant))
+        curves.setdefault(key, set()).add(config.phases[0].lr)
+    modes = {m for m, _ in curves}
+    assert modes == {"apex", "nvlamb"}
+    assert {i for _, i in curves} == {"baseline", "no_prenorm", "no_bias_correction"}
+    for lrs in curves.values():
+        assert len(lrs) >= 6 and math.log10(max(lrs) / min(lrs)) >= 1.5 - 1e-9
+        assert regime.RECIPE_LR in lrs
+
+
+def test_each_intervention_changes_only_its_knob():
+    for variant, config in _configs("lr_sensitivity").items():
+        overrides = config.optimizer.overrides
+        name = regime.intervention(variant)
+        assert overrides["prenorm"] == ("none" if name == "no_prenorm" else "clip")
+        assert overrides["bias_correction"] is (name != "no_bias_correction")
+
+
+def test_warmup_by_bias_correction_grid_is_in_apex_mode():
+    configs = _configs("warmup_bias_correction")
+    assert {c.optimizer.preset for c in configs.values()} == {"apex"}
+    grid = {
+        (c.phases[0].warmup, c.optimizer.overrides["bias_correction"]) for c in configs.values()
+    }
+    assert grid == {(w, b) for w in (0.0, 0.03, 0.2843) for b in (True, False)}
+
+
+def test_decay_variants_have_the_mass_the_file_says():
+    """degree_1.0_equal_mass has degree 0.5's Σlr, degree_0.5_equal_mass degree 1.0's (to 1e-4),
+    and at equal peak degree 0.5 has > 30% more: the confound removed is real."""
+    mass = {}
+    for variant, config in _configs("decay_equal_mass").items():
+        phase = config.phases[0]
+        schedule = lamb_variants.PolyWarmup.from_proportion(
+            phase.steps, phase.warmup, decay_power=phase.decay_power
+        )
+        mass[variant] = phase.lr * sum(schedule(t) for t in range(1, phase.steps + 1))
+    assert mass["degree_1.0_equal_mass"] == pytest.approx(mass["degree_0.5"], rel=1e-4)
+    assert mass["degree_0.5_equal_mass"] == pytest.approx(mass["degree_1.0"], rel=1e-4)
+    assert mass["degree_0.5"] / mass["degree_1.0"] > 1.3
+
+
+def test_identical_configurations_are_shared_between_experiments():
+    """The map's hub runs (the recipe lr in both modes) are the same configs in the other
+    experiments, so the worker trains them once (ablations.sweep.reuse)."""
+    owners: dict[str, set[str]] = {}
+    for name, p in MAP.plans.items():
+        for variant in p.variants:
+            for seed in range(p.experiment.seeds):
+                owners.setdefault(run_key(p.config(variant, {}, seed)), set()).add(name)
+    shared = [o for o in owners.values() if len(o) > 1]
+    assert len(shared) >= 10
+    assert {"lr_sensitivity", "warmup_bias_correction"} in shared
+    assert {"lr_sensitivity", "eps_calibrated"} in shared
+
+
+def test_every_regime_row_names_variants_of_its_experiment():
+    for row in regime.ROWS:
+        variants = MAP.plans[row.experiment].variants
+        assert row.a in variants and row.b in variants, row
+        assert row.a != row.b
+
+
+def _points() -> pd.DataFrame:
+    rows = []
+    losses = {  # (intervention, seed) -> loss per lr; None: diverged
+        ("baseline", 0): [6.5, 6.2, 6.1, 6.3],
+        ("baseline", 1): [6.6, 6.1, 6.0, 6.4],
+        ("no_bc", 0): [6.4, 6.3, 7.0, None],
+        ("no_bc", 1): [6.5, 6.2, None, None],
+    }
+    for (name, seed), values in losses.items():
+        for lr, loss in zip((1e-3, 2e-3, 4e-3, 8e-3), values, strict=True):
+            rows.append(
+                {
+                    "mode": "apex",
+                    "intervention": name,
+                    "lr": lr,
+                    "seed": seed,
+                    "diverged": loss is None,
+                    "loss": math.nan if loss is None else loss,
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def test_lr_sensitivity_by_hand():
+    """Wortsman's statistic: per seed, mean over the grid of min(ℓ, ℓ0) - min ℓ, a divergence
+    counting as ℓ0; best loss of the seed-mean curve; largest lr with no divergence."""
+    loss0 = 6.9
+    table = regime.lr_sensitivity(_points(), loss0).set_index("intervention")
+    base_seeds = [
+        np.mean(np.array(x) - min(x)) for x in ([6.5, 6.2, 6.1, 6.3], [6.6, 6.1, 6.0, 6.4])
+    ]
+    capped = ([6.4, 6.3, 6.9, 6.9], [6.5, 6.2, 6.9, 6.9])
+    nobc_seeds = [np.mean(np.array(x) - min(x)) for x in capped]
+    assert table.loc["baseline", "sensitivity"] == pytest.approx(np.mean(base_seeds))
+    assert table.loc["no_bc", "sensitivity"] == pytest.approx(np.mean(nobc_seeds))
+    assert table.loc["baseline", "best_loss"] == pytest.approx(6.05)
+    assert table.loc["baseline", "best_lr"] == 4e-3
+    assert table.loc["no_bc", "best_lr"] == 2e-3
+    assert table.loc["baseline", "max_stable_lr"] == 8e-3
+    assert table.loc["no_bc", "max_stable_lr"] == 2e-3
+    assert table.loc["no_bc", "diverged"] == 3
+    d = np.array(nobc_seeds) - np.array(base_seeds)
+    assert table.loc["no_bc", "delta_sensitivity"] == pytest.approx(d.mean())
+    half = 12.706204736 * d.std(ddof=1) / math.sqrt(2)  # t(0.975, 1 df)
+    assert table.loc["no_bc", "delta_high"] == pytest.approx(d.mean() + half, rel=1e-6)
+    assert math.isnan(table.loc["baseline", "delta_sensitivity"])
