@@ -75,13 +75,9 @@ def direction_stats(
         # the ε term of the denominator, on the scale of √v̂
         eps = math.sqrt(direction.eps) if direction.inside_sqrt else direction.eps
         seen = sqrt_v > 0
-        n_seen = seen.sum()
-        fractions.append(((sqrt_v <= eps) & seen).sum().to(torch.float64) / n_seen)
-        # the lower median of the seen elements, without a host sync: sorted, the zeros first
-        ordered = torch.sort(sqrt_v.flatten()).values
-        unseen = ordered.numel() - n_seen
-        index = unseen + torch.div(n_seen - 1, 2, rounding_mode="floor").clamp(min=0)
-        median = ordered.gather(0, index.reshape(1).clamp(max=ordered.numel() - 1))[0]
-        median = torch.where(n_seen > 0, median.to(torch.float64), nan)
-        ratios.append(median / eps if eps > 0 else nan)
+        fractions.append(((sqrt_v <= eps) & seen).sum().to(torch.float64) / seen.sum())
+        # the lower median of the seen elements, without a host sync and without a sort (a
+        # selection, ~10x cheaper): nanmedian skips the unseen ones, NaN when none is seen
+        median = torch.nanmedian(torch.where(seen, sqrt_v, math.nan).flatten())
+        ratios.append(median.to(torch.float64) / eps if eps > 0 else nan)
     return DirectionStats(torch.stack(fractions), torch.stack(ratios))

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import shutil
 import subprocess
 import sys
@@ -412,7 +413,7 @@ def test_collect_command_line(experiment, tmp_path):
 def test_committed_notebooks_have_parameters_and_no_outputs():
     import nbformat
 
-    for name in (*figures.CLAIM_NOTEBOOKS, *figures.EVERY_EXPERIMENT):
+    for name in (*figures.CLAIM_NOTEBOOKS, *figures.MAP_NOTEBOOKS, *figures.EVERY_EXPERIMENT):
         nb = nbformat.read(figures.NOTEBOOKS / f"{name}.ipynb", as_version=4)
         tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
         assert len(tagged) == 1, name
@@ -421,7 +422,7 @@ def test_committed_notebooks_have_parameters_and_no_outputs():
         code = [c for c in nb.cells if c.cell_type == "code"]
         assert all(not c.outputs and c.execution_count is None for c in code), name
         source = "".join(c.source for c in code)
-        assert "from ablations import figures, results" in source
+        assert re.search(r"from ablations import figures, (\w+, )*results", source), name
         assert "read_parquet" not in source and ".jsonl" not in source  # only ablations.results
 
 
