@@ -60,10 +60,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="data module factory f(data, phase, seed) instead of BertDataModule",
     )
     p.add_argument("overrides", nargs="*", metavar="key=value")
+    from . import report
     from .sweep import cli as sweep_cli
 
     sweep_cli.add_commands(sub)
+    report.add_command(sub)
     args = parser.parse_args(argv)
+    if args.command == "report":
+        return report.run(args)
     if args.command != "train":
         return sweep_cli.run(args)
 

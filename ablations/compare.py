@@ -12,44 +12,32 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from . import figures, results, stats
 from .errors import fail
 from .fileio import FrozenError, check_writable
+from .report import report_table
 from .status import Status
 
 
 def comparison_table(runs: pd.DataFrame, metric: str = "final_val_mlm_loss") -> pd.DataFrame:
-    """One row per variant of ``runs`` (:func:`ablations.results.load_runs`): runs by outcome,
-    ``metric``'s mean [95% t-interval over seeds], the difference from the first variant paired
-    by seed (:func:`ablations.stats.paired_difference`), the final training loss and the
-    training speed (optimizer steps per second of fit time)."""
-    summary = stats.summarize(runs, metric)
-    variants = [str(v) for v in summary.index]
+    """:func:`ablations.report.report_table` against the first variant (runs by outcome,
+    ``metric``'s mean [95% t-interval over seeds], the paired difference), with the final
+    training loss and the training speed (optimizer steps per second of fit time)."""
+    table = report_table(runs, None, metric)
+    baseline = table.attrs["baseline"]
     chosen = stats.select_runs(runs)
-    rows = []
-    for v in variants:
-        mine = chosen[(chosen["variant"].astype(str) == v) & (chosen["status"] == Status.COMPLETE)]
-        d = stats.paired_difference(runs, v, variants[0], metric)
-        row = summary.loc[v]
-        rows.append(
-            {
-                "variant": v,
-                "runs": int(row["runs"]),
-                "complete": int(row["complete"]),
-                "diverged": int(row["diverged"]),
-                metric: row["mean"],
-                "ci_low": row["ci_low"],
-                "ci_high": row["ci_high"],
-                f"minus {variants[0]}": d["mean"] if v != variants[0] else np.nan,
-                "final_train_loss": float(mine["final_train_loss"].mean()),
-                "steps_per_s": float((mine["steps"] / mine["wall_time"]).mean()),
-            }
-        )
-    # one seed: no interval to show
-    return pd.DataFrame(rows).set_index("variant").dropna(axis="columns", how="all")
+    done = chosen[chosen["status"] == Status.COMPLETE]
+    train, speed = [], []
+    for v in table.index:
+        mine = done[done["variant"].astype(str) == v]
+        train.append(float(mine["final_train_loss"].mean()))
+        speed.append(float((mine["steps"] / mine["wall_time"]).mean()))
+    out = table[["runs", "complete", "diverged", "mean", "ci_low", "ci_high", "delta"]]
+    out = out.rename(columns={"mean": metric, "delta": f"minus {baseline}"})
+    out = out.assign(final_train_loss=train, steps_per_s=speed)
+    return out.dropna(axis="columns", how="all")  # one seed: no interval to show
 
 
 def compare(exp_dir: Path | str, out: Path | str, log: Any = print) -> Path:

@@ -529,3 +529,47 @@ def test_committed_figure2_regenerates_from_the_committed_tables(tmp_path):
     assert png.stat().st_size > 20_000
     runs = results.load_runs(exp_dir)
     assert len(runs) == 6 and set(runs["status"]) == {"complete"}
+
+
+# --- the report command -------------------------------------------------------------------------
+
+
+def test_report_prints_the_stats_functions_numbers(experiment, capsys):
+    """``python -m ablations report``: per variant the summary of ``stats.summarize`` and the
+    paired difference of ``stats.paired_difference`` against the baseline, in three formats."""
+    import io
+
+    from ablations.__main__ import main as cli
+
+    runs = results.load_runs(experiment)
+    assert cli(["report", str(experiment), "--baseline", "none", "--format", "csv"]) == 0
+    table = pd.read_csv(io.StringIO(capsys.readouterr().out)).set_index("variant")
+    summary = stats.summarize(runs, "final_val_mlm_loss")
+    for variant in summary.index:
+        row, s = table.loc[str(variant)], summary.loc[variant]
+        for col in ("runs", "complete", "diverged"):
+            assert row[col] == s[col], (variant, col)
+        assert row["seeds"] == s["n"]
+        assert row["mean"] == pytest.approx(s["mean"], nan_ok=True)
+        assert row["ci_low"] == pytest.approx(s["ci_low"], nan_ok=True)
+        d = stats.paired_difference(runs, str(variant), "none")
+        if str(variant) == "none":
+            assert math.isnan(row["delta"]) and row["pairs"] == 0
+        else:
+            assert row["pairs"] == d["n"] >= 1
+            assert (row["delta"], row["delta_low"], row["delta_high"]) == pytest.approx(
+                (d["mean"], d["low"], d["high"]), nan_ok=True
+            )
+    assert cli(["report", str(experiment), "--baseline", "none"]) == 0
+    md = capsys.readouterr().out
+    assert md.startswith("| variant") and "− none (paired)" in md
+    assert f"{summary.loc['clip', 'mean']:.4f}" in md
+    assert cli(["report", str(experiment), "--format", "latex"]) == 0
+    assert "\\begin{tabular}" in capsys.readouterr().out
+    for bad, key in (
+        (["--baseline", "nope"], "--baseline 'nope'"),
+        (["--metric", "x"], "--metric"),
+    ):
+        assert cli(["report", str(experiment), *bad]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith(f"error: {key}"), err
