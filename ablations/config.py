@@ -202,11 +202,18 @@ class LogConfig:
     progress: Literal["auto", "bar", "lines", "none"] = "auto"
     #: Seconds between status lines; 0: one line per optimizer step.
     status_every_seconds: float = 30.0
+    #: Measure the gradient noise scale B_simple every step (:mod:`ablations.noise`): the
+    #: micro-batch gradients' squared norms against the step's; needs micro_batch <
+    #: global_batch (accumulation, or more than one device).
+    noise_scale: bool = False
+    #: Weight of the past in the noise scale's moving averages.
+    noise_ema: float = 0.95
 
     def __post_init__(self) -> None:
         for name in ("layer_every", "val_every", "flush_every"):
             value = getattr(self, name)
             check(value >= 1, f"log.{name}", "an integer >= 1", value)
+        check(0 <= self.noise_ema < 1, "log.noise_ema", "a number in [0, 1)", self.noise_ema)
         check(self.val_batches >= 0, "log.val_batches", "an integer >= 0", self.val_batches)
         every = self.status_every_seconds
         check(0 <= every < float("inf"), "log.status_every_seconds", "a number >= 0", every)
@@ -250,6 +257,13 @@ class RunConfig:
                 f"phases[{i}].seq_len",
                 f"at most model.max_position_embeddings={limit}",
                 phase.seq_len,
+            )
+            check(
+                not self.log.noise_scale or phase.micro_batch < phase.global_batch,
+                "log.noise_scale",
+                f"two batch sizes: phases[{i}] has micro_batch = global_batch; set micro_batch "
+                "below global_batch (accumulation or more devices) or noise_scale false",
+                self.log.noise_scale,
             )
 
     @classmethod
@@ -463,16 +477,21 @@ DISPLAY_KEYS = ("progress", "status_every_seconds", "progress_bar")
 
 
 def run_identity(raw: Any) -> Any:
-    """A saved or given config without its display keys, and with the λ it trains with (a
-    config.yaml written before ``optimizer.weight_decay`` could be left to the preset holds the
-    number): what makes two runs the same run."""
+    """What makes two runs the same run: a saved or given config rebuilt with every default
+    filled in (a key newer than a saved config.yaml reads as its default, which is what that
+    run trained with), without its display keys, and with the λ it trains with (a config.yaml
+    written before ``optimizer.weight_decay`` could be left to the preset holds the number)."""
     if not isinstance(raw, dict) or not isinstance(raw.get("log"), dict):
         return raw
-    log = {k: v for k, v in raw["log"].items() if k not in DISPLAY_KEYS}
-    out = {**raw, "log": log}
-    optimizer = raw.get("optimizer")
-    if isinstance(optimizer, dict) and optimizer.get("weight_decay") is None:
-        with contextlib.suppress(Exception):  # a config that does not build differs anyway
-            wd = RunConfig.from_dict(out).optimizer.resolved_weight_decay()
-            out["optimizer"] = {**optimizer, "weight_decay": wd}
+
+    def strip(d: dict[str, Any]) -> dict[str, Any]:
+        return {**d, "log": {k: v for k, v in d["log"].items() if k not in DISPLAY_KEYS}}
+
+    out = strip(raw)
+    with contextlib.suppress(Exception):  # a config that does not build differs anyway
+        built = RunConfig.from_dict(out)
+        out = strip(built.to_dict())
+        if out["optimizer"].get("weight_decay") is None:
+            wd = built.optimizer.resolved_weight_decay()
+            out["optimizer"] = {**out["optimizer"], "weight_decay": wd}
     return out

@@ -37,6 +37,11 @@ counts them.
   when none does, ``adapt="none"``);
 - ``optim/skipped``: fp16 windows skipped so far; ``optim/loss_scale`` (fp16 only: the
   GradScaler's scale after this step's update);
+- ``noise/small_sq``, ``noise/big_sq`` (``log.noise_scale`` only): the mean squared norm of the
+  step's micro-batch gradients (per rank, before the all-reduce) and the squared norm of the
+  step's gradient; ``noise/grad_sq`` and ``noise/trace``, the two-batch estimates of |G|² and
+  tr Σ from them, and ``noise/b_simple``, the ratio of their moving averages
+  (:mod:`ablations.noise`; McCandlish et al. 2018, Appendix A);
 - ``samples``, ``tokens``: examples and non-padding input tokens of the applied updates so far;
 - ``wall_time``: seconds spent in ``Trainer.fit`` of this run up to this step, summed over
   attempts (the time between a run's last checkpoint and a crash is not counted).

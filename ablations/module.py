@@ -45,6 +45,7 @@ from torch.utils.data import DistributedSampler
 
 import lamb_variants
 
+from . import noise
 from .config import RunConfig
 from .curves import Curves
 from .fileio import read_json, write_json
@@ -64,6 +65,8 @@ _OPTIM = (
     "r_p50",
     "r_max",
     "loss_scale",
+    "noise_small_sq",  # log.noise_scale: mean squared norm of the micro-batch gradients
+    "noise_big_sq",  # and of the step's gradient (ablations.noise)
 )
 #: Per tensor, every ``log.layer_every`` steps: ``opt.stats`` (trust ratio, the layer's ‖w‖ and
 #: ‖u‖), ``opt.direction_stats()`` (ε-dominated fraction, median √v̂/ε) and the applied
@@ -89,6 +92,7 @@ class Progress:
     tokens: int = 0  # non-padding input tokens of applied updates, whole run
     wall_time: float = 0.0  # seconds inside fit, whole run, over every attempt
     first_loss: float | None = None  # loss of step 1 of the run (divergence reference)
+    noise: dict[str, float | None] | None = None  # NoiseScale's averages (log.noise_scale)
 
 
 @dataclass
@@ -160,6 +164,7 @@ class PretrainingModule(L.LightningModule):
         self._adapted: Tensor | None = None
         self._t0 = 0.0
         self._wall0 = 0.0
+        self._noise_sq: Tensor | None = None  # Σ over this step's micro-batches of ‖g_i/k‖²
 
     # --- model and optimizer -------------------------------------------------------------------
 
@@ -231,6 +236,11 @@ class PretrainingModule(L.LightningModule):
             self.curves.enabled = self.trainer.is_global_zero
 
     def on_train_start(self) -> None:
+        if self.config.log.noise_scale and self._noise_sq is None:
+            self._noise_sq = torch.zeros((), dtype=torch.float64, device=self.device)
+            for p in self.model.parameters():
+                if p.requires_grad:
+                    p.register_hook(self._noise_hook)
         self._t0, self._wall0 = time.perf_counter(), self.progress.wall_time
         self._micro, self._acc, self._steps = 0, None, []
         if self.curves is not None:
@@ -270,6 +280,24 @@ class PretrainingModule(L.LightningModule):
             self._micro = 0
             self._optimizer_step()
 
+    def _noise_hook(self, grad: Tensor) -> None:
+        """A parameter's gradient of this micro-batch alone (before it is added to ``.grad``
+        and before DDP's all-reduce): its squared norm joins the step's sum, on the device."""
+        self._noise_sq += torch.linalg.vector_norm(grad.detach()).double() ** 2
+
+    def _noise_values(self, scale: Tensor | None) -> Tensor:
+        """``(|G_b|², 0)``: the micro-batch gradients' mean squared norm over the step's
+        micro-batches and ranks (the hooks saw g_i/k, and the fp16 scale); |G_B|² is filled in
+        from the optimizer's norm. NaN when the noise scale is not measured."""
+        if self._noise_sq is None:
+            return torch.full((2,), math.nan, dtype=torch.float64, device=self.device)
+        k = self.accumulation
+        small = _all_reduce(self._noise_sq.clone()) * k / self.trainer.world_size
+        if scale is not None:
+            small = small / scale.to(torch.float64) ** 2
+        self._noise_sq.zero_()
+        return torch.stack([small, torch.zeros_like(small)])
+
     def _no_sync(self) -> Any:
         block = getattr(self.trainer.strategy, "block_backward_sync", None)
         return block() if block is not None else contextlib.nullcontext()
@@ -278,6 +306,10 @@ class PretrainingModule(L.LightningModule):
         opt = self.optimizers()
         lamb = opt.optimizer
         before, lr = lamb.param_groups[0]["step"], lamb.param_groups[0]["lr"]
+        # the fp16 scale the micro-batch gradients were computed under (the step may change it)
+        noise_row = self._noise_values(
+            loss_scale(getattr(self.trainer.precision_plugin, "scaler", None))
+        )
         sample = (self.step + 1) % self.config.log.layer_every == 0
         weights = self._weights() if sample else None
         opt.step()
@@ -294,7 +326,8 @@ class PretrainingModule(L.LightningModule):
         self.progress.samples += self.phase.global_batch
         self.progress.wall_time = self._wall0 + time.perf_counter() - self._t0
         stats = lamb.stats
-        values = torch.cat([_all_reduce(sums), self._optim_values(stats)])
+        noise_row[1] = stats.grad_norm.to(torch.float64) ** 2  # |G_B|²: the gradient of the step
+        values = torch.cat([_all_reduce(sums), self._optim_values(stats), noise_row])
         self._steps.append(
             _Step(
                 self.step,
@@ -443,6 +476,8 @@ class PretrainingModule(L.LightningModule):
             }
             if math.isfinite(optim["loss_scale"]):
                 record["optim/loss_scale"] = optim["loss_scale"]
+            if self._noise_sq is not None:
+                record.update(self._noise_record(optim["noise_small_sq"], optim["noise_big_sq"]))
             records.append(record)
             if s.layers is not None:
                 layer_records.append(
@@ -467,6 +502,21 @@ class PretrainingModule(L.LightningModule):
         if self.curves is not None:
             self.curves.append("metrics", records)
             self.curves.append("layers", [r for r in layer_records if r["step"] <= s.step])
+
+    def _noise_record(self, small_sq: float, big_sq: float) -> dict[str, float]:
+        """The ``noise/*`` fields of one step (:mod:`ablations.noise`); advances the averages."""
+        b, big_b = self.phase.micro_batch, self.phase.global_batch
+        grad_sq, trace = noise.two_batch(small_sq, big_sq, b, big_b)
+        scale = noise.NoiseScale(**(self.progress.noise or {}))
+        b_simple = scale.update(grad_sq, trace, self.config.log.noise_ema)
+        self.progress.noise = dataclasses.asdict(scale)
+        return {
+            "noise/small_sq": small_sq,
+            "noise/big_sq": big_sq,
+            "noise/grad_sq": grad_sq,
+            "noise/trace": trace,
+            "noise/b_simple": b_simple,
+        }
 
     @torch.no_grad()
     def _validate(self) -> None:

@@ -491,6 +491,10 @@ def test_resume_after_sigkill_in_each_phase_reproduces_the_curve(tmp_path):
 def test_two_process_ddp_matches_one_process_with_twice_the_accumulation(tmp_path):
     phases = [{**PHASE, "steps": 4, "global_batch": 32, "micro_batch": 8}]
     one = config(phases=phases, model={"size": "tiny", "dropout": 0.0})
+    # the noise scale's micro-batch norms: per rank, before the all-reduce
+    one = RunConfig.from_dict(
+        {**one.to_dict(), "log": {**one.to_dict()["log"], "noise_scale": True}}
+    )
     two = RunConfig.from_dict({**one.to_dict(), "devices": 2})
     assert one.phases[0].accumulation(1) == 2 * two.phases[0].accumulation(2)
     cfg_path = tmp_path / "ddp.yaml"
@@ -507,6 +511,8 @@ def test_two_process_ddp_matches_one_process_with_twice_the_accumulation(tmp_pat
     assert [r["step"] for r in ddp] == [r["step"] for r in single] == [1, 2, 3, 4]
     for d, s in zip(ddp, single, strict=True):
         for key in ("train/loss", "train/mlm_loss", "optim/grad_norm", "optim/update_norm"):
+            assert d[key] == pytest.approx(s[key], rel=1e-4), key
+        for key in ("noise/small_sq", "noise/big_sq", "noise/b_simple"):
             assert d[key] == pytest.approx(s[key], rel=1e-4), key
         assert d["tokens"] == s["tokens"] and d["train/mlm_acc"] == s["train/mlm_acc"]
     val_d, val_s = lines(tmp_path / "ddp", "val"), lines(tmp_path / "one", "val")
