@@ -35,8 +35,10 @@ told apart; ``runs.attempts`` counts them. Non-finite values (written as null) a
 state (Optuna's, of the latest attempt), value (the study's objective; +inf if diverged), reason
 (divergence reason or error), has_dir, has_status, steps (the last logged), total_steps, phase,
 samples, wall_time, final_train_loss, final_train_mlm_loss, ``final_``/``best_`` of each val
-metric (``final_val_mlm_loss``, ...) and ``final_val_{loss,mlm_loss}_phase{1,2}``. A setting
-whose path is a column name (``seed``, ...) is named ``config.<path>``.
+metric (``final_val_mlm_loss``, ...) and ``final_val_{loss,mlm_loss}_phase{1,2}``, and for each
+of the experiment's ``targets`` t, ``steps_to_<t>`` and ``samples_to_<t>`` (the first validation
+reaching it; NaN if none does: :func:`ablations.tables.with_targets`). A setting whose path is a
+column name (``seed``, ...) is named ``config.<path>``.
 ``layers``: experiment, trial, attempt, variant, seed, stage, phase, step, phase_step, tensor,
 layer (the tensor's trust-ratio layer), block (embeddings, encoder.<i>, pooler, mlm_head,
 nsp_head), index (the tensor's position in the model), trust_ratio, weight_norm, update_norm,
@@ -181,6 +183,9 @@ def collect(exp_dir: Path | str, *, force: bool = False) -> CollectReport:
 
     runs = tables.frame(run_rows, tables.run_columns(toggles, params))
     curves = tables.concat(curve_parts, tables.curve_columns(toggles, params))
+    declared = spec.get("experiment") or {}
+    objective = declared.get("objective") or "val/mlm_loss"
+    runs = tables.with_targets(runs, curves, declared.get("targets") or (), objective)
     layers = tables.concat(layer_parts, tables.LAYER_COLUMNS)
     variants = tables.variant_order(spec, runs)
     for df in (runs, curves, layers):

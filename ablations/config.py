@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
 import types
 import typing
 from collections.abc import Mapping
@@ -234,6 +235,9 @@ class RunConfig:
     seed: int = 0
     #: Diverged: a non-finite loss, or a loss above this multiple of the first step's loss.
     divergence_factor: float = 3.0
+    #: End the run (complete) at the first validation whose ``val/mlm_loss`` is at most this:
+    #: steps-to-target studies need no steps beyond the target. None: run every step.
+    stop_at: float | None = None
     #: ``last.ckpt`` of the current phase every this many optimizer steps (resume point).
     checkpoint_every: int = 100
     log: LogConfig = field(default_factory=LogConfig)
@@ -243,6 +247,8 @@ class RunConfig:
         check(self.devices >= 1, "devices", "an integer >= 1", self.devices)
         factor = self.divergence_factor
         check(factor > 1, "divergence_factor", "a number > 1", factor)
+        stop = self.stop_at
+        check(stop is None or 0 < stop < math.inf, "stop_at", "null or a loss > 0", stop)
         every = self.checkpoint_every
         check(every >= 1, "checkpoint_every", "an integer >= 1", every)
         check(self.num_nodes >= 1, "num_nodes", "an integer >= 1", self.num_nodes)

@@ -93,6 +93,7 @@ class Progress:
     wall_time: float = 0.0  # seconds inside fit, whole run, over every attempt
     first_loss: float | None = None  # loss of step 1 of the run (divergence reference)
     noise: dict[str, float | None] | None = None  # NoiseScale's averages (log.noise_scale)
+    reached: int | None = None  # the step whose validation reached config.stop_at
 
 
 @dataclass
@@ -348,6 +349,7 @@ class PretrainingModule(L.LightningModule):
             self.flush()
             if self.outcome is None:
                 self._validate()
+                self._stop_at_target()
         if end and self.outcome is None:
             self.outcome = "complete"
         if self.outcome is not None:
@@ -371,6 +373,16 @@ class PretrainingModule(L.LightningModule):
         rows = [stats.trust_ratios, stats.weight_norms, stats.update_norms]
         rows += [direction.eps_dominated, direction.sqrt_v_over_eps, relative]
         return torch.stack([r.to(torch.float64) for r in rows])
+
+    def _stop_at_target(self) -> None:
+        """End the run at the first validation with ``val/mlm_loss <= config.stop_at``."""
+        stop, val = self.config.stop_at, self.last_val
+        if stop is None or val is None or val.get("step") != self.step:
+            return
+        loss = val.get("val/mlm_loss")
+        if loss is not None and loss <= stop:
+            self.progress.reached = self.step
+            self.outcome = "complete"
 
     def _flush_every(self) -> int:
         """Steps between host reads: 1 on CPU, where reading a tensor is free."""

@@ -225,3 +225,25 @@ def categorize(df: pd.DataFrame, variants: list[str]) -> None:
     for col in ("metric", "stage", "block", "experiment"):
         if col in df.columns:
             df[col] = df[col].astype("category")
+
+
+def target_column(kind: str, target: float) -> str:
+    """``("steps", 6.1)`` -> ``steps_to_6.1``: a run's column for one declared target."""
+    return f"{kind}_to_{target:g}"
+
+
+def with_targets(
+    runs: pd.DataFrame, curves: pd.DataFrame, targets: Iterable[float], metric: str
+) -> pd.DataFrame:
+    """``runs`` with, per target, the first step and the samples at which the run's validation
+    ``metric`` is at most the target (:func:`ablations.stats.time_to_target`: the first
+    evaluation that reaches it counts, whatever follows); NaN where it never does."""
+    from .stats import time_to_target
+
+    for target in targets:
+        hits = time_to_target(curves, target, metric=metric, time="samples").set_index("trial")
+        step = hits["step"].astype("float64")
+        samples = hits["time"].where(np.isfinite(hits["time"]))
+        runs[target_column("steps", target)] = runs["trial"].map(step).astype("float64")
+        runs[target_column("samples", target)] = runs["trial"].map(samples).astype("float64")
+    return runs

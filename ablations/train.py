@@ -146,6 +146,16 @@ def _train(
                     write_status(run_dir, Status.RUNNING)
             end = phase_dir / _PhaseEnd.NAME
             if end.exists():
+                state = _reached(end) if config.stop_at is not None else None
+                if state is not None:  # the run ended at stop_at in this phase
+                    result = {
+                        "status": Status.COMPLETE,
+                        "step": state["reached"],
+                        "reason": _REACHED.format(step=state["reached"], stop=config.stop_at),
+                        "metrics": state["last_metrics"],
+                        "val": state["last_val"],
+                    }
+                    return write_status(run_dir, **result) if rank0 else result
                 continue
             resume = _resume_path(phase_dir)
             init = None
@@ -158,6 +168,10 @@ def _train(
             # module.outcome is a plain string: it is saved in checkpoints loaded weights_only
             if module.outcome == Status.DIVERGED:
                 result = _status(module, Status.DIVERGED, **module.divergence)
+                return write_status(run_dir, **result) if rank0 else result
+            if module.progress.reached is not None:  # at stop_at: no more steps, no phase 2
+                reason = _REACHED.format(step=module.step, stop=config.stop_at)
+                result = _status(module, Status.COMPLETE, step=module.step, reason=reason)
                 return write_status(run_dir, **result) if rank0 else result
             if module.outcome != Status.COMPLETE:
                 raise RuntimeError(
@@ -201,6 +215,15 @@ def _preflight(
         if hasattr(data, "unigram_entropy"):  # BertDataModule: also checks ids < vocab size
             _ = data.unigram_entropy
         data.train_dataloader()  # checks that the split holds a micro-batch
+
+
+_REACHED = "reached stop_at: val/mlm_loss <= {stop} at step {step}"
+
+
+def _reached(end: Path) -> dict[str, Any] | None:
+    """The ``ablations`` state of a phase's end checkpoint if that phase stopped at stop_at."""
+    state = torch.load(end, map_location="cpu", weights_only=True)["ablations"]
+    return state if state.get("reached") is not None else None
 
 
 def _status(module: PretrainingModule | None, status: Status, **fields: Any) -> dict[str, Any]:

@@ -223,6 +223,11 @@ class Experiment:
     search: SearchConfig = field(default_factory=SearchConfig)
     seeds: int = 3
     objective: str = "val/mlm_loss"
+    #: Target values of the objective, declared before the runs: ``runs.parquet`` gets, per
+    #: run, the first step and the samples at which its validation ``objective`` reaches each
+    #: (``steps_to_<t>``, ``samples_to_<t>``; NaN: not reached). A workload's ``stop_at`` ends
+    #: a run at such a target.
+    targets: tuple[float, ...] = ()
     pruner: PrunerConfig = field(default_factory=PrunerConfig)
     slurm: SlurmConfig = field(default_factory=SlurmConfig)
 
@@ -339,6 +344,14 @@ def _resolve(name: str, exp: Experiment) -> Plan:
         f"{where}.objective",
         f"one of {list(OBJECTIVES)}",
         exp.objective,
+    )
+    for i, t in enumerate(exp.targets):
+        check(math.isfinite(t) and t > 0, f"{where}.targets[{i}]", "a loss > 0", t)
+    check(
+        len(set(exp.targets)) == len(exp.targets),
+        f"{where}.targets",
+        "distinct values",
+        list(exp.targets),
     )
     workload = _workload(exp)
     try:

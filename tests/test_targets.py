@@ -1,0 +1,121 @@
+"""Steps and samples to a target loss (issue 12): the runs table's columns on synthetic curves,
+and ``stop_at`` ending a real run at its first validation under the target."""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import pandas as pd
+import pytest
+import synthetic
+import yaml
+from test_results import experiment  # noqa: F401 (the tiny experiment fixture)
+from test_sweep_spec import VALID, _load
+from test_train import PHASE, config, lines
+
+from ablations import tables
+from ablations.config import ConfigError, RunConfig
+from ablations.sweep.spec import load_sweep, plan
+from ablations.train import train
+
+
+def _curves(trajectories: dict[int, list[float]], every: int = 10, batch: int = 32) -> pd.DataFrame:
+    rows = []
+    for trial, losses in trajectories.items():
+        for i, loss in enumerate(losses, start=1):
+            rows.append(
+                {
+                    "trial": trial,
+                    "variant": "v",
+                    "seed": trial,
+                    "stage": "seed",
+                    "step": i * every,
+                    "samples": i * every * batch,
+                    "wall_time": float(i),
+                    "metric": "val/mlm_loss",
+                    "value": loss,
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def test_steps_and_samples_to_target_reached_not_reached_and_reached_then_lost():
+    curves = _curves(
+        {
+            0: [6.5, 6.3, 6.08, 6.0],  # reaches 6.1 at step 30, 6.0 at step 40
+            1: [6.5, 6.4, 6.3, 6.2],  # reaches neither
+            2: [6.4, 6.05, 6.3, 6.6],  # reaches 6.1 at step 20, then loses it
+        }
+    )
+    runs = pd.DataFrame({"trial": [0, 1, 2, 3]})  # trial 3: no curve at all
+    out = tables.with_targets(runs, curves, (6.1, 6.0), "val/mlm_loss")
+    steps, samples = out["steps_to_6.1"], out["samples_to_6.1"]
+    assert (steps[0], samples[0]) == (30.0, 30 * 32)
+    assert math.isnan(steps[1]) and math.isnan(samples[1])
+    assert (steps[2], samples[2]) == (20.0, 20 * 32)  # the first reach counts
+    assert math.isnan(steps[3]) and math.isnan(samples[3])
+    assert out["steps_to_6"].tolist()[0] == 40.0
+    assert all(math.isnan(x) for x in out["steps_to_6"].tolist()[1:])
+
+
+def test_targets_are_validated_and_reach_sweep_json(tmp_path):
+    raw = copy.deepcopy(VALID)
+    raw["experiments"]["e"]["targets"] = [6.2, 6.0]
+    assert plan(_load(raw), "e").to_dict()["experiment"]["targets"] == [6.2, 6.0]
+    for bad, message in (([6.0, 6.0], r"targets: expected distinct"), ([-1.0], r"targets\[0\]")):
+        raw["experiments"]["e"]["targets"] = bad
+        (tmp_path / "sweep.yaml").write_text(yaml.safe_dump(raw))
+        with pytest.raises(ConfigError, match=rf"^experiments\.e\.{message}"):
+            load_sweep(tmp_path / "sweep.yaml")
+
+
+def test_stop_at_ends_the_run_at_the_first_validation_under_it(tmp_path):
+    """A two-phase run with stop_at above every loss: it ends at its first validation (step 4)
+    as complete, says why, and never starts phase 2; training it again returns the same."""
+    phases = [
+        {**PHASE, "steps": 12, "lr": 1e-2, "warmup": 0.25},
+        {**PHASE, "steps": 6, "lr": 1e-2, "warmup": 0.25},
+    ]
+    cfg = RunConfig.from_dict({**config(phases=phases).to_dict(), "stop_at": 50.0})
+    result = train(cfg, tmp_path, synthetic.make)
+    assert result["status"] == "complete" and result["step"] == 4
+    assert result["reason"] == "reached stop_at: val/mlm_loss <= 50.0 at step 4"
+    assert [r["step"] for r in lines(tmp_path)] == [1, 2, 3, 4]
+    assert [r["step"] for r in lines(tmp_path, "val")] == [4]
+    assert not (tmp_path / "checkpoints" / "phase2").exists()
+    assert train(cfg, tmp_path, synthetic.make)["step"] == 4
+    (tmp_path / "status.json").unlink()  # as if it crashed before writing its status
+    again = train(cfg, tmp_path, synthetic.make)
+    assert (again["status"], again["step"], again["reason"]) == (
+        "complete",
+        4,
+        result["reason"],
+    )
+    assert not (tmp_path / "checkpoints" / "phase2").exists()
+    with pytest.raises(ConfigError, match=r"^stop_at: expected null or a loss > 0"):
+        RunConfig.from_dict({**cfg.to_dict(), "stop_at": -1.0})
+
+
+def test_collect_writes_the_declared_targets_columns(experiment, tmp_path):  # noqa: F811
+    """The targets of sweep.json reach runs.parquet through a real collect."""
+    import json
+    import shutil
+
+    from ablations import results
+
+    exp = tmp_path / experiment.name
+    shutil.copytree(experiment, exp)
+    spec = json.loads((exp / "sweep.json").read_text())
+    curves = results.load_curves(exp)
+    val = curves[curves["metric"] == "val/mlm_loss"]["value"]
+    target = float(val.median())  # reached by some evaluations, not by all
+    spec["experiment"]["targets"] = [target]
+    (exp / "sweep.json").write_text(json.dumps(spec))
+    results.collect(exp, force=True)
+    runs = results.load_runs(exp)
+    column = tables.target_column("steps", target)
+    assert column in runs and tables.target_column("samples", target) in runs
+    expected = tables.with_targets(runs[["trial"]].copy(), curves, [target], "val/mlm_loss")
+    pd.testing.assert_series_equal(runs[column], expected[column], check_names=False)
+    assert runs[column].notna().any()
