@@ -203,6 +203,11 @@ class LogConfig:
     progress: Literal["auto", "bar", "lines", "none"] = "auto"
     #: Seconds between status lines; 0: one line per optimizer step.
     status_every_seconds: float = 30.0
+    #: Lightning loggers that get a copy of the curves' numbers at each run step, under
+    #: ``<run_dir>/logs/``: "csv", "tensorboard" (both in the harness's packages), "wandb"
+    #: (offline) and "mlflow" (a local file store) if you install them. The JSONL curves stay
+    #: the source of truth; a run may be resumed with other loggers.
+    loggers: tuple[Literal["csv", "tensorboard", "wandb", "mlflow"], ...] = ()
     #: Measure the gradient noise scale B_simple every step (:mod:`ablations.noise`): the
     #: micro-batch gradients' squared norms against the step's; needs micro_batch <
     #: global_batch (accumulation, or more than one device).
@@ -479,7 +484,7 @@ def _plain(obj: Any) -> Any:
 
 #: ``log`` keys that change what is shown, not the run: a run resumes under other values
 #: (``progress_bar`` is their predecessor, still in the config.yaml of older run directories).
-DISPLAY_KEYS = ("progress", "status_every_seconds", "progress_bar")
+DISPLAY_KEYS = ("progress", "status_every_seconds", "progress_bar", "loggers")
 
 
 def run_identity(raw: Any) -> Any:

@@ -514,6 +514,7 @@ class PretrainingModule(L.LightningModule):
         if self.curves is not None:
             self.curves.append("metrics", records)
             self.curves.append("layers", [r for r in layer_records if r["step"] <= s.step])
+        self._to_loggers(records)
 
     def _noise_record(self, small_sq: float, big_sq: float) -> dict[str, float]:
         """The ``noise/*`` fields of one step (:mod:`ablations.noise`); advances the averages."""
@@ -529,6 +530,22 @@ class PretrainingModule(L.LightningModule):
             "noise/trace": trace,
             "noise/b_simple": b_simple,
         }
+
+    def _to_loggers(self, records: list[dict[str, Any]]) -> None:
+        """The curves' numbers to the run's Lightning loggers (``log.loggers``), at the run's
+        step; the JSONL curves stay the source of truth."""
+        try:
+            loggers = self.trainer.loggers
+        except RuntimeError:  # not attached to a Trainer
+            return
+        for record in records:
+            numbers = {
+                k: float(v)
+                for k, v in record.items()
+                if "/" in k and isinstance(v, int | float) and not isinstance(v, bool)
+            }
+            for logger in loggers:
+                logger.log_metrics(numbers, step=record["step"])
 
     @torch.no_grad()
     def _validate(self) -> None:
@@ -572,6 +589,7 @@ class PretrainingModule(L.LightningModule):
         self.last_val = record
         if self.curves is not None:
             self.curves.append("val", [record])
+        self._to_loggers([record])
 
     def _val_batches(self) -> list[dict[str, Tensor]] | None:
         """This rank's share of the first ``log.val_batches`` validation batches (kept on CPU).

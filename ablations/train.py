@@ -258,7 +258,8 @@ def _trainer(
         strategy="ddp" if world > 1 else "auto",
         precision=config.precision,
         max_steps=_windows(phase),
-        logger=False,  # curves are ours (append-only, truncated on resume)
+        # the curves are ours (append-only, truncated on resume); log.loggers get copies
+        logger=_loggers(config, phase_dir.parent.parent, phase_index) or False,
         enable_progress_bar=any(isinstance(c, ProgressBar) for c in progress),
         enable_model_summary=False,
         callbacks=[checkpoint, _PhaseEnd(phase_dir), *progress, *callbacks],
@@ -268,6 +269,47 @@ def _trainer(
         limit_val_batches=0,  # validation is run by the module at its own steps
         num_sanity_val_steps=0,
     )
+
+
+def _loggers(config: RunConfig, run_dir: Path, phase_index: int) -> list[Any]:
+    """Lightning's own loggers for ``log.loggers``, writing under ``<run_dir>/logs/<name>/``.
+
+    Each phase and each attempt (a resume) writes a folder of its own (``phase1``,
+    ``phase1.1``, ...), so that a logger never truncates what an earlier attempt wrote (the
+    CSV logger rewrites its file); TensorBoard reads the folders together. W&B runs offline and
+    MLflow into a local file store (``logs/mlruns``): nothing is sent anywhere.
+    """
+    out: list[Any] = []
+    root = run_dir / "logs"
+    for name in config.log.loggers:
+        version = _version(root / name, f"phase{phase_index + 1}")
+        if name == "csv":
+            from lightning.pytorch.loggers import CSVLogger
+
+            out.append(CSVLogger(root, name="csv", version=version))
+        elif name == "tensorboard":
+            from lightning.pytorch.loggers import TensorBoardLogger
+
+            out.append(TensorBoardLogger(root, name="tensorboard", version=version))
+        elif name == "wandb":
+            from lightning.pytorch.loggers import WandbLogger
+
+            out.append(WandbLogger(save_dir=str(root), offline=True, version=None))
+        elif name == "mlflow":
+            from lightning.pytorch.loggers import MLFlowLogger
+
+            uri = (root / "mlruns").resolve().as_uri()
+            out.append(MLFlowLogger(experiment_name="ablations", tracking_uri=uri))
+    return out
+
+
+def _version(folder: Path, base: str) -> str:
+    """``base``, or ``base.1``, ``base.2``, ... : the first that ``folder`` does not hold."""
+    n, version = 0, base
+    while (folder / version).exists():
+        n += 1
+        version = f"{base}.{n}"
+    return version
 
 
 def _windows(phase: PhaseConfig) -> int:
