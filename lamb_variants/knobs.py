@@ -37,6 +37,20 @@ CHOICES: dict[str, tuple] = {
     "eps_mode": EPS_MODE,
 }
 FLAGS = ("grad_averaging", "eps_inside_sqrt", "nesterov")
+#: Knobs that are numbers: (low, high, low excluded, high excluded).
+NUMBERS: dict[str, tuple[float, float, bool, bool]] = {
+    "lr": (0.0, math.inf, False, False),  # or a tensor (a scheduler may set one)
+    "eps": (0.0, math.inf, False, True),
+    "weight_decay": (0.0, math.inf, False, True),
+    "phi_min": (0.0, math.inf, False, True),
+    "trust_eps": (0.0, math.inf, False, True),
+    "dampening": (0.0, math.inf, False, True),
+    "momentum": (0.0, 1.0, False, False),
+    "phi_max": (0.0, math.inf, True, False),
+    "trust_coeff": (0.0, math.inf, True, True),
+    # M = 0 would divide every gradient by +inf (apex/timm silently zero them): rejected.
+    "max_grad_norm": (0.0, math.inf, True, False),
+}
 
 #: Knob defaults: NVLAMB as in apex FusedLAMB(use_nvlamb=True), the algorithm NVIDIA published.
 DEFAULTS: dict[str, Any] = {
@@ -108,27 +122,18 @@ def validate(knobs: Mapping[str, Any]) -> dict[str, Any]:
     if unknown:
         raise ValueError(f"unknown knob(s) {unknown}; valid knobs are {sorted(KNOB_NAMES)}")
     out = dict(knobs)
-    inf = math.inf
     for name, value in knobs.items():
-        if name == "lr":
-            out[name] = value if _is_tensor(value) else _number(name, value, 0.0, inf)
+        if name == "lr" and _is_tensor(value):
+            out[name] = value
+        elif name in NUMBERS:
+            lo, hi, lo_open, hi_open = NUMBERS[name]
+            out[name] = _number(name, value, lo, hi, lo_open=lo_open, hi_open=hi_open)
         elif name == "betas":
             if not isinstance(value, tuple | list) or len(value) != 2:
                 raise ValueError(f"betas={value!r} is not allowed; expected a pair (beta1, beta2)")
             b1 = _number("betas[0]", value[0], 0.0, 1.0, hi_open=True)
             b2 = _number("betas[1]", value[1], 0.0, 1.0, hi_open=True)
             out[name] = (b1, b2)
-        elif name in ("eps", "weight_decay", "phi_min", "trust_eps", "dampening"):
-            out[name] = _number(name, value, 0.0, inf, hi_open=True)
-        elif name == "momentum":
-            out[name] = _number(name, value, 0.0, 1.0)
-        elif name == "phi_max":
-            out[name] = _number(name, value, 0.0, inf, lo_open=True)
-        elif name == "trust_coeff":
-            out[name] = _number(name, value, 0.0, inf, lo_open=True, hi_open=True)
-        elif name == "max_grad_norm":
-            # M = 0 would divide every gradient by +inf (apex/timm silently zero them): reject it.
-            out[name] = _number(name, value, 0.0, inf, lo_open=True)
         elif name in CHOICES:
             _choice(name, value, CHOICES[name])
         elif name in FLAGS:
@@ -142,6 +147,23 @@ def validate(knobs: Mapping[str, Any]) -> dict[str, Any]:
     if out.get("nesterov") and out.get("dampening", 0.0) != 0.0:
         raise ValueError("nesterov=True needs dampening=0 (as torch.optim.SGD)")
     return out
+
+
+def allowed(name: str) -> str:
+    """What knob ``name`` accepts, in words (``python -m lamb_variants list``)."""
+    if name in CHOICES:
+        return " | ".join(repr(v) for v in CHOICES[name])
+    if name in FLAGS:
+        return "True | False"
+    if name in NUMBERS:
+        lo, hi, lo_open, hi_open = NUMBERS[name]
+        interval = f"{'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}"
+        return f"a number in {interval}" + (" (or a tensor)" if name == "lr" else "")
+    if name == "betas":
+        return "(beta1, beta2), each in [0, 1)"
+    if name == "trust_clip":
+        return "None | (lo, hi) with 0 <= lo <= hi"
+    raise ValueError(f"unknown knob {name!r}; valid knobs are {sorted(KNOB_NAMES)}")
 
 
 def _trust_clip(value: Any) -> tuple[float, float] | None:
