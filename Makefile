@@ -26,6 +26,8 @@ RESULTS ?= results
 # Where `make figures` draws: by default <RESULTS>/figures, or results/reproduction-figures/...
 # for a folder under reproduction/ (ablations.figures.figures_root)
 FIGURES ?=
+# `make dashboard` serves on this port of 127.0.0.1
+PORT ?= 8080
 # FORCE=1: `make collect` may replace a table with one of fewer trials or rows
 FORCE ?=
 # `make reproduce` reruns the committed reproduction in $(STAGING), then publishes it;
@@ -33,7 +35,7 @@ FORCE ?=
 STAGING := results/reproduction
 MAP_STAGING := results/regime_map
 
-.PHONY: help setup test test-fast lint bench try sweep collect figures reproduce reproduce-map slurm-up slurm-down clean distclean
+.PHONY: help setup test test-fast lint bench try sweep collect figures dashboard reproduce reproduce-map slurm-up slurm-down clean distclean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) \
@@ -77,6 +79,9 @@ sweep: setup ## run the sweep (SWEEP=sweep.yaml, EXPERIMENT=name) into results/:
 
 collect: setup ## results/<experiment>/{curves,runs,layers}.parquet from its trials (RESULTS=dir; FORCE=1 may shrink a table)
 	$(PY) -m ablations.results collect $(if $(FORCE),--force) $(or $(foreach e,$(EXPERIMENT),$(RESULTS)/$(e)),$(patsubst %/sweep.json,%,$(wildcard $(RESULTS)/*/sweep.json)))
+
+dashboard: setup ## optuna-dashboard of one experiment on http://127.0.0.1:$(PORT) (EXPERIMENT=name; read-only)
+	$(PY) -m ablations dashboard --file '$(SWEEP)' $(if $(filter command line environment,$(origin RESULTS)),--results '$(RESULTS)') --experiment '$(or $(EXPERIMENT),$(error set EXPERIMENT=<name>))' --port $(PORT)
 
 figures: setup ## execute notebooks/ headless (real Jupyter kernel) -> results/figures/ (RESULTS=reproduction: the committed ones)
 	$(PY) -m ablations.figures run --results $(RESULTS) $(if $(FIGURES),--out $(FIGURES)) $(foreach e,$(EXPERIMENT),--experiment '$(e)')

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import signal
 
 import pytest
 from optuna.trial import TrialState
-from sweep_files import python, start_worker, steps, study, wait_for, workload, write_sweep
+from sweep_files import REPO, python, start_worker, steps, study, wait_for, workload, write_sweep
 
 pytestmark = pytest.mark.slow
 
@@ -105,6 +106,85 @@ def test_six_local_workers_every_trial_once_and_divergence_is_a_result(tmp_path,
     # six processes, nine trials: several workers shared the work through the study
     logs = [p.read_text() for p in (tmp_path / "results" / ".workers").glob("worker-*.log")]
     assert len(logs) == 6 and sum('"trial":' in log for log in logs) >= 2
+    _check_the_study_as_optuna_users_read_it(file, tmp_path, exp_dir)
+
+
+def _check_the_study_as_optuna_users_read_it(file, tmp_path, exp_dir):
+    """Optuna's public API finds every toggle as a parameter of its own (a categorical with the
+    experiment's values) and the validation curve as intermediate values; optuna-dashboard,
+    started by ``python -m ablations dashboard``, serves the same study on 127.0.0.1."""
+    import socket
+    import subprocess
+    import sys
+    import urllib.error
+    import urllib.request
+
+    import optuna
+
+    s = study(exp_dir)
+    lr_values = {"clip": 2e-2, "none": 2e-2, "boom": 1.0e4}
+    for t in s.get_trials():
+        variant = t.user_attrs["variant"]
+        assert t.params["variant"] == variant
+        expected = "clip" if variant in ("clip", "boom") else "none"  # boom: the preset's clip
+        assert t.params["optimizer.overrides.prenorm"] == expected, (variant, t.params)
+        assert t.params["phases.0.lr"] == lr_values[variant]
+        dist = t.distributions["optimizer.overrides.prenorm"]
+        assert isinstance(dist, optuna.distributions.CategoricalDistribution)
+        assert set(dist.choices) == {"clip", "none"}
+        if variant != "boom":  # validations at steps 4 and 8, reported as they came
+            assert sorted(t.intermediate_values) == [4, 8]
+            assert t.intermediate_values[8] == pytest.approx(t.value)
+    importance = optuna.importance.get_param_importances(
+        s, params=["optimizer.overrides.prenorm"], target=lambda t: min(t.value, 1e3)
+    )
+    assert list(importance) == ["optimizer.overrides.prenorm"]
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    cmd = [sys.executable, "-m", "ablations", "dashboard", "--file", str(file)]
+    server = subprocess.Popen(
+        [*cmd, "--experiment", "mix", "--port", str(port)],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+
+        def studies_json():
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies") as r:
+                    return json.loads(r.read())
+            except OSError:
+                return None
+
+        journal = (exp_dir / "study.journal").read_bytes()
+        listed = wait_for(studies_json, 60, "optuna-dashboard to answer")
+        assert [x["study_name"] for x in listed["study_summaries"]] == ["mix"]
+        study_id = listed["study_summaries"][0]["study_id"]
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies/{study_id}") as r:
+            served = json.loads(r.read())
+        assert len(served["trials"]) == 9
+        names = {p["name"] for t in served["trials"] for p in t["params"]}
+        assert {"variant", "optimizer.overrides.prenorm", "phases.0.lr"} <= names
+        # the dashboard may not delete or create anything: the journal stays as it was
+        for method, path in (("DELETE", f"/api/studies/{study_id}"), ("POST", "/api/studies")):
+            body = json.dumps({"study_name": "x", "directions": ["minimize"]}).encode()
+            request = urllib.request.Request(
+                f"http://127.0.0.1:{port}{path}",
+                data=body,
+                method=method,
+                headers={"Content-Type": "application/json"},
+            )
+            with pytest.raises(urllib.error.HTTPError):
+                urllib.request.urlopen(request)
+        assert (exp_dir / "study.journal").read_bytes() == journal
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
 
 
 def _start_worker(file, tmp_path):

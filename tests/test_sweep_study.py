@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 import time
+import types
 from pathlib import Path
 
 import optuna
@@ -142,9 +143,10 @@ def test_a_diverged_point_is_never_the_best():
             )
         )
         trials[-1].number = number
-    assert studies.best_point(trials, "v") == {"phases.0.lr": 0.001}
+    plan = types.SimpleNamespace(experiment=types.SimpleNamespace(tune={"phases.0.lr": None}))
+    assert studies.best_point(trials, "v", plan) == {"phases.0.lr": 0.001}
     trials[2].value = math.inf
-    assert studies.best_point(trials, "v") == {"phases.0.lr": 0.01}
+    assert studies.best_point(trials, "v", plan) == {"phases.0.lr": 0.01}
 
 
 def _dead_pid() -> int:

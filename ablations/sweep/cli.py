@@ -33,6 +33,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         ("sweep-status", "print the experiments' progress"),
     ):
         _common(sub.add_parser(name, help=text), required=name != "sweep-status")
+    p = sub.add_parser("dashboard", help="optuna-dashboard on one experiment's study, locally")
+    _common(p, required=True)
+    p.add_argument("--port", type=int, default=8080, help="port on 127.0.0.1 (default 8080)")
 
 
 def _common(p: argparse.ArgumentParser, required: bool) -> None:
@@ -68,6 +71,8 @@ def run(args: argparse.Namespace) -> int:
         return fail(e)
     results = args.results.resolve() if args.results else _results(sweep, args.file)
     command = args.command
+    if command == "dashboard":
+        return _dashboard(sweep, plans, results, args.port)
     if command != "sweep-status" and not getattr(args, "dry_run", False):
         try:
             check_writable(results)
@@ -118,6 +123,27 @@ def run(args: argparse.Namespace) -> int:
     if code == 0:
         code = _collect(sweep, args.file, plans, results)
     return code
+
+
+def _dashboard(sweep: Any, plans: list, results: Path, port: int) -> int:
+    """optuna-dashboard on the experiment's storage (its journal file, or the sweep's RDB),
+    bound to 127.0.0.1 only: a study is not something to serve to the network by default.
+    Every trial holds its variant, each toggle and each tuned value as an Optuna parameter and
+    its validation curve as intermediate values: the slice, parallel-coordinate, importance and
+    learning-curve views read them."""
+    from . import study as studies
+
+    if len(plans) != 1:
+        return fail(ConfigError("--experiment: expected exactly one experiment for the dashboard"))
+    exp_dir = results / plans[0].name
+    if sweep.storage == "journal" and not (exp_dir / "study.journal").exists():
+        return fail(ConfigError(f"{exp_dir}/study.journal: no study yet; run the sweep first"))
+    from optuna_dashboard import run_server
+
+    storage = studies.ReadOnlyStorage(studies.open_storage(sweep, exp_dir))
+    print(f"optuna-dashboard of {plans[0].name}: http://127.0.0.1:{port}/ (Ctrl-C stops it)")
+    run_server(storage, host="127.0.0.1", port=port)
+    return 0
 
 
 def _results(sweep: Any, sweep_file: Path) -> Path:
@@ -192,6 +218,8 @@ def study_summary(study: Any, p: Any) -> dict[str, Any]:
     collected); the statistics over the tables are :func:`ablations.stats.summarize`."""
     from optuna.trial import TrialState
 
+    from .study import tuned_params
+
     out: dict[str, Any] = {}
     for variant in p.variants:
         mine = [
@@ -208,9 +236,7 @@ def study_summary(study: Any, p: Any) -> dict[str, Any]:
         finite = [v for v in values if v is not None and math.isfinite(v)]
         out[variant] = {
             "toggles": p.variants[variant],
-            "params": (
-                {k: v for k, v in finals[0].params.items() if k != "variant"} if finals else None
-            ),
+            "params": (tuned_params(finals[0].params, p) if finals else None),
             "tuning_trials": sum(
                 t.user_attrs.get("stage") == "tune"
                 for t in mine

@@ -143,7 +143,7 @@ def _total_steps(plan: Plan, t: FrozenTrial) -> int:
     try:
         config = plan.config(
             str(t.user_attrs["variant"]),
-            {k: v for k, v in t.params.items() if k != "variant"},
+            studies.tuned_params(t.params, plan),
             int(t.user_attrs.get("seed", 0)),
         )
     except Exception:  # a foreign trial in the study: no total, no projection

@@ -282,6 +282,22 @@ class Plan:
         and ``seed`` set."""
         return with_overrides(self.base, {**self.variants[variant], **params, "seed": seed})
 
+    def toggles(self, variant: str) -> dict[str, Any]:
+        """Every toggle path of the experiment (the union over its variants) with the value
+        ``variant`` runs: its own, or what its config resolves to (an optimizer knob left to the
+        preset: the preset's, ``Preset.resolved``). What the study stores per trial."""
+        paths = dict.fromkeys(p for toggles in self.variants.values() for p in toggles)
+        own = self.variants[variant]
+        config = None
+        out = {}
+        for path in paths:
+            if path in own:
+                out[path] = own[path]
+                continue
+            config = config or self.config(variant, {}, 0).to_dict()
+            out[path] = _resolved(config, path)
+        return out
+
     def to_dict(self) -> dict[str, Any]:
         """What ``sweep.json`` of the experiment holds (compared on every restart)."""
         return {
@@ -290,6 +306,24 @@ class Plan:
             "variants": self.variants,
             "points": self.points,
         }
+
+
+def _resolved(config: Mapping[str, Any], path: str) -> Any:
+    """The value at a dotted path of a run config; an optimizer knob it leaves to the preset is
+    the preset's."""
+    node: Any = config
+    for part in path.split("."):
+        if isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        elif isinstance(node, Mapping) and part in node:
+            node = node[part]
+        else:
+            prefix = "optimizer.overrides."
+            if path.startswith(prefix):
+                preset = lamb_variants.PRESETS[config["optimizer"]["preset"]]
+                return preset.resolved().get(path[len(prefix) :])
+            return None
+    return node
 
 
 def load_sweep(path: Path | str) -> Sweep:

@@ -37,7 +37,7 @@ import subprocess
 import threading
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -170,8 +170,8 @@ def total_slots(plan: Plan) -> int:
     return len(plan.variants) * per_variant
 
 
-def _distributions(plan: Plan) -> dict[str, Any]:
-    dists: dict[str, Any] = {"variant": CategoricalDistribution(list(plan.variants))}
+def _tuned_distributions(plan: Plan) -> dict[str, Any]:
+    dists: dict[str, Any] = {}
     for path, r in plan.experiment.tune.items():
         if r.values is not None:
             dists[path] = CategoricalDistribution(list(r.values))
@@ -180,13 +180,40 @@ def _distributions(plan: Plan) -> dict[str, Any]:
     return dists
 
 
+def _choice(value: Any) -> Any:
+    """A toggle value as an Optuna categorical choice (None, bool, int, float or str)."""
+    return value if value is None or isinstance(value, bool | int | float | str) else repr(value)
+
+
+def _toggle_params(plan: Plan) -> dict[str, dict[str, Any]]:
+    """Per variant, every toggle path with its value, as categorical choices."""
+    return {v: {k: _choice(x) for k, x in plan.toggles(v).items()} for v in plan.variants}
+
+
+def _distributions(plan: Plan, toggles: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The study's parameters: ``variant``, one categorical per toggle path (what the
+    dashboard's slice, parallel-coordinate and importance views read) and the tuned ones."""
+    dists: dict[str, Any] = {"variant": CategoricalDistribution(list(plan.variants))}
+    for path in dict.fromkeys(p for values in toggles.values() for p in values):
+        choices = list(dict.fromkeys(values[path] for values in toggles.values()))
+        dists[path] = CategoricalDistribution(choices)
+    return {**dists, **_tuned_distributions(plan)}
+
+
+def tuned_params(params: Mapping[str, Any], plan: Plan) -> dict[str, Any]:
+    """The tuned hyperparameters among a trial's parameters (not its variant or toggles, which
+    the variant's name already sets)."""
+    return {k: v for k, v in params.items() if k in plan.experiment.tune}
+
+
 def _queue(study: optuna.Study, plan: Plan, slots: list[Slot]) -> None:
     present = {t.user_attrs.get("slot") for t in study.get_trials(deepcopy=False)}
-    dists = _distributions(plan)
+    toggles = _toggle_params(plan)
+    dists = _distributions(plan, toggles)
     for slot in slots:
         if slot.key in present:
             continue
-        params = {"variant": slot.variant, **(slot.params or {})}
+        params = {"variant": slot.variant, **toggles[slot.variant], **(slot.params or {})}
         study.add_trial(
             optuna.trial.create_trial(
                 state=TrialState.WAITING,
@@ -235,7 +262,7 @@ def slot_state(trials: list[FrozenTrial], retry: RetryConfig) -> dict[str, str]:
     return out
 
 
-def best_point(trials: list[FrozenTrial], variant: str) -> dict[str, Any]:
+def best_point(trials: list[FrozenTrial], variant: str, plan: Plan) -> dict[str, Any]:
     """The variant's best tuning point: lowest objective (diverged = inf), first on ties."""
     tuned = [
         t
@@ -251,7 +278,7 @@ def best_point(trials: list[FrozenTrial], variant: str) -> dict[str, Any]:
             if t.user_attrs.get("variant") == variant and t.user_attrs.get("stage") == "tune"
         ]
     best = min(tuned, key=lambda t: (_value(t), t.number))
-    return {k: v for k, v in best.params.items() if k != "variant"}
+    return tuned_params(best.params, plan)
 
 
 def _value(t: FrozenTrial) -> float:
@@ -286,13 +313,13 @@ def claim_next(study: optuna.Study, plan: Plan, sweep: Sweep, exp_dir: Path) -> 
             storage = study_storage(study)
             if storage.set_trial_state_values(trial_id(t), TrialState.RUNNING):
                 frozen = storage.get_trial(trial_id(t))
-                claim = _claim(frozen)
+                claim = _claim(frozen, plan)
                 _write_lease(exp_dir, claim.number)
                 return claim
     return None
 
 
-def _claim(t: FrozenTrial) -> Claim:
+def _claim(t: FrozenTrial, plan: Plan) -> Claim:
     history = _history(t)
     return Claim(
         number=t.number,
@@ -302,7 +329,7 @@ def _claim(t: FrozenTrial) -> Claim:
         stage=t.user_attrs["stage"],
         seed=int(t.user_attrs["seed"]),
         slot=t.user_attrs["slot"],
-        params={k: v for k, v in t.params.items() if k != "variant"},
+        params=tuned_params(t.params, plan),
         attempts=[*history, t.number],
     )
 
@@ -334,7 +361,7 @@ def _slots_now(plan: Plan, trials: list[FrozenTrial], states: dict[str, str]) ->
     for variant in plan.variants:
         keys = [f"{variant}/tune/{i}" for i in range(budget)]
         if all(states.get(k) == "done" for k in keys):
-            point = best_point(trials, variant)
+            point = best_point(trials, variant, plan)
             out += [
                 Slot(f"{variant}/seed/{s}", variant, "seed", s, point)
                 for s in range(1, plan.experiment.seeds + 1)
@@ -385,7 +412,7 @@ def _sample_tpe(study: optuna.Study, plan: Plan, sweep: Sweep) -> list[FrozenTri
         return []
     variant = min(open_, key=lambda v: (len(taken[v]), list(plan.variants).index(v)))
     index = len(taken[variant])
-    dists = {k: d for k, d in _distributions(plan).items() if k != "variant"}
+    dists = _tuned_distributions(plan)
     scratch = optuna.create_study(
         direction="minimize",
         sampler=optuna.samplers.TPESampler(seed=plan.experiment.search.seed + index),
@@ -571,3 +598,43 @@ def progress(study: optuna.Study, plan: Plan, retry: RetryConfig) -> dict[str, i
 def finished(study: optuna.Study, plan: Plan, retry: RetryConfig) -> bool:
     p = progress(study, plan, retry)
     return p["done"] == p["total"]
+
+
+class ReadOnlyStorage(optuna.storages.BaseStorage):
+    """An Optuna storage that reads through to ``storage`` and refuses every write (a
+    ``PermissionError``): optuna-dashboard can create and delete studies and write notes, and
+    a dashboard must never change what a sweep recorded. Reads are live, so its views follow
+    a running sweep."""
+
+    WRITES = frozenset(
+        {
+            "create_new_study",
+            "delete_study",
+            "set_study_user_attr",
+            "set_study_system_attr",
+            "create_new_trial",
+            "set_trial_param",
+            "set_trial_state_values",
+            "set_trial_intermediate_value",
+            "set_trial_user_attr",
+            "set_trial_system_attr",
+        }
+    )
+
+    def __init__(self, storage: optuna.storages.BaseStorage) -> None:
+        self._storage = storage
+
+
+def _read_only_method(name: str) -> Any:
+    def method(self: ReadOnlyStorage, *args: Any, **kwargs: Any) -> Any:
+        if name in ReadOnlyStorage.WRITES:
+            raise PermissionError(f"the study is read-only here: {name} refused")
+        return getattr(self._storage, name)(*args, **kwargs)
+
+    method.__name__ = name
+    return method
+
+
+for _name in optuna.storages.BaseStorage.__abstractmethods__ | ReadOnlyStorage.WRITES:
+    setattr(ReadOnlyStorage, _name, _read_only_method(_name))
+ReadOnlyStorage.__abstractmethods__ = frozenset()

@@ -66,7 +66,9 @@ class _Stop:
         return self.signal is not None
 
 
-def _callbacks(stop: _Stop, trial: optuna.Trial | None, plan: Plan) -> list[Any]:
+def _callbacks(
+    stop: _Stop, trial: optuna.Trial | None, plan: Plan, prune: bool = False
+) -> list[Any]:
     """Lightning callbacks (built here: Lightning is imported only once a trial runs)."""
     import lightning as L
 
@@ -95,7 +97,9 @@ def _callbacks(stop: _Stop, trial: optuna.Trial | None, plan: Plan) -> list[Any]
                 raise StopRun(f"signal {stop.signal} at step {pl_module.step}")
 
     class ReportAndPrune(L.Callback):
-        """Reports the objective at each validation; prunes when the study's pruner says so."""
+        """Reports the objective at each validation as the trial's intermediate value (the
+        dashboard's learning curves); with ``prune``, stops the trial when the study's pruner
+        says so."""
 
         def on_train_start(self, trainer: L.Trainer, pl_module: Any) -> None:
             self._seen = pl_module.last_val
@@ -105,20 +109,22 @@ def _callbacks(stop: _Stop, trial: optuna.Trial | None, plan: Plan) -> list[Any]
             if val is None or val is self._seen:
                 return
             self._seen = val
-            prune = False
+            stop_here = False
             if trial is not None:
                 value = val.get(plan.experiment.objective)
                 trial.report(math.inf if value is None else value, val["step"])
-                prune = trial.should_prune()
-            if trainer.world_size > 1:
-                prune = trainer.strategy.broadcast(prune, src=0)
-            if prune:
+                stop_here = prune and trial.should_prune()
+            if prune and trainer.world_size > 1:
+                stop_here = trainer.strategy.broadcast(stop_here, src=0)
+            if stop_here:
                 raise StopRun(f"pruned at step {val['step']}", Status.PRUNED)
 
-    out: list[Any] = [StopAtStep()]
-    if plan.experiment.pruner.type != "none":
-        out.append(ReportAndPrune())
-    return out
+    return [StopAtStep(), ReportAndPrune()]
+
+
+def _prunes(plan: Plan, claim: studies.Claim) -> bool:
+    """Whether a trial may be pruned (the same answer on every rank: they vote together)."""
+    return plan.experiment.pruner.type != "none" and claim.stage == "tune"
 
 
 def _plugins() -> list[Any]:
@@ -229,7 +235,7 @@ def _follow(plans: dict[str, Plan], results: Path, handoff: _Handoff, stop: _Sto
             train(
                 config,
                 results / p.name / str(claim.origin),
-                callbacks=_callbacks(stop, None, p),
+                callbacks=_callbacks(stop, None, p, _prunes(p, claim)),
                 plugins=_plugins(),
             )
         except StopRun:
@@ -274,9 +280,8 @@ def _run_trial(
             **({"reused_from": info["reused_from"]} if "reused_from" in info else {}),
         },
     )
-    trial = None
-    if p.experiment.pruner.type != "none" and claim.stage == "tune":
-        trial = optuna.Trial(study, claim.trial_id)
+    trial = optuna.Trial(study, claim.trial_id)  # reports the validation curve
+    prune = _prunes(p, claim)
     storage = study_storage(study)
     attrs: dict[str, Any] = {}
     state, value = TrialState.COMPLETE, None
@@ -284,7 +289,10 @@ def _run_trial(
     with studies.Heartbeat(study, claim, exp_dir, sweep, sweep.retry.heartbeat_seconds):
         try:
             result = train(
-                config, run_dir, callbacks=_callbacks(stop, trial, p), plugins=_plugins()
+                config,
+                run_dir,
+                callbacks=_callbacks(stop, trial, p, prune),
+                plugins=_plugins(),
             )
         except StopRun as e:
             if e.status == Status.PRUNED:
