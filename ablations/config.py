@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
+import re
 import types
 import typing
 from collections.abc import Mapping
@@ -135,6 +136,28 @@ class PhaseConfig:
         return self.global_batch // per_step
 
 
+_FACTORY = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+#: λ of the decayed group for a ``factory`` optimizer without ``weight_decay``: NVIDIA's BERT
+#: recipe's 0.01 (run_pretraining.py).
+FACTORY_WEIGHT_DECAY = 0.01
+
+
+def load_factory(path: str) -> Any:
+    """The callable named by ``optimizer.factory`` (``"package.module:function"``); raises a
+    one-line :class:`ConfigError` when it cannot be imported or is not callable."""
+    import importlib
+
+    module_name, _, name = path.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as e:  # ImportError, or the module's own error while importing
+        raise ConfigError(f"optimizer.factory: cannot import {module_name!r}: {e}") from None
+    fn = getattr(module, name, None)
+    if not callable(fn):
+        raise ConfigError(f"optimizer.factory: {module_name!r} has no callable {name!r}")
+    return fn
+
+
 @dataclass(frozen=True)
 class OptimizerConfig:
     """A ``lamb_variants`` preset plus knob overrides (the lr comes from each phase).
@@ -148,8 +171,15 @@ class OptimizerConfig:
 
     preset: str = "nvlamb"
     overrides: Mapping[str, Any] = field(default_factory=dict)
-    #: λ of the decayed parameter group; None: the preset's upstream default.
+    #: λ of the decayed parameter group; None: the preset's upstream default (with a
+    #: ``factory``: NVIDIA's BERT λ, :data:`FACTORY_WEIGHT_DECAY`).
     weight_decay: float | None = None
+    #: Your own optimizer instead of a preset: ``"package.module:function"``, called as
+    #: ``function(param_groups, lr=...)`` with NVIDIA's two param groups (each a dict with
+    #: ``params`` as (name, tensor) pairs and ``weight_decay``), returning a
+    #: ``torch.optim.Optimizer``. ``preset`` and ``overrides`` are then unused (overrides must
+    #: be empty); the module is imported when training starts (:func:`load_factory`).
+    factory: str | None = None
     #: "carry": NVIDIA's phase 2 (moments kept, step count and schedule restarted);
     #: "fresh": a new optimizer for phase 2.
     phase2: Literal["carry", "fresh"] = "carry"
@@ -170,6 +200,19 @@ class OptimizerConfig:
         wd = self.weight_decay
         ok = wd is None or 0 <= wd < float("inf")
         check(ok, "optimizer.weight_decay", "a number >= 0, or null for the preset's", wd)
+        if self.factory is not None:
+            check(
+                _FACTORY.match(self.factory) is not None,
+                "optimizer.factory",
+                "'package.module:function'",
+                self.factory,
+            )
+            check(
+                not self.overrides,
+                "optimizer.overrides",
+                "none with optimizer.factory (knobs belong to the presets)",
+                dict(self.overrides),
+            )
         valid = set(lamb_variants.KNOB_NAMES) - {"lr", "weight_decay"}
         for key in self.overrides:
             check(key in valid, f"optimizer.overrides.{key}", f"a knob in {sorted(valid)}", key)
@@ -183,6 +226,8 @@ class OptimizerConfig:
         constructor default (``Preset.resolved()``, so the numbers live in the presets only)."""
         if self.weight_decay is not None:
             return self.weight_decay
+        if self.factory is not None:
+            return FACTORY_WEIGHT_DECAY
         return float(lamb_variants.PRESETS[self.preset].resolved()["weight_decay"])
 
 

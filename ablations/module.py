@@ -46,7 +46,7 @@ from torch.utils.data import DistributedSampler
 import lamb_variants
 
 from . import noise
-from .config import RunConfig
+from .config import ConfigError, RunConfig, load_factory
 from .curves import Curves
 from .fileio import read_json, write_json
 from .internals import loss_scale
@@ -166,6 +166,9 @@ class PretrainingModule(L.LightningModule):
         self._t0 = 0.0
         self._wall0 = 0.0
         self._noise_sq: Tensor | None = None  # Σ over this step's micro-batches of ‖g_i/k‖²
+        self._applied = 0  # updates the optimizer applied in this fit (its step post-hook)
+        self._names: list[str] = []  # trained tensors, for an optimizer without telemetry
+        self._generic: lamb_variants.LambStats | None = None
 
     # --- model and optimizer -------------------------------------------------------------------
 
@@ -183,13 +186,24 @@ class PretrainingModule(L.LightningModule):
         opt_config, phase = self.config.optimizer, self.phase
         weight_decay = opt_config.resolved_weight_decay()
         groups = lamb_variants.nvidia_param_groups(self.model.named_parameters(), weight_decay)
-        opt = lamb_variants.create(
-            opt_config.preset, groups, lr=phase.lr, **dict(opt_config.overrides)
-        )
+        if opt_config.factory is not None:  # the user's optimizer (telemetry: what it allows)
+            opt = load_factory(opt_config.factory)(groups, lr=phase.lr)
+            if not isinstance(opt, torch.optim.Optimizer):
+                raise ConfigError(
+                    f"optimizer.factory: {opt_config.factory} returned {type(opt).__name__}, "
+                    "expected a torch.optim.Optimizer"
+                )
+        else:
+            opt = lamb_variants.create(
+                opt_config.preset, groups, lr=phase.lr, **dict(opt_config.overrides)
+            )
         if self._init is not None and opt_config.phase2 == "carry":
             opt.load_state_dict(self._init["optimizer_states"][0])
-            opt.restart_steps()  # NVIDIA phase 2: bias correction restarts, moments are kept
+            _restart_steps(opt)  # NVIDIA phase 2: bias correction restarts, moments are kept
         self._init = None  # the phase-1 checkpoint is no longer needed
+        self._names = [n for n, p in self.model.named_parameters() if p.requires_grad]
+        self._applied = 0
+        opt.register_step_post_hook(self._after_step)
         self._record_weight_decay(opt, weight_decay)
         schedule = lamb_variants.PolyWarmup.from_proportion(
             phase.steps, phase.warmup, decay_power=phase.decay_power, relative_to=phase.schedule
@@ -211,11 +225,18 @@ class PretrainingModule(L.LightningModule):
         meta_path = self.curves.run_dir / "meta.json"
         meta = read_json(meta_path) or {}
         meta["optimizer"] = {
-            "preset": opt_config.preset,
+            "preset": opt_config.preset if opt_config.factory is None else None,
+            "factory": opt_config.factory,
             "weight_decay": weight_decay,
-            "weight_decay_from": "preset" if opt_config.weight_decay is None else "workload",
+            "weight_decay_from": (
+                "workload"
+                if opt_config.weight_decay is not None
+                else "preset"
+                if opt_config.factory is None
+                else "default"
+            ),
             "param_groups": [
-                {"weight_decay": g["weight_decay"], "tensors": len(g["params"])}
+                {"weight_decay": g.get("weight_decay"), "tensors": len(g["params"])}
                 for g in opt.param_groups
             ],
         }
@@ -306,7 +327,7 @@ class PretrainingModule(L.LightningModule):
     def _optimizer_step(self) -> None:
         opt = self.optimizers()
         lamb = opt.optimizer
-        before, lr = lamb.param_groups[0]["step"], lamb.param_groups[0]["lr"]
+        before, lr = self._applied, lamb.param_groups[0]["lr"]
         # the fp16 scale the micro-batch gradients were computed under (the step may change it)
         noise_row = self._noise_values(
             loss_scale(getattr(self.trainer.precision_plugin, "scaler", None))
@@ -315,18 +336,18 @@ class PretrainingModule(L.LightningModule):
         weights = self._weights() if sample else None
         opt.step()
         layers = None
-        if sample and lamb.param_groups[0]["step"] != before:
+        if sample and self._applied != before:
             layers = self._layer_values(lamb, weights)
         opt.zero_grad(set_to_none=True)
         sums, self._acc = self._acc, None
-        if lamb.param_groups[0]["step"] == before:  # the GradScaler skipped a non-finite step
+        if self._applied == before:  # the GradScaler skipped a non-finite step
             self.progress.skipped += 1
             return
         self.lr_schedulers().step()
         self.progress.phase_step += 1
         self.progress.samples += self.phase.global_batch
         self.progress.wall_time = self._wall0 + time.perf_counter() - self._t0
-        stats = lamb.stats
+        stats = self._stats(lamb)
         noise_row[1] = stats.grad_norm.to(torch.float64) ** 2  # |G_B|²: the gradient of the step
         values = torch.cat([_all_reduce(sums), self._optim_values(stats), noise_row])
         self._steps.append(
@@ -355,13 +376,34 @@ class PretrainingModule(L.LightningModule):
         if self.outcome is not None:
             self.trainer.should_stop = True
 
+    def _after_step(self, optimizer: torch.optim.Optimizer, *args: Any) -> None:
+        """Runs after every update the optimizer applies (not after a step the GradScaler
+        skipped): counts it, and for an optimizer without ``stats`` (a ``factory`` one) keeps
+        its gradients' global norm (unscaled by then under fp16) as the stats."""
+        self._applied += 1
+        if not isinstance(optimizer, lamb_variants.Lamb):
+            self._generic = _generic_stats(self.model, self._names)
+
     def _weights(self) -> dict[str, Tensor]:
         """A copy of every trained tensor before a sampled step, for the applied ‖Δw‖."""
         return {n: p.detach().clone() for n, p in self.model.named_parameters() if p.requires_grad}
 
-    def _layer_values(self, lamb: lamb_variants.Lamb, before: dict[str, Tensor]) -> Tensor:
+    def _stats(self, opt: torch.optim.Optimizer) -> lamb_variants.LambStats:
+        """The optimizer's telemetry of the step that just ran; for an optimizer that has none
+        (a ``factory`` one), the gradient norm alone, the rest NaN."""
+        if isinstance(opt, lamb_variants.Lamb) and opt.stats is not None:
+            return opt.stats
+        return self._generic
+
+    def _layer_values(self, lamb: torch.optim.Optimizer, before: dict[str, Tensor]) -> Tensor:
         """The ``_LAYER`` rows of the step that just ran, on the device."""
-        stats, direction = lamb.stats, lamb.direction_stats()
+        stats = self._stats(lamb)
+        if isinstance(lamb, lamb_variants.Lamb):
+            direction = lamb.direction_stats()
+            eps_rows = [direction.eps_dominated, direction.sqrt_v_over_eps]
+        else:
+            nan = torch.full((len(stats.names),), math.nan, dtype=torch.float64, device=self.device)
+            eps_rows = [nan, nan]
         after = dict(self.model.named_parameters())
         relative = torch.stack(
             [
@@ -370,8 +412,7 @@ class PretrainingModule(L.LightningModule):
                 for n in stats.names
             ]
         )
-        rows = [stats.trust_ratios, stats.weight_norms, stats.update_norms]
-        rows += [direction.eps_dominated, direction.sqrt_v_over_eps, relative]
+        rows = [stats.trust_ratios, stats.weight_norms, stats.update_norms, *eps_rows, relative]
         return torch.stack([r.to(torch.float64) for r in rows])
 
     def _stop_at_target(self) -> None:
@@ -665,6 +706,45 @@ def _all_reduce(t: Tensor) -> Tensor:
     if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
         dist.all_reduce(t)
     return t
+
+
+def _restart_steps(opt: torch.optim.Optimizer) -> None:
+    """NVIDIA's phase-2 start on a carried optimizer: its step count to 0, its moments kept
+    (``Lamb.restart_steps``; for another optimizer, every ``state[p]["step"]``)."""
+    if isinstance(opt, lamb_variants.Lamb):
+        opt.restart_steps()
+        return
+    for state in opt.state.values():
+        step = state.get("step")
+        if isinstance(step, Tensor):
+            step.zero_()
+        elif step is not None:
+            state["step"] = 0
+
+
+def _generic_stats(model: torch.nn.Module, names: list[str]) -> lamb_variants.LambStats:
+    """``LambStats`` for an optimizer without telemetry: the global gradient norm and each
+    tensor's ‖w‖ (after the step) measured here; ‖u‖ and trust ratios NaN (no such thing)."""
+    params = dict(model.named_parameters())
+    grads = [params[n].grad for n in names if params[n].grad is not None]
+    device = next(iter(params.values())).device
+    norm = (
+        torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
+        if grads
+        else torch.zeros((), device=device)
+    )
+    weights = torch.stack([torch.linalg.vector_norm(params[n].detach()) for n in names])
+    nan = torch.full((len(names),), math.nan, device=device)
+    return lamb_variants.LambStats(
+        grad_norm=norm,
+        moments_grad_norm=torch.full((), math.nan, device=device),
+        names=tuple(names),
+        layers=tuple(names),
+        weight_norms=weights,
+        update_norms=nan,
+        trust_ratios=nan,
+        adapted=(False,) * len(names),
+    )
 
 
 def _fields(cls: type, state: dict[str, Any]) -> dict[str, Any]:

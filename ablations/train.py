@@ -50,7 +50,7 @@ from lightning.pytorch.plugins import TorchCheckpointIO
 from lightning.pytorch.utilities.model_helpers import is_overridden
 from torch.utils.data import DataLoader, IterableDataset
 
-from .config import DataConfig, PhaseConfig, RunConfig, run_identity
+from .config import DataConfig, PhaseConfig, RunConfig, load_factory, run_identity
 from .curves import write_config, write_meta, write_status
 from .errors import one_line
 from .fileio import read_json, replacing
@@ -207,6 +207,8 @@ def _preflight(
     length, a vocabulary smaller than the shards' token ids) then fails with its one-line
     ``DataError`` and leaves nothing behind. The caches it builds are the ones training reads.
     """
+    if config.optimizer.factory is not None:
+        load_factory(config.optimizer.factory)  # importable and callable, or one line now
     for phase in config.phases:
         data = _datamodule(datamodule, config, phase)
         data.prepare_data()
