@@ -86,8 +86,8 @@ dashboard: setup ## optuna-dashboard of one experiment on http://127.0.0.1:$(POR
 figures: setup ## execute notebooks/ headless (real Jupyter kernel) -> results/figures/ (RESULTS=reproduction: the committed ones)
 	$(PY) -m ablations.figures run --results $(RESULTS) $(if $(FIGURES),--out $(FIGURES)) $(foreach e,$(EXPERIMENT),--experiment '$(e)')
 
-reproduce: setup ## rerun the committed CPU reproduction (sweep.yaml, ~45 min here) and replace reproduction/ with it: the only target that writes tracked files
-	$(PY) -m ablations sweep --file sweep.yaml --local --results $(STAGING)
+reproduce: setup ## rerun the committed NVLAMB reproduction (sweeps/nvlamb_cpu.yaml, ~45 min here) and replace reproduction/ with it: the only target that writes tracked files
+	$(PY) -m ablations sweep --file sweeps/nvlamb_cpu.yaml --local --results $(STAGING)
 	$(PY) -m ablations.figures run --results $(STAGING) --out $(STAGING)/figures
 	$(PY) -m ablations.reproduction publish $(STAGING) reproduction
 

@@ -104,7 +104,8 @@ def flocked(lock_file: Path) -> Iterator[None]:
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-#: A file that marks a results folder as committed: only ``make reproduce`` writes there.
+#: A file that marks a results folder as committed: only ``make reproduce`` (and
+#: ``make reproduce-map`` for ``reproduction/regime_map``) writes there.
 FROZEN = ".frozen"
 
 
@@ -122,5 +123,5 @@ def check_writable(path: Path | str) -> None:
             raise FrozenError(
                 f"{folder}: committed results (marked by {FROZEN}) are not written by a sweep, "
                 "collect or figures; write to another folder (e.g. results/), or regenerate "
-                "them with `make reproduce`"
+                "them with `make reproduce` (the regime map: `make reproduce-map`)"
             )

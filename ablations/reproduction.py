@@ -18,6 +18,7 @@ import shutil
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from .errors import fail
 from .fileio import FROZEN, read_json, replacing
@@ -41,17 +42,30 @@ class PublishError(RuntimeError):
     """The staging folder holds nothing publishable; one line naming it."""
 
 
-def publish(staging: Path | str, target: Path | str) -> list[Path]:
+def publish(
+    staging: Path | str, target: Path | str, *, finished_only: bool = False, log: Any = print
+) -> list[Path]:
     """Copy every finished experiment of ``staging`` (and its figures, ``staging/figures``) into
     ``target``, each file atomically; returns the files written. Experiments of ``target`` that
     ``staging`` lacks are kept. Raises :class:`PublishError` before writing anything when an
-    experiment is unfinished or uncollected."""
+    experiment is unfinished or uncollected; with ``finished_only`` such an experiment is left
+    out instead (its committed files, if any, are kept) and named in one line each."""
     staging, target = Path(staging), Path(target)
     experiments = sorted(p.parent for p in staging.glob("*/sweep.json"))
     if not experiments:
         raise PublishError(f"{staging}: no experiment (no */sweep.json); run the sweep first")
+    ready = []
     for exp in experiments:
-        _check_finished(exp)
+        try:
+            _check_finished(exp)
+            ready.append(exp)
+        except PublishError as e:
+            if not finished_only:
+                raise
+            log(f"left out: {e}")
+    if not ready:
+        raise PublishError(f"{staging}: no finished experiment to publish")
+    experiments = ready
     written = []
     for exp in experiments:
         for name in FILES:
@@ -94,9 +108,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = sub.add_parser("publish", help="copy a finished staging sweep over the committed results")
     p.add_argument("staging", type=Path, help="the staging results folder (results/reproduction)")
     p.add_argument("target", type=Path, help="the committed folder (reproduction)")
+    p.add_argument(
+        "--finished-only",
+        action="store_true",
+        help="publish the finished experiments and name the others (a sweep run in parts)",
+    )
     args = parser.parse_args(argv)
     try:
-        written = publish(args.staging, args.target)
+        written = publish(args.staging, args.target, finished_only=args.finished_only)
     except PublishError as e:
         return fail(e)
     print(f"published {len(written)} files into {args.target}; review with git diff --stat")

@@ -127,8 +127,10 @@ def test_commands_on_the_committed_reproduction_are_refused_in_one_line(fresh_cl
     clone, _, before = fresh_clone
     py = str(VENV / "bin" / "python")
     attempts = [
-        [py, "-m", "ablations", "sweep", "--file", "sweep.yaml", "--local"]
+        [py, "-m", "ablations", "sweep", "--file", "sweeps/nvlamb_cpu.yaml", "--local"]
         + ["--results", "reproduction", "--experiment", "figure2_prenorm"],
+        [py, "-m", "ablations", "sweep", "--file", "sweeps/regime_map.yaml", "--local"]
+        + ["--results", "reproduction/regime_map", "--experiment", "eps_free"],
         [py, "-m", "ablations.results", "collect", "reproduction/figure2_prenorm"],
         [py, "-m", "ablations.results", "collect", "--force", "reproduction/figure2_prenorm"],
         [py, "-m", "ablations.compare", "reproduction/figure2_prenorm"]
@@ -181,7 +183,7 @@ def test_the_committed_reproduction_is_marked_and_the_default_sweep_writes_elsew
     assert (REPO / "reproduction" / fileio.FROZEN).is_file()
     for name in ("figure2_prenorm", "figure3_decay", "bias_correction", "eps_regime"):
         assert (REPO / "reproduction" / name / "runs.parquet").is_file()
-    for file in (REPO / "sweep.yaml", REPO / "sweeps" / "try.yaml"):
+    for file in (REPO / "sweep.yaml", *sorted((REPO / "sweeps").glob("*.yaml"))):
         results = (file.parent / load_sweep(file).results).resolve()
         assert results == (REPO / "results").resolve()
         fileio.check_writable(results / "any")  # not frozen
@@ -327,6 +329,17 @@ def test_publish_copies_a_finished_staging_sweep_and_refuses_an_unfinished_one(
     before = _digests(target)
     assert reproduction.main(["publish", str(staging), str(target)]) == 2
     assert _digests(target) == before
+    # a sweep run in parts: --finished-only publishes the finished ones and names the rest
+    shutil.copytree(staging / "first", staging / "done")
+    (staging / "done" / "collect.json").write_text(json.dumps(report))
+    args = ["publish", str(staging), str(target), "--finished-only"]
+    assert reproduction.main(args) == 0
+    assert (target / "done" / "runs.parquet").read_bytes() == (
+        staging / "done" / "runs.parquet"
+    ).read_bytes()
+    assert not (target / "first").exists()
+    shutil.rmtree(staging / "done")
+    shutil.rmtree(target / "done")
     (staging / "first" / "collect.json").write_text(json.dumps(report))
 
     assert reproduction.main(["publish", str(staging), str(target)]) == 0

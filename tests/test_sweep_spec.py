@@ -497,8 +497,8 @@ def test_a_changed_definition_is_refused_before_anything_is_touched(tmp_path, ca
 # --- the default file ---------------------------------------------------------------------------
 
 
-def test_default_sweep_file_holds_the_four_cpu_reproductions():
-    sweep = load_sweep(REPO / "sweep.yaml")
+def test_the_nvlamb_sweep_file_holds_the_four_cpu_reproductions():
+    sweep = load_sweep(REPO / "sweeps" / "nvlamb_cpu.yaml")
     defaults = [n for n, e in sweep.experiments.items() if e.default]
     assert defaults == ["figure2_prenorm", "figure3_decay", "bias_correction", "eps_regime"]
     fig2 = plan(sweep, "figure2_prenorm")
