@@ -517,7 +517,7 @@ def test_the_nvlamb_sweep_file_holds_the_four_cpu_reproductions():
         assert phase.steps >= 500 and phase.global_batch <= 64
 
 
-def test_commented_gpu_experiment_is_valid_when_uncommented(tmp_path):
+def test_commented_gpu_experiment_is_valid_when_uncommented(tmp_path, capsys):
     text = (REPO / "sweep.yaml").read_text()
     block = text[text.index("#  gpu_figure2_prenorm:") :]
     lines = []
@@ -533,6 +533,18 @@ def test_commented_gpu_experiment_is_valid_when_uncommented(tmp_path):
     assert (config.model.size, config.devices, config.num_nodes) == ("large", 8, 8)
     assert [p.global_batch for p in config.phases] == [65536, 32768]
     assert not sweep.experiments["gpu_figure2_prenorm"].default
+    # --dry-run prints what it would submit and the compute it may take
+    from ablations.__main__ import main
+
+    args = ["sweep", "--file", str(file), "--experiment", "gpu_figure2_prenorm"]
+    assert main([*args, "--dry-run", "--slurm"]) == 0
+    out = capsys.readouterr().out
+    trials = 2 * (3 + 3)  # variants x (budget + seeds)
+    assert f"at most {trials * 48 * 64:,} GPU-hours ({trials} trials x 48:00:00 x 64 GPUs)" in out
+    assert out.count("(would be submitted) ---") == 2
+    assert "#SBATCH --gpus-per-node=8" in out and "#SBATCH --nodes=8" in out
+    assert "#SBATCH --array=0-1%2" in out and "sweep-worker" in out and "sweep-collect" in out
+    assert not (tmp_path / "results").exists()  # a dry run creates nothing
 
 
 # --- plans ----------------------------------------------------------------------------------

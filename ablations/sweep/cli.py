@@ -89,12 +89,21 @@ def run(args: argparse.Namespace) -> int:
         return _collect(sweep, args.file, plans, results)
 
     if args.dry_run:
-        for p in plans:
-            from .study import total_slots
+        from .slurm import collect_script, cost, worker_script
+        from .study import total_slots
 
-            print(f"{p.name}: {len(p.variants)} variants, {total_slots(p)} trials")
+        for p in plans:
+            print(f"{p.name}: {len(p.variants)} variants, {total_slots(p)} trials; {cost(p)}")
             for v, toggles in p.variants.items():
                 print(f"  {v}: {toggles}")
+            if args.slurm or (driver.has_slurm() and not args.local):
+                exp_dir = results / p.name
+                for name, script in (
+                    ("worker.sbatch", worker_script(p, args.file, Path.cwd(), exp_dir)),
+                    ("collect.sbatch", collect_script(p, args.file, Path.cwd(), exp_dir)),
+                ):
+                    print(f"--- {exp_dir / 'slurm' / name} (would be submitted) ---")
+                    print(script, end="")
         return 0
     slurm = args.slurm or (driver.has_slurm() and not args.local)
     if args.slurm and not driver.has_slurm():

@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 from ..fileio import read_json, write_json
-from .spec import Plan, SlurmConfig
+from .spec import Plan, SlurmConfig, time_seconds
 
 SUBMISSIONS = "submissions.json"
 
@@ -147,3 +147,22 @@ def submit(p: Plan, sweep_file: Path, workdir: Path, exp_dir: Path) -> dict[str,
 
 def submissions(exp_dir: Path) -> list[dict[str, str]]:
     return (read_json(exp_dir / "slurm" / SUBMISSIONS) or {"submissions": []})["submissions"]
+
+
+def cost(p: Plan) -> str:
+    """The experiment's compute at most, from its SLURM request: every trial using its whole
+    time limit on ``nodes`` nodes (a bound: trials usually end sooner; the measured fit times of
+    finished trials are in the study's ``fit_seconds``)."""
+    from .study import total_slots
+
+    s = p.experiment.slurm
+    hours = total_slots(p) * time_seconds(s.time) / 3600
+    if s.gpus_per_node:
+        gpus = s.nodes * s.gpus_per_node
+        trials = total_slots(p)
+        return f"at most {hours * gpus:,.0f} GPU-hours ({trials} trials x {s.time} x {gpus} GPUs)"
+    cores = s.nodes * s.tasks_per_node * s.cpus_per_task
+    return (
+        f"at most {hours * cores:,.0f} CPU core-hours on SLURM ({total_slots(p)} trials x "
+        f"{s.time} x {cores} cores)"
+    )
