@@ -537,3 +537,37 @@ def test_sampler_shards_by_rank(tmp_path):
     # Shard by shard: all of one shard's examples come before the other's.
     both = [i for pair in zip(*order, strict=True) for i in pair]
     assert sum(1 for x, y in zip(both, both[1:], strict=False) if (x < 10) != (y < 10)) <= 2
+
+
+def test_the_sweep_s_reference_line_reads_a_sample_of_many_shards(tmp_path):
+    """Preparing a sweep on NVIDIA's shards (a login node) computes the unigram entropy from a
+    sample of evenly spread shards, not one pass over all: with 8 shards and a sample of 2, the
+    first and the last; shards 1-6 hold other tokens, so the value tells which were read."""
+    from ablations.data import hdf5
+    from ablations.data.datamodule import BertDataModule
+
+    folder = tmp_path / "shards"
+    folder.mkdir()
+    arrays = []
+    for i in range(8):
+        a = _nvidia_arrays(40, seed=i)
+        if i not in (0, 7):
+            a["masked_lm_ids"] = np.where(a["masked_lm_ids"] > 0, 4, 0).astype(np.int32)
+        arrays.append(a)
+        _write_nvidia(folder / f"part_{i}.hdf5", a)
+    config = DataConfig(
+        source=str(folder), format="hdf5", val_fraction=0.0, cache_dir=str(tmp_path / "cache")
+    )
+    dm = BertDataModule(config, PHASE, seed=0)
+    entropy, source = dm.sampled_unigram_entropy(2)
+    counts = sum(
+        np.pad(c, (0, 1000 - len(c)))
+        for c in (
+            hdf5.token_counts(a["masked_lm_ids"], a["masked_lm_positions"])
+            for a in (arrays[0], arrays[7])
+        )
+    )
+    assert entropy == pytest.approx(hdf5.entropy_of(counts))
+    assert source == "2 of 8 training shards"
+    assert entropy != pytest.approx(dm.unigram_entropy)  # the full pass differs
+    assert dm.sampled_unigram_entropy(8) == (dm.unigram_entropy, "all 8 training shards")

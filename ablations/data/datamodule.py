@@ -254,19 +254,38 @@ class BertDataModule(L.LightningDataModule):
         n_val = min(max(1, round(total * self.data.val_fraction)), total - 1)
         return _take(train, 0, total - n_val), _take(train, total - n_val, total)
 
-    def _hdf5_stats(self) -> dict[str, Any]:
-        """Largest token id and unigram entropy of the training shards (one pass, cached)."""
+    def sampled_unigram_entropy(self, max_shards: int) -> tuple[float, str]:
+        """The masked-token unigram entropy from at most ``max_shards`` training shards spread
+        evenly over the set, and what it was computed from: the reference line a sweep records
+        on the machine that prepares it (a login node), where one pass over NVIDIA's thousands
+        of shards would take hours. Text data: the entropy of all examples (computed while they
+        were built)."""
+        self.setup()
+        if self.data.format != "hdf5":
+            return self.unigram_entropy, "all training examples"
         assert self.train_set is not None
+        slices = self.train_set.slices
+        if len(slices) <= max_shards:
+            return self.unigram_entropy, f"all {len(slices)} training shards"
+        picks = sorted({round(i * (len(slices) - 1) / (max_shards - 1)) for i in range(max_shards)})
+        stats = self._hdf5_stats([slices[i] for i in picks])
+        return float(stats["unigram_entropy"]), f"{len(picks)} of {len(slices)} training shards"
+
+    def _hdf5_stats(self, slices: list[Slice] | None = None) -> dict[str, Any]:
+        """Largest token id and unigram entropy of the training shards, or of ``slices`` of
+        them (one pass, cached)."""
+        assert self.train_set is not None
+        slices = self.train_set.slices if slices is None else slices
         described = [
             (str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns, start, stop)
-            for p, start, stop in self.train_set.slices
+            for p, start, stop in slices
         ]
         path = self.cache_dir / "hdf5-stats" / f"{_cache.key_of(described)}.json"
 
         def compute() -> dict[str, Any]:
             counts = np.zeros(0, np.int64)
             max_id = 0
-            for file, start, stop in self.train_set.slices:
+            for file, start, stop in slices:
                 shard = hdf5.read_shard(file)
                 ids = shard["masked_lm_ids"][start:stop]
                 c = hdf5.token_counts(ids, shard["masked_lm_positions"][start:stop])

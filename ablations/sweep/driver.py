@@ -44,8 +44,14 @@ def prepare_experiments(sweep: Sweep, names: list[str], results: Path) -> list[P
     return plans
 
 
+#: Training shards the reference line of NVIDIA-shard data is computed from (evenly spread).
+REFERENCE_SHARDS = 16
+
+
 def data_reference(p: Plan) -> dict[str, float | int | str]:
-    """Build the first variant's data (the cache the workers read) and its reference line."""
+    """Build the first variant's data (the cache the workers read) and its reference line; for
+    NVIDIA's shards from a sample of :data:`REFERENCE_SHARDS` of them (this runs where the
+    sweep is prepared, e.g. a login node), recorded as ``phase<i>_unigram_entropy_from``."""
     from ..data.datamodule import BertDataModule
 
     first = next(iter(p.variants))
@@ -55,7 +61,9 @@ def data_reference(p: Plan) -> dict[str, float | int | str]:
         dm = BertDataModule(config.data, phase, config.seed)
         dm.prepare_data()
         dm.setup("fit")
-        out[f"phase{i + 1}_unigram_entropy"] = dm.unigram_entropy
+        entropy, source = dm.sampled_unigram_entropy(REFERENCE_SHARDS)
+        out[f"phase{i + 1}_unigram_entropy"] = entropy
+        out[f"phase{i + 1}_unigram_entropy_from"] = source
         out[f"phase{i + 1}_vocab_size"] = dm.vocab_size
     out["unigram_entropy"] = out["phase1_unigram_entropy"]
     out["source"] = config.data.source
