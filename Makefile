@@ -9,9 +9,12 @@ STAMP := $(VENV)/.stamp
 # The torch pin lives in pyproject.toml; torch is installed on its own, before anything else,
 # so that no other package can pull in a different (e.g. CUDA) build.
 TORCH_PIN := $(shell grep -oE '"torch==[^"]+"' pyproject.toml | head -n 1 | tr -d '"')
-# Extra pip flags for the torch install, e.g. on a machine whose pip does not already find the
-# CPU wheel: make setup TORCH_PIP_FLAGS="--index-url https://download.pytorch.org/whl/cpu"
-TORCH_PIP_FLAGS ?=
+# Which torch build `make setup` installs: CUDA=cu126 (or cu128, ...) takes PyTorch's CUDA wheel
+# of the same version, for GPU clusters; CPU=1 the CPU wheel from PyTorch's index; neither: what
+# pip finds first (here, the CPU wheel on disk). TORCH_PIP_FLAGS overrides both.
+CUDA ?=
+CPU ?=
+TORCH_PIP_FLAGS ?= $(if $(CUDA),--index-url https://download.pytorch.org/whl/$(CUDA),$(if $(CPU),--index-url https://download.pytorch.org/whl/cpu))
 # timm is only a numerical reference in tests; --no-deps keeps its requirements off torch.
 TIMM_PIN := timm==1.0.31
 # `make sweep` runs the experiments of $(SWEEP) marked default (or EXPERIMENT="a b").

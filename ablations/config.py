@@ -104,6 +104,10 @@ class PhaseConfig:
     warmup: float = 0.2843
     decay_power: float = 0.5
     schedule: Literal["start", "warmup"] = "start"
+    #: This phase's own data, over ``data.source`` / ``data.vocab_file`` (NVIDIA's phases read
+    #: different shard folders: sequence 128 / 20 predictions, then 512 / 80); None: ``data``'s.
+    data_source: str | None = None
+    vocab_file: str | None = None
 
     def __post_init__(self) -> None:
         check(self.steps >= 1, "steps", "an integer >= 1", self.steps)
@@ -321,6 +325,14 @@ class RunConfig:
                 "below global_batch (accumulation or more devices) or noise_scale false",
                 self.log.noise_scale,
             )
+
+    def phase_data(self, phase: PhaseConfig) -> DataConfig:
+        """The data of ``phase``: ``data`` with the phase's own source and vocabulary, if any."""
+        return dataclasses.replace(
+            self.data,
+            source=phase.data_source or self.data.source,
+            vocab_file=phase.vocab_file or self.data.vocab_file,
+        )
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> RunConfig:

@@ -89,8 +89,9 @@ def train(
     Args:
         config: the run.
         run_dir: the run's directory, created if needed; a second call resumes.
-        datamodule: the data: None for ``BertDataModule(config.data, phase, config.seed)``, a
-            factory with that signature, or one data module used for every phase.
+        datamodule: the data: None for ``BertDataModule(config.phase_data(phase), phase,
+            config.seed)``, a factory with that signature, or one data module used for every
+            phase.
         callbacks: extra Lightning callbacks, given to every phase's ``Trainer``.
         plugins: Lightning plugins for every phase's ``Trainer`` (the sweep passes
             ``SLURMEnvironment(auto_requeue=False)``: it handles SLURM's signals itself).
@@ -334,7 +335,7 @@ def _datamodule(
         from .data.datamodule import BertDataModule
 
         given = BertDataModule
-    return given(config.data, phase, config.seed)
+    return given(config.phase_data(phase), phase, config.seed)
 
 
 def _device(config: RunConfig) -> str:

@@ -429,3 +429,26 @@ def test_an_experiment_not_started_is_estimated_from_the_others_seconds_per_step
     assert rate == pytest.approx(0.2)
     assert progress.eta_seconds([known, fresh], 2, rate) == pytest.approx((2 * 100 + 3 * 200) / 2)
     assert progress.describe(fresh, 2, rate=rate).endswith(f"eta {progress.clock(3 * 200 / 2)}")
+
+
+@pytest.mark.parametrize(
+    ("flags", "index"),
+    [([], None), (["CUDA=cu126"], "whl/cu126"), (["CPU=1"], "whl/cpu")],
+    ids=["default", "cuda", "cpu"],
+)
+def test_make_setup_chooses_the_torch_build(flags, index):
+    """``make setup CUDA=cu126`` installs the pinned torch from PyTorch's CUDA index (GPU
+    clusters); the pin is the same in every case."""
+    out = subprocess.run(
+        ["make", "-n", "-W", "pyproject.toml", "setup", "VENV=/nonexistent", *flags],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    line = next(x for x in out.splitlines() if "install" in x and "'torch==" in x)
+    assert "'torch==2.13.0'" in line
+    if index is None:
+        assert "--index-url" not in line
+    else:
+        assert f"--index-url https://download.pytorch.org/{index}" in line

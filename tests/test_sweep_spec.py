@@ -12,6 +12,7 @@ import pytest
 import yaml
 from sweep_files import TINY
 
+import lamb_variants
 from ablations.__main__ import main
 from ablations.config import ConfigError
 from ablations.sweep import study as studies
@@ -517,34 +518,97 @@ def test_the_nvlamb_sweep_file_holds_the_four_cpu_reproductions():
         assert phase.steps >= 500 and phase.global_batch <= 64
 
 
-def test_commented_gpu_experiment_is_valid_when_uncommented(tmp_path, capsys):
-    text = (REPO / "sweep.yaml").read_text()
-    block = text[text.index("#  gpu_figure2_prenorm:") :]
-    lines = []
-    for line in block.splitlines():
-        if line.startswith("#  gpu_") and not line.startswith("#  gpu_figure2_prenorm"):
-            break
-        lines.append(line[1:])
-    file = tmp_path / "sweep.yaml"
-    file.write_text(text + "\n".join(lines) + "\n")
-    sweep = load_sweep(file)
-    gpu = plan(sweep, "gpu_figure2_prenorm")
-    config = gpu.config("prenorm", gpu.points[0], 1)
-    assert (config.model.size, config.devices, config.num_nodes) == ("large", 8, 8)
-    assert [p.global_batch for p in config.phases] == [65536, 32768]
-    assert not sweep.experiments["gpu_figure2_prenorm"].default
-    # --dry-run prints what it would submit and the compute it may take
+def _gpu_file(tmp_path, phase1: str = "phase1", phase2: str = "phase2") -> Path:
+    """sweeps/gpu_nvidia.yaml with its data paths pointing at generated shards: sequence 128 /
+    20 predictions in ``phase1``, 512 / 80 in ``phase2`` (NVIDIA's two shapes), a vocabulary."""
+    import numpy as np
+    from test_data import _write_nvidia
+
+    rng = np.random.default_rng(0)
+    for name, (seq, pred) in (("phase1", (128, 20)), ("phase2", (512, 80))):
+        folder = tmp_path / name
+        folder.mkdir(parents=True, exist_ok=True)
+        n = 100  # above the micro-batch of 64 after the validation tail
+        positions = np.sort(rng.choice(np.arange(1, seq - 1), (n, pred)), axis=1)
+        positions[:, pred // 2 :] = 0  # half the slots used, as NVIDIA pads them
+        arrays = {
+            "input_ids": rng.integers(5, 1000, (n, seq)).astype(np.int32),
+            "input_mask": np.ones((n, seq), np.int32),
+            "segment_ids": np.zeros((n, seq), np.int32),
+            "masked_lm_positions": positions.astype(np.int32),
+            "masked_lm_ids": rng.integers(5, 1000, (n, pred)).astype(np.int32),
+            "next_sentence_labels": rng.integers(0, 2, n).astype(np.int32),
+        }
+        _write_nvidia(folder / "part_0.hdf5", arrays)
+    vocab = tmp_path / "vocab.txt"
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    vocab.write_text("\n".join([*specials, *(f"tok{i}" for i in range(1019))]) + "\n")
+    text = (REPO / "sweeps" / "gpu_nvidia.yaml").read_text()
+    text = text.replace("/data/bert/vocab.txt", str(vocab))
+    text = text.replace("/data/bert/phase1", str(tmp_path / phase1))
+    text = text.replace("/data/bert/phase2", str(tmp_path / phase2))
+    text = text.replace("results: ../results", f"results: {tmp_path / 'results'}")
+    file = tmp_path / "gpu.yaml"
+    file.write_text(text)
+    return file
+
+
+def test_the_gpu_sweep_file_runs_nvidia_s_recipe_with_each_phase_s_shards(tmp_path, capsys):
+    """Every experiment of sweeps/gpu_nvidia.yaml passes the training preflight on generated
+    shards of both of NVIDIA's shapes (phase 1 reads the 128/20 folder, phase 2 the 512/80 one;
+    swapped, it is refused in one line), the equal-mass peaks are what they say, and --dry-run
+    prints the job scripts and the GPU-hours."""
+    from ablations.data import DataError
+    from ablations.train import _preflight
+
+    sweep = load_sweep(_gpu_file(tmp_path))
+    assert set(sweep.experiments) == {
+        "gpu_figure2_prenorm",
+        "gpu_bias_correction",
+        "gpu_figure3_decay",
+        "gpu_eps",
+        "gpu_batch_scaling",
+    }
+    for name in sweep.experiments:
+        p = plan(sweep, name)
+        config = p.config(next(iter(p.variants)), p.points[0] if p.points else {}, 0)
+        _preflight(config, None)  # builds and checks each phase's data: no error
+    large = plan(sweep, "gpu_bias_correction").config("bias_correction,preset=apex", {}, 0)
+    assert (large.model.size, large.devices, large.num_nodes) == ("large", 8, 8)
+    assert [p.global_batch for p in large.phases] == [65536, 32768]
+    assert [large.phase_data(p).source for p in large.phases] == [
+        str(tmp_path / "phase1"),
+        str(tmp_path / "phase2"),
+    ]
+    decay = plan(sweep, "gpu_figure3_decay")
+    for i in (0, 1):
+        mass = {}
+        for variant in ("degree_0.5", "degree_1.0_equal_mass"):
+            phase = decay.config(variant, {}, 0).phases[i]
+            schedule = lamb_variants.PolyWarmup.from_proportion(
+                phase.steps, phase.warmup, decay_power=phase.decay_power
+            )
+            mass[variant] = phase.lr * sum(schedule(t) for t in range(1, phase.steps + 1))
+        assert mass["degree_1.0_equal_mass"] == pytest.approx(mass["degree_0.5"], rel=1e-4)
+
+    swapped = load_sweep(_gpu_file(tmp_path / "swapped", "phase2", "phase1"))
+    p = plan(swapped, "gpu_bias_correction")
+    with pytest.raises(DataError, match="seq") as e:
+        _preflight(p.config(next(iter(p.variants)), {}, 0), None)
+    assert "\n" not in str(e.value)
+
     from ablations.__main__ import main
 
+    file = _gpu_file(tmp_path / "dry")
     args = ["sweep", "--file", str(file), "--experiment", "gpu_figure2_prenorm"]
     assert main([*args, "--dry-run", "--slurm"]) == 0
     out = capsys.readouterr().out
-    trials = 2 * (3 + 3)  # variants x (budget + seeds)
+    trials = 4 * 2  # (2 interventions x 2 modes) x 2 seeds
     assert f"at most {trials * 48 * 64:,} GPU-hours ({trials} trials x 48:00:00 x 64 GPUs)" in out
     assert out.count("(would be submitted) ---") == 2
     assert "#SBATCH --gpus-per-node=8" in out and "#SBATCH --nodes=8" in out
     assert "#SBATCH --array=0-1%2" in out and "sweep-worker" in out and "sweep-collect" in out
-    assert not (tmp_path / "results").exists()  # a dry run creates nothing
+    assert not (tmp_path / "dry" / "results").exists()  # a dry run creates nothing
 
 
 # --- plans ----------------------------------------------------------------------------------

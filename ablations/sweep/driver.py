@@ -58,13 +58,14 @@ def data_reference(p: Plan) -> dict[str, float | int | str]:
     config = p.config(first, p.points[0] if p.points else {}, 0)
     out: dict[str, float | int | str] = {}
     for i, phase in enumerate(config.phases):
-        dm = BertDataModule(config.data, phase, config.seed)
+        dm = BertDataModule(config.phase_data(phase), phase, config.seed)
         dm.prepare_data()
         dm.setup("fit")
         entropy, source = dm.sampled_unigram_entropy(REFERENCE_SHARDS)
         out[f"phase{i + 1}_unigram_entropy"] = entropy
         out[f"phase{i + 1}_unigram_entropy_from"] = source
         out[f"phase{i + 1}_vocab_size"] = dm.vocab_size
+        out[f"phase{i + 1}_source"] = config.phase_data(phase).source
     out["unigram_entropy"] = out["phase1_unigram_entropy"]
     out["source"] = config.data.source
     return out
