@@ -136,3 +136,37 @@ def test_lr_sensitivity_by_hand():
     half = 12.706204736 * d.std(ddof=1) / math.sqrt(2)  # t(0.975, 1 df)
     assert table.loc["no_bc", "delta_high"] == pytest.approx(d.mean() + half, rel=1e-6)
     assert math.isnan(table.loc["baseline", "delta_sensitivity"])
+
+
+def test_the_default_sweep_tests_each_claim_where_the_map_shows_it_can_act():
+    """sweep.yaml: Figure 2 and bias correction in apex mode (where the toggles do not cancel),
+    Figure 3 at equal lr mass, the ε mechanism in nvlamb mode; small enough for 45 minutes on 2
+    cores (at most 40 distinct 700-step trials: shared runs train once)."""
+    sweep = load_sweep(REPO / "sweep.yaml")
+    defaults = [n for n, e in sweep.experiments.items() if e.default]
+    assert defaults == [
+        "prenorm_apex",
+        "bias_correction_warmup",
+        "decay_equal_mass",
+        "eps_bias_correction",
+    ]
+    keys = set()
+    for name in defaults:
+        p = sweep.plans[name]
+        for variant in p.variants:
+            for seed in range(p.experiment.seeds):
+                config = p.config(variant, {}, seed)
+                keys.add(run_key(config))
+                assert config.phases[0].steps == 700 and len(config.phases) == 1
+                mode = config.optimizer.preset
+                assert mode == ("apex" if name in defaults[:2] else "nvlamb"), (name, mode)
+    assert len(keys) <= 40
+    decay = sweep.plans["decay_equal_mass"]
+    mass = {}
+    for variant in decay.variants:
+        phase = decay.config(variant, {}, 0).phases[0]
+        schedule = lamb_variants.PolyWarmup.from_proportion(
+            phase.steps, phase.warmup, decay_power=phase.decay_power
+        )
+        mass[variant] = phase.lr * sum(schedule(t) for t in range(1, phase.steps + 1))
+    assert mass["degree_1.0_equal_mass"] == pytest.approx(mass["degree_0.5"], rel=1e-4)
