@@ -226,7 +226,7 @@ class PretrainingModule(L.LightningModule):
         meta = read_json(meta_path) or {}
         meta["optimizer"] = {
             "preset": opt_config.preset if opt_config.factory is None else None,
-            "factory": opt_config.factory,
+            **({"factory": opt_config.factory} if opt_config.factory is not None else {}),
             "weight_decay": weight_decay,
             "weight_decay_from": (
                 "workload"

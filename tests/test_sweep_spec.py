@@ -103,7 +103,8 @@ MALFORMED = [
     (
         f"{E}/tune",
         {"phases.0.lrr": {"low": 1e-3, "high": 1e-2}},
-        r"experiments\.e\.tune\.phases\.0\.lrr: unknown key; expected one of \['decay_power'",
+        r"experiments\.e\.tune\.phases\.0\.lrr: unknown key; expected one of "
+        r"\['data_source', 'decay_power'",
     ),
     (
         f"{E}/search/method",
@@ -246,7 +247,7 @@ MALFORMED = [
         f"{E}/variants",
         {"named": {"a": {"optimizer.overides.prenorm": "none"}}},
         r"experiments\.e\.variants\.named\.a\.optimizer\.overides: unknown key; expected "
-        r"one of \['overrides', 'phase2', 'preset', 'weight_decay'\]",
+        r"one of \['factory', 'overrides', 'phase2', 'preset', 'weight_decay'\]",
     ),
     (
         f"{E}/variants",

@@ -148,7 +148,10 @@ def test_build_names_a_missing_required_key(raw, error):
         ("phases.0.lr", None),
         ("optimizer.overrides.betas.1", None),  # a free mapping takes any key
         ("data.vocab_file", None),  # Optional[str]
-        ("phases.0.lrr", r"w\.phases\.0\.lrr: unknown key; expected one of \['decay_power'"),
+        (
+            "phases.0.lrr",
+            r"w\.phases\.0\.lrr: unknown key; expected one of \['data_source', 'decay_power'",
+        ),
         ("phases.first", r"w\.phases\.first: expected a list index, got 'first'"),
         ("data.vocab_file.x", r"w\.data\.vocab_file\.x: unknown key; data\.vocab_file is not a"),
         ("log..val_every", r"w\.log\.: expected a dotted path of keys, got 'log\.\.val_every'"),
