@@ -6,7 +6,8 @@ Commands (read the collected tables, write nothing)::
     python -m ablations.regime table RESULTS_DIR [--format md|csv]   # the README's regime table
     python -m ablations.regime lr RESULTS_DIR [--format md|csv]      # the LR-sensitivity table
     python -m ablations.regime decay RESULTS_DIR [--format md|csv]   # did the loss flatten?
-    python -m ablations.regime calibrate RUN_DIR                     # √v̂ quantiles -> matched ε
+    python -m ablations.regime calibrate RUN_DIR|EXP_DIR --variant V|FILE.json [--json]
+                                                                     # √v̂ quantiles -> matched ε
 
 ``RESULTS_DIR`` holds the map's experiments (``lr_sensitivity/``, ``warmup_bias_correction/``,
 ...; the committed ones: ``reproduction/regime_map``). A row whose experiment or variants are
@@ -35,6 +36,7 @@ the first sampled step (step 50, inside warmup, where bias correction's c_t is l
 from __future__ import annotations
 
 import argparse
+import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -47,6 +49,7 @@ import pandas as pd
 from . import results as res
 from . import stats
 from .errors import fail
+from .fileio import FrozenError, check_writable, write_json
 from .status import Status
 
 METRIC = "final_val_mlm_loss"
@@ -473,6 +476,43 @@ def calibrate(checkpoint: Path | str) -> dict[str, Any]:
     }
 
 
+def _calibration(source: Path, variant: str | None, seed: int) -> dict[str, Any]:
+    """:func:`calibrate` of a run (found by variant and seed in an experiment directory), or
+    the numbers saved from it (``make reproduce-map`` commits them: the checkpoint is not)."""
+    if source.is_file():
+        return json.loads(source.read_text())
+    if variant is not None:
+        runs = [
+            d.parent
+            for d in sorted(source.glob("*/trial.json"))
+            if (info := json.loads(d.read_text())).get("variant") == variant
+            and info.get("seed") == seed
+        ]
+        if not runs:
+            raise ValueError(f"{source}: no trial of variant {variant!r} with seed {seed}")
+        source = runs[0]
+    ckpt = source / "checkpoints" / "phase1" / "end.ckpt"
+    if not ckpt.exists():
+        raise ValueError(f"{ckpt}: expected the end checkpoint of a finished phase-1 run")
+    return {"run": str(source), **calibrate(ckpt)}
+
+
+def calibration_text(out: dict[str, Any]) -> str:
+    """The calibration as the README quotes it."""
+    quantiles = ", ".join(f"{100 * float(q):g}% {x:.3g}" for q, x in out["quantiles"].items())
+    shares = ", ".join(f"{float(e):.3g}: {100 * v:.3g}%" for e, v in out["share_at"].items())
+    return "\n".join(
+        [
+            f"step {out['step']}: {out['with_gradient']} of {out['elements']} elements had a "
+            f"gradient; RMS of sqrt(v_hat) over all elements {out['rms_sqrt_v']:.3g}",
+            f"quantiles of sqrt(v_hat) over those elements: {quantiles}",
+            f"BERT-large: eps / per-element RMS gradient = {out['large_eps_over_rms']:.4f}, so "
+            f"the matched eps here is {out['matched_eps']:.3g}",
+            f"share of elements eps-dominated at eps = {shares}",
+        ]
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ablations.regime", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -481,31 +521,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         p.add_argument("results", type=Path)
         p.add_argument("--format", choices=("md", "csv"), default="md")
     p = sub.add_parser("calibrate")
-    p.add_argument("run_dir", type=Path)
+    p.add_argument(
+        "source",
+        type=Path,
+        help="a finished run's directory, an experiment's (with --variant/--seed), or a saved "
+        "calibration JSON",
+    )
+    p.add_argument("--variant", help="the run of this variant in an experiment directory")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true", help="print the numbers as JSON")
+    p.add_argument("--out", type=Path, help="also save them as JSON here (make reproduce-map)")
     args = parser.parse_args(argv)
     if args.command == "calibrate":
-        ckpt = args.run_dir / "checkpoints" / "phase1" / "end.ckpt"
-        if not ckpt.exists():
-            return fail(
-                ValueError(f"{ckpt}: expected the end checkpoint of a finished phase-1 run")
-            )
-        out = calibrate(ckpt)
-        print(
-            f"step {out['step']}: {out['with_gradient']}/{out['elements']} elements with a "
-            f"gradient, RMS of sqrt(v_hat) {out['rms_sqrt_v']:.3g}"
-        )
-        print(
-            "quantiles of sqrt(v_hat): "
-            + ", ".join(f"{100 * q:g}% {x:.3g}" for q, x in out["quantiles"].items())
-        )
-        print(
-            f"BERT-large eps / RMS = {out['large_eps_over_rms']:.4f}; matched eps here "
-            f"{out['matched_eps']:.3g}"
-        )
-        print(
-            "share eps-dominated at eps = "
-            + ", ".join(f"{e:.3g}: {100 * s:.3g}%" for e, s in out["share_at"].items())
-        )
+        try:
+            out = _calibration(args.source, args.variant, args.seed)
+            if args.out is not None:
+                check_writable(args.out)
+                write_json(args.out, out)
+        except (OSError, ValueError, FrozenError) as e:
+            return fail(e)
+        print(json.dumps(out, indent=1) if args.json else calibration_text(out))
         return 0
     if not args.results.is_dir():
         return fail(

@@ -38,6 +38,10 @@ FILES = (
 )
 
 
+#: Files of the staging folder itself that are committed, when present.
+ROOT_FILES = ("calibration.json",)
+
+
 class PublishError(RuntimeError):
     """The staging folder holds nothing publishable; one line naming it."""
 
@@ -78,6 +82,9 @@ def publish(
             if old.name not in pngs:
                 old.unlink()  # a panel the notebooks no longer draw
         written += [_copy(figures / name, mine / name) for name in sorted(pngs)]
+    for name in ROOT_FILES:  # the staging folder's own files (the regime map's calibration)
+        if (staging / name).exists():
+            written.append(_copy(staging / name, target / name))
     marker = target / FROZEN
     if not marker.exists():
         marker.write_text("committed results: written only by `make reproduce`\n")
