@@ -119,3 +119,27 @@ def test_collect_writes_the_declared_targets_columns(experiment, tmp_path):  # n
     expected = tables.with_targets(runs[["trial"]].copy(), curves, [target], "val/mlm_loss")
     pd.testing.assert_series_equal(runs[column], expected[column], check_names=False)
     assert runs[column].notna().any()
+
+
+def test_the_batch_scaling_sweep_is_designed_as_issue_12_asks():
+    """sweeps/batch_scaling.yaml (not run yet): >= 4 batch sizes over >= 16x, >= 4 optimizers
+    with adamw and lars, the same tuning budget and the same samples for every (optimizer,
+    batch), targets declared, the noise scale measured in every run."""
+    from pathlib import Path
+
+    sweep = load_sweep(Path(__file__).resolve().parents[1] / "sweeps" / "batch_scaling.yaml")
+    p = plan(sweep, "batch_scaling")
+    assert p.experiment.targets == (6.4, 6.2, 6.1) and p.experiment.search.budget == 4
+    batches, presets, samples = set(), set(), set()
+    for variant in p.variants:
+        config = p.config(variant, p.points[0], 0)
+        phase = config.phases[0]
+        batches.add(phase.global_batch)
+        presets.add(config.optimizer.preset)
+        samples.add(phase.steps * phase.global_batch)
+        assert config.log.noise_scale and config.stop_at == min(p.experiment.targets)
+        assert config.optimizer.overrides["prenorm"] == "clip"
+    assert len(batches) >= 4 and max(batches) / min(batches) >= 16
+    assert {"adamw", "lars"} <= presets and len(presets) >= 4
+    assert len(samples) == 1  # every run sees the same number of examples
+    assert len(p.variants) == len(batches) * len(presets)
