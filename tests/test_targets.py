@@ -143,3 +143,36 @@ def test_the_batch_scaling_sweep_is_designed_as_issue_12_asks():
     assert {"adamw", "lars"} <= presets and len(presets) >= 4
     assert len(samples) == 1  # every run sees the same number of examples
     assert len(p.variants) == len(batches) * len(presets)
+
+
+def test_the_scaling_fit_recovers_a_known_trade_off():
+    """Steps to target generated from S = S_min (1 + B_noise/B) (McCandlish et al.) with seed
+    noise: the fit recovers S_min and B_noise, E_min = S_min·B_noise, the 20%-overhead critical
+    batch 1.2·B0 + 0.2·B_noise, and the bootstrap interval covers the truth."""
+    import numpy as np
+
+    from ablations import scaling
+
+    s_min, b_noise = 400.0, 96.0
+    batches = np.array([16, 32, 64, 128, 256], dtype=float)
+    exact = scaling.fit(batches, s_min * (1 + b_noise / batches))
+    assert (exact.s_min, exact.b_noise) == pytest.approx((s_min, b_noise))
+    assert exact.e_min == pytest.approx(s_min * b_noise)
+    assert exact.b_crit == pytest.approx(1.2 * 16 + 0.2 * b_noise)
+    # the definition itself: at B_crit the steps are 1.2x perfect scaling from B0 = 16
+    s = lambda b: s_min * (1 + b_noise / b)  # noqa: E731
+    assert s(exact.b_crit) * exact.b_crit == pytest.approx(1.2 * s(16) * 16)
+
+    rng = np.random.default_rng(3)
+    rows = [
+        {"phases.0.global_batch": b, "seed": k, "steps_to_6.1": s(b) * rng.normal(1, 0.03)}
+        for b in batches
+        for k in range(4)
+    ]
+    rows.append({"phases.0.global_batch": 256.0, "seed": 9, "steps_to_6.1": float("nan")})
+    table = scaling.bootstrap(pd.DataFrame(rows), "steps_to_6.1", draws=300)
+    for name, truth in (("s_min", s_min), ("b_noise", b_noise)):
+        row = table.loc[name]
+        assert row["low"] <= truth <= row["high"], (name, row.to_dict())
+        assert row["estimate"] == pytest.approx(truth, rel=0.15)
+    assert math.isnan(scaling.fit(np.array([32.0]), np.array([10.0])).s_min)
