@@ -18,8 +18,8 @@ Manual optimization, so that every part of an optimizer step is explicit:
   phase-1 moments (``optimizer.phase2="carry"``: ``restart_steps()``, NVIDIA) or none
   (``"fresh"``: a new optimizer).
 - **Telemetry without host syncs.** Per step, the losses, counts and optimizer statistics
-  (``opt.stats``) are stacked into one small device tensor (all-reduced under DDP, an
-  asynchronous op on GPU). They are read on the host in one transfer by :meth:`flush`: every step
+  (:mod:`ablations.step_stats`) are stacked into one small device tensor (all-reduced under
+  DDP, an asynchronous op on GPU). They are read on the host in one transfer by :meth:`flush`: every step
   on CPU (where reading a tensor costs nothing), otherwise every ``log.flush_every`` steps, before
   every checkpoint (so the curves are never behind a checkpoint) and at validation. Divergence is
   judged at the flush, identically on every rank; under fp16 the GradScaler reads a flag on the
@@ -51,35 +51,11 @@ from .curves import Curves
 from .fileio import read_json, write_json
 from .internals import loss_scale
 from .model import BertPretraining
+from .step_stats import LAYER, OPTIM, StepStats, all_reduce, restart_steps
 
 #: Per-micro-batch sums accumulated on the device, then all-reduced: loss, mlm_loss, nsp_loss
 #: (each summed over micro-batches), mlm_correct, mlm_count, nsp_correct, real tokens.
 _TRAIN = ("loss", "mlm_loss", "nsp_loss", "mlm_correct", "mlm_count", "nsp_correct", "tokens")
-#: From ``opt.stats``: global gradient norm before and after pre-normalization (what the moments
-#: see), global ‖u‖, trust ratio min/median/max; the GradScaler's scale.
-_OPTIM = (
-    "grad_norm",
-    "moments_grad_norm",
-    "update_norm",
-    "r_min",
-    "r_p50",
-    "r_max",
-    "loss_scale",
-    "noise_small_sq",  # log.noise_scale: mean squared norm of the micro-batch gradients
-    "noise_big_sq",  # and of the step's gradient (ablations.noise)
-)
-#: Per tensor, every ``log.layer_every`` steps: ``opt.stats`` (trust ratio, the layer's ‖w‖ and
-#: ‖u‖), ``opt.direction_stats()`` (ε-dominated fraction, median √v̂/ε) and the applied
-#: ‖Δw‖/‖w‖ (measured, so it holds for every knob: for tensors without a trust ratio it is the
-#: real step size).
-_LAYER = (
-    "trust_ratio",
-    "weight_norm",
-    "update_norm",
-    "eps_dominated",
-    "sqrt_v_over_eps",
-    "relative_update",
-)
 
 
 @dataclass
@@ -105,8 +81,8 @@ class _Step:
     lr: float
     samples: int
     wall_time: float
-    values: Tensor  # float64 [len(_TRAIN) + len(_OPTIM)]
-    layers: Tensor | None  # [len(_LAYER), tensors] (every log.layer_every steps)
+    values: Tensor  # float64 [len(_TRAIN) + len(OPTIM)]
+    layers: Tensor | None  # [len(LAYER), tensors] (every log.layer_every steps)
     names: tuple[str, ...] = ()
     layer_names: tuple[str, ...] = ()
 
@@ -161,14 +137,9 @@ class PretrainingModule(L.LightningModule):
         self._acc: Tensor | None = None
         self._steps: list[_Step] = []
         self._val: list[dict[str, Tensor]] | None = None
-        self._ratio_index: tuple[tuple, Tensor] | None = None
-        self._adapted: Tensor | None = None
+        self._stats: StepStats | None = None  # the optimizer's numbers (configure_optimizers)
         self._t0 = 0.0
         self._wall0 = 0.0
-        self._noise_sq: Tensor | None = None  # Σ over this step's micro-batches of ‖g_i/k‖²
-        self._applied = 0  # updates the optimizer applied in this fit (its step post-hook)
-        self._names: list[str] = []  # trained tensors, for an optimizer without telemetry
-        self._generic: lamb_variants.LambStats | None = None
 
     # --- model and optimizer -------------------------------------------------------------------
 
@@ -199,11 +170,11 @@ class PretrainingModule(L.LightningModule):
             )
         if self._init is not None and opt_config.phase2 == "carry":
             opt.load_state_dict(self._init["optimizer_states"][0])
-            _restart_steps(opt)  # NVIDIA phase 2: bias correction restarts, moments are kept
+            restart_steps(opt)  # NVIDIA phase 2: bias correction restarts, moments are kept
         self._init = None  # the phase-1 checkpoint is no longer needed
-        self._names = [n for n, p in self.model.named_parameters() if p.requires_grad]
-        self._applied = 0
-        opt.register_step_post_hook(self._after_step)
+        if self._stats is None:  # once per module: the noise hooks sit on the model
+            self._stats = StepStats(self.model, noise_scale=self.config.log.noise_scale)
+        self._stats.watch(opt)
         self._record_weight_decay(opt, weight_decay)
         schedule = lamb_variants.PolyWarmup.from_proportion(
             phase.steps, phase.warmup, decay_power=phase.decay_power, relative_to=phase.schedule
@@ -258,11 +229,6 @@ class PretrainingModule(L.LightningModule):
             self.curves.enabled = self.trainer.is_global_zero
 
     def on_train_start(self) -> None:
-        if self.config.log.noise_scale and self._noise_sq is None:
-            self._noise_sq = torch.zeros((), dtype=torch.float64, device=self.device)
-            for p in self.model.parameters():
-                if p.requires_grad:
-                    p.register_hook(self._noise_hook)
         self._t0, self._wall0 = time.perf_counter(), self.progress.wall_time
         self._micro, self._acc, self._steps = 0, None, []
         if self.curves is not None:
@@ -302,54 +268,37 @@ class PretrainingModule(L.LightningModule):
             self._micro = 0
             self._optimizer_step()
 
-    def _noise_hook(self, grad: Tensor) -> None:
-        """A parameter's gradient of this micro-batch alone (before it is added to ``.grad``
-        and before DDP's all-reduce): its squared norm joins the step's sum, on the device."""
-        self._noise_sq += torch.linalg.vector_norm(grad.detach()).double() ** 2
-
-    def _noise_values(self, scale: Tensor | None) -> Tensor:
-        """``(|G_b|², 0)``: the micro-batch gradients' mean squared norm over the step's
-        micro-batches and ranks (the hooks saw g_i/k, and the fp16 scale); |G_B|² is filled in
-        from the optimizer's norm. NaN when the noise scale is not measured."""
-        if self._noise_sq is None:
-            return torch.full((2,), math.nan, dtype=torch.float64, device=self.device)
-        k = self.accumulation
-        small = _all_reduce(self._noise_sq.clone()) * k / self.trainer.world_size
-        if scale is not None:
-            small = small / scale.to(torch.float64) ** 2
-        self._noise_sq.zero_()
-        return torch.stack([small, torch.zeros_like(small)])
-
     def _no_sync(self) -> Any:
         block = getattr(self.trainer.strategy, "block_backward_sync", None)
         return block() if block is not None else contextlib.nullcontext()
 
     def _optimizer_step(self) -> None:
         opt = self.optimizers()
-        lamb = opt.optimizer
-        before, lr = self._applied, lamb.param_groups[0]["lr"]
+        inner, numbers = opt.optimizer, self._stats
+        before, lr = numbers.applied, inner.param_groups[0]["lr"]
         # the fp16 scale the micro-batch gradients were computed under (the step may change it)
-        noise_row = self._noise_values(
-            loss_scale(getattr(self.trainer.precision_plugin, "scaler", None))
+        noise_row = numbers.noise_values(
+            self.accumulation, self.trainer.world_size, self._loss_scale()
         )
         sample = (self.step + 1) % self.config.log.layer_every == 0
-        weights = self._weights() if sample else None
+        weights = numbers.weights() if sample else None
         opt.step()
         layers = None
-        if sample and self._applied != before:
-            layers = self._layer_values(lamb, weights)
+        if sample and numbers.applied != before:
+            layers = numbers.layer_values(inner, weights)
         opt.zero_grad(set_to_none=True)
         sums, self._acc = self._acc, None
-        if self._applied == before:  # the GradScaler skipped a non-finite step
+        if numbers.applied == before:  # the GradScaler skipped a non-finite step
             self.progress.skipped += 1
             return
         self.lr_schedulers().step()
         self.progress.phase_step += 1
         self.progress.samples += self.phase.global_batch
         self.progress.wall_time = self._wall0 + time.perf_counter() - self._t0
-        stats = self._stats(lamb)
+        stats = numbers.of(inner)
         noise_row[1] = stats.grad_norm.to(torch.float64) ** 2  # |G_B|²: the gradient of the step
-        values = torch.cat([_all_reduce(sums), self._optim_values(stats), noise_row])
+        optim = numbers.optim_values(stats, self._loss_scale())
+        values = torch.cat([all_reduce(sums), optim, noise_row])
         self._steps.append(
             _Step(
                 self.step,
@@ -376,45 +325,6 @@ class PretrainingModule(L.LightningModule):
         if self.outcome is not None:
             self.trainer.should_stop = True
 
-    def _after_step(self, optimizer: torch.optim.Optimizer, *args: Any) -> None:
-        """Runs after every update the optimizer applies (not after a step the GradScaler
-        skipped): counts it, and for an optimizer without ``stats`` (a ``factory`` one) keeps
-        its gradients' global norm (unscaled by then under fp16) as the stats."""
-        self._applied += 1
-        if not isinstance(optimizer, lamb_variants.Lamb):
-            self._generic = _generic_stats(self.model, self._names)
-
-    def _weights(self) -> dict[str, Tensor]:
-        """A copy of every trained tensor before a sampled step, for the applied ‖Δw‖."""
-        return {n: p.detach().clone() for n, p in self.model.named_parameters() if p.requires_grad}
-
-    def _stats(self, opt: torch.optim.Optimizer) -> lamb_variants.LambStats:
-        """The optimizer's telemetry of the step that just ran; for an optimizer that has none
-        (a ``factory`` one), the gradient norm alone, the rest NaN."""
-        if isinstance(opt, lamb_variants.Lamb) and opt.stats is not None:
-            return opt.stats
-        return self._generic
-
-    def _layer_values(self, lamb: torch.optim.Optimizer, before: dict[str, Tensor]) -> Tensor:
-        """The ``_LAYER`` rows of the step that just ran, on the device."""
-        stats = self._stats(lamb)
-        if isinstance(lamb, lamb_variants.Lamb):
-            direction = lamb.direction_stats()
-            eps_rows = [direction.eps_dominated, direction.sqrt_v_over_eps]
-        else:
-            nan = torch.full((len(stats.names),), math.nan, dtype=torch.float64, device=self.device)
-            eps_rows = [nan, nan]
-        after = dict(self.model.named_parameters())
-        relative = torch.stack(
-            [
-                torch.linalg.vector_norm((after[n].detach() - before[n]).double())
-                / torch.linalg.vector_norm(before[n].double())
-                for n in stats.names
-            ]
-        )
-        rows = [stats.trust_ratios, stats.weight_norms, stats.update_norms, *eps_rows, relative]
-        return torch.stack([r.to(torch.float64) for r in rows])
-
     def _stop_at_target(self) -> None:
         """End the run at the first validation with ``val/mlm_loss <= config.stop_at``."""
         stop, val = self.config.stop_at, self.last_val
@@ -429,43 +339,8 @@ class PretrainingModule(L.LightningModule):
         """Steps between host reads: 1 on CPU, where reading a tensor is free."""
         return 1 if self.device.type == "cpu" else self.config.log.flush_every
 
-    def _optim_values(self, stats: lamb_variants.LambStats) -> Tensor:
-        """grad_norm, ‖u‖ over all tensors, trust ratio min/median/max over adapted layers."""
-        index = self._adapted_layers(stats)
-        first = self._ratio_index[1]  # first tensor of every layer
-        u = stats.update_norms[first]
-        ratios = stats.trust_ratios[index].to(torch.float64)
-        if ratios.numel():
-            r = torch.stack([ratios.min(), torch.quantile(ratios, 0.5), ratios.max()])
-        else:  # no tensor has a trust ratio (adapt="none")
-            r = torch.full((3,), math.nan, dtype=torch.float64, device=u.device)
-        scale = loss_scale(getattr(self.trainer.precision_plugin, "scaler", None))
-        if scale is None:
-            scale = torch.full((1,), math.nan, dtype=torch.float64, device=u.device)
-        return torch.cat(
-            [
-                stats.grad_norm.reshape(1).to(torch.float64),
-                torch.as_tensor(stats.moments_grad_norm).reshape(1).to(torch.float64),
-                torch.linalg.vector_norm(u.to(torch.float64)).reshape(1),
-                r,
-                scale.reshape(1).to(torch.float64),
-            ]
-        )
-
-    def _adapted_layers(self, stats: lamb_variants.LambStats) -> Tensor:
-        """Indices of one tensor per layer that gets a trust ratio (cached per tensor layout)."""
-        key = (stats.names, stats.layers, stats.adapted)
-        if self._ratio_index is None or self._ratio_index[0] != key:
-            first: dict[str, int] = {}
-            adapted: dict[str, int] = {}
-            for i, layer in enumerate(stats.layers):
-                first.setdefault(layer, i)
-                if stats.adapted[i]:
-                    adapted.setdefault(layer, i)
-            device = stats.trust_ratios.device
-            self._ratio_index = (key, torch.tensor(list(first.values()), device=device))
-            self._adapted = torch.tensor(list(adapted.values()), dtype=torch.long, device=device)
-        return self._adapted
+    def _loss_scale(self) -> Tensor | None:
+        return loss_scale(getattr(self.trainer.precision_plugin, "scaler", None))
 
     # --- reading the numbers -------------------------------------------------------------------
 
@@ -503,7 +378,7 @@ class PretrainingModule(L.LightningModule):
         records, layer_records = [], []
         for s, row in zip(steps, rows, strict=True):
             train = dict(zip(_TRAIN, row[: len(_TRAIN)], strict=True))
-            optim = dict(zip(_OPTIM, row[len(_TRAIN) :], strict=True))
+            optim = dict(zip(OPTIM, row[len(_TRAIN) :], strict=True))
             self.progress.tokens += int(train["tokens"]) if math.isfinite(train["tokens"]) else 0
             loss = train["loss"] / micro_batches
             record = {
@@ -529,7 +404,7 @@ class PretrainingModule(L.LightningModule):
             }
             if math.isfinite(optim["loss_scale"]):
                 record["optim/loss_scale"] = optim["loss_scale"]
-            if self._noise_sq is not None:
+            if self.config.log.noise_scale:
                 record.update(self._noise_record(optim["noise_small_sq"], optim["noise_big_sq"]))
             records.append(record)
             if s.layers is not None:
@@ -540,7 +415,7 @@ class PretrainingModule(L.LightningModule):
                         "phase_step": s.phase_step,
                         "tensors": list(s.names),
                         "layers": list(s.layer_names),
-                        **dict(zip(_LAYER, s.layers.tolist(), strict=True)),
+                        **dict(zip(LAYER, s.layers.tolist(), strict=True)),
                     }
                 )
             if s.step == 1:
@@ -611,7 +486,7 @@ class PretrainingModule(L.LightningModule):
                 ]
             ).to(torch.float64)
         self.model.train()
-        mlm_sum, mlm_count, nsp_sum, count, mlm_correct, nsp_correct = _all_reduce(sums).tolist()
+        mlm_sum, mlm_count, nsp_sum, count, mlm_correct, nsp_correct = all_reduce(sums).tolist()
         if count == 0:
             return
         mlm, nsp = mlm_sum / max(mlm_count, 1.0), nsp_sum / count
@@ -698,53 +573,6 @@ def _diverged(loss: float, first: float | None, factor: float) -> str | None:
     if first is not None and loss > factor * first:
         return f"loss {loss:.6g} > {factor:g} x the first step's loss {first:.6g}"
     return None
-
-
-def _all_reduce(t: Tensor) -> Tensor:
-    """Sum over ranks (in place; asynchronous with respect to the host on GPU)."""
-    dist = torch.distributed
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        dist.all_reduce(t)
-    return t
-
-
-def _restart_steps(opt: torch.optim.Optimizer) -> None:
-    """NVIDIA's phase-2 start on a carried optimizer: its step count to 0, its moments kept
-    (``Lamb.restart_steps``; for another optimizer, every ``state[p]["step"]``)."""
-    if isinstance(opt, lamb_variants.Lamb):
-        opt.restart_steps()
-        return
-    for state in opt.state.values():
-        step = state.get("step")
-        if isinstance(step, Tensor):
-            step.zero_()
-        elif step is not None:
-            state["step"] = 0
-
-
-def _generic_stats(model: torch.nn.Module, names: list[str]) -> lamb_variants.LambStats:
-    """``LambStats`` for an optimizer without telemetry: the global gradient norm and each
-    tensor's ‖w‖ (after the step) measured here; ‖u‖ and trust ratios NaN (no such thing)."""
-    params = dict(model.named_parameters())
-    grads = [params[n].grad for n in names if params[n].grad is not None]
-    device = next(iter(params.values())).device
-    norm = (
-        torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
-        if grads
-        else torch.zeros((), device=device)
-    )
-    weights = torch.stack([torch.linalg.vector_norm(params[n].detach()) for n in names])
-    nan = torch.full((len(names),), math.nan, device=device)
-    return lamb_variants.LambStats(
-        grad_norm=norm,
-        moments_grad_norm=torch.full((), math.nan, device=device),
-        names=tuple(names),
-        layers=tuple(names),
-        weight_norms=weights,
-        update_norms=nan,
-        trust_ratios=nan,
-        adapted=(False,) * len(names),
-    )
 
 
 def _fields(cls: type, state: dict[str, Any]) -> dict[str, Any]:
