@@ -18,8 +18,8 @@ Manual optimization, so that every part of an optimizer step is explicit:
   phase-1 moments (``optimizer.phase2="carry"``: ``restart_steps()``, NVIDIA) or none
   (``"fresh"``: a new optimizer).
 - **Telemetry without host syncs.** Per step, the losses, counts and optimizer statistics
-  (:mod:`ablations.step_stats`) are stacked into one small device tensor (all-reduced under
-  DDP, an asynchronous op on GPU). They are read on the host in one transfer by :meth:`flush`: every step
+  (:mod:`ablations.step_stats`) are stacked into one small device tensor (all-reduced under DDP, an
+  asynchronous op on GPU). They are read on the host in one transfer by :meth:`flush`: every step
   on CPU (where reading a tensor costs nothing), otherwise every ``log.flush_every`` steps, before
   every checkpoint (so the curves are never behind a checkpoint) and at validation. Divergence is
   judged at the flush, identically on every rank; under fp16 the GradScaler reads a flag on the

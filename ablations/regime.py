@@ -25,12 +25,13 @@ seed diverged.
 intervention minus reference, paired by seed; "resolved" when the 95% interval's half-width is
 at most 0.01 nats (the issue's bar), else the row says unresolved.
 
-**Mechanism** columns: ``eps_dominated`` (mean over tensors and sampled steps of the fraction
-of elements with √v̂ ≤ ε, :mod:`lamb_variants.telemetry`) of the reference and the
-intervention; ``nodecay_update_ratio``: the intervention's ‖Δw‖/‖w‖ over the reference's, for
-the bias and LayerNorm tensors (NVIDIA's no-decay group: plain Adam steps in ``apex`` mode) at
-the first sampled step (step 50, inside warmup, where bias correction's c_t is largest);
-``lr_mass_ratio``: Σ lr of the intervention over the reference's (the decay-degree rows).
+**Mechanism** columns: ``eps_dominated`` (the share of the model's elements with √v̂ ≤ ε: each
+tensor's fraction from :mod:`lamb_variants.telemetry` weighted by its elements, averaged over the
+sampled steps and seeds) of the reference and the intervention; ``nodecay_update_ratio``: the
+intervention's ‖Δw‖/‖w‖ over the reference's, for the bias and LayerNorm tensors (NVIDIA's no-decay
+group: plain Adam steps in ``apex`` mode) at the first sampled step (step 50, inside warmup, where
+bias correction's c_t is largest); ``lr_mass_ratio``: Σ lr of the intervention over the reference's
+(the decay-degree rows).
 """
 
 from __future__ import annotations
@@ -167,7 +168,12 @@ class _Tables:
 
     def __init__(self, results_dir: Path) -> None:
         self.dir = results_dir
-        self._cache: dict[tuple[str, str], pd.DataFrame | None] = {}
+        self._cache: dict[tuple[str, str], Any] = {}
+
+    def sizes(self, experiment: str) -> dict[str, int]:
+        if (experiment, "sizes") not in self._cache:
+            self._cache[(experiment, "sizes")] = tensor_sizes(self.dir / experiment)
+        return self._cache[(experiment, "sizes")]
 
     def get(self, experiment: str, kind: str) -> pd.DataFrame | None:
         key = (experiment, kind)
@@ -259,11 +265,39 @@ def lr_sensitivity(points: pd.DataFrame, loss0: float) -> pd.DataFrame:
 # --- the regime table ---------------------------------------------------------------------------
 
 
-def _mean_eps_dominated(layers: pd.DataFrame | None, variant: str) -> float:
-    if layers is None or "eps_dominated" not in layers:
+def tensor_sizes(exp_dir: Path) -> dict[str, int]:
+    """Elements per tensor of the experiment's model (from sweep.json's workload and the
+    vocabulary in data.json: the committed results hold no run directories)."""
+    from .config import RunConfig
+    from .model import BertPretraining
+
+    spec = res.load_spec(exp_dir)
+    workload = dict(spec["experiment"]["workload"])
+    if spec["experiment"].get("preset"):
+        workload["optimizer"] = {**workload["optimizer"], "preset": spec["experiment"]["preset"]}
+    config = RunConfig.from_dict(workload)
+    data = json.loads((exp_dir / "data.json").read_text())
+    model = BertPretraining(config.model, int(data["phase1_vocab_size"]))
+    return {n: p.numel() for n, p in model.named_parameters()}
+
+
+def eps_dominated_share(layers: pd.DataFrame, sizes: dict[str, int]) -> pd.Series:
+    """Per variant, the share of the model's elements with √v̂ ≤ ε: each tensor's fraction
+    weighted by its elements, averaged over the sampled steps and seeds."""
+    df = layers.dropna(subset=["eps_dominated"])
+    weight = df["tensor"].astype(str).map(sizes).astype(float)
+    df = df.assign(w=weight, wf=weight * df["eps_dominated"])
+    per_sample = df.groupby([df["variant"].astype(str), "trial", "step"])[["wf", "w"]].sum()
+    share = per_sample["wf"] / per_sample["w"]
+    return share.groupby(level=0).mean()
+
+
+def _eps_share(tables: _Tables, experiment: str, variant: str) -> float:
+    layers = tables.get(experiment, "layers")
+    if layers is None or "eps_dominated" not in layers or layers["eps_dominated"].isna().all():
         return math.nan
-    v = layers.loc[layers["variant"].astype(str) == variant, "eps_dominated"]
-    return float(v.mean()) if v.notna().any() else math.nan
+    share = eps_dominated_share(layers, tables.sizes(experiment))
+    return float(share.get(variant, math.nan))
 
 
 def _nodecay_update_ratio(layers: pd.DataFrame | None, a: str, b: str) -> float:
@@ -315,8 +349,8 @@ def regime_table(results_dir: Path | str, rows: Sequence[Row] = ROWS) -> pd.Data
                 "resolved": bool(np.isfinite(half) and half <= RESOLVED),
                 "diverged_a": int((diverged == row.a).sum()),
                 "diverged_b": int((diverged == row.b).sum()),
-                "eps_dominated_b": _mean_eps_dominated(layers, row.b),
-                "eps_dominated_a": _mean_eps_dominated(layers, row.a),
+                "eps_dominated_b": _eps_share(tables, row.experiment, row.b),
+                "eps_dominated_a": _eps_share(tables, row.experiment, row.a),
                 "nodecay_update_ratio": _nodecay_update_ratio(layers, row.a, row.b),
                 "lr_mass_ratio": _lr_mass_ratio(
                     tables.get(row.experiment, "curves") if "degree" in row.a else None,
@@ -338,7 +372,7 @@ def _num(x: float, digits: int = 4, sign: bool = False) -> str:
 
 
 def _percent(x: float) -> str:
-    return f"{100 * x:.2g}%" if x >= 0.001 else f"{100 * x:.1e}%"
+    return f"{100 * x:.2g}%"
 
 
 def regime_markdown(table: pd.DataFrame) -> str:

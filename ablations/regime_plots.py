@@ -89,15 +89,20 @@ def forest_plot(table: pd.DataFrame) -> Any:
     return fig
 
 
-def eps_dominance_plot(layers: pd.DataFrame) -> Any:
-    """The ε-dominated fraction over training (mean over tensors), one line per ε, for the
-    recipe's toggles (``eps_calibrated``), and per toggle setting at each ε."""
+def eps_dominance_plot(layers: pd.DataFrame, sizes: dict[str, int]) -> Any:
+    """The share of the model's elements with √v̂ ≤ ε over training (each tensor's fraction
+    weighted by its ``sizes``, mean over seeds), one panel per ε of ``eps_calibrated``, one
+    line per toggle setting."""
     import matplotlib.pyplot as plt
 
-    df = layers.assign(variant=layers["variant"].astype(str))
+    df = layers.dropna(subset=["eps_dominated"]).assign(variant=layers["variant"].astype(str))
     df["eps"] = df["variant"].str.extract(r"eps=([^,]+)")[0]
     df["toggles"] = df["variant"].str.replace(r"^eps=[^,]+,", "", regex=True)
-    mean = df.groupby(["eps", "toggles", "step"])["eps_dominated"].mean().reset_index()
+    df["w"] = df["tensor"].astype(str).map(sizes).astype(float)
+    df["wf"] = df["w"] * df["eps_dominated"]
+    sums = df.groupby(["eps", "toggles", "trial", "step"])[["wf", "w"]].sum()
+    per_run = (sums["wf"] / sums["w"]).rename("eps_dominated").reset_index()
+    mean = per_run.groupby(["eps", "toggles", "step"])["eps_dominated"].mean().reset_index()
     eps_values = sorted(mean["eps"].unique(), key=float)
     fig, axes = plt.subplots(1, len(eps_values), figsize=(3.6 * len(eps_values), 3.4), sharey=True)
     axes = np.atleast_1d(axes)
@@ -105,7 +110,7 @@ def eps_dominance_plot(layers: pd.DataFrame) -> Any:
         for toggles, g in mean[mean["eps"] == eps].groupby("toggles"):
             ax.plot(g["step"], 100 * g["eps_dominated"], label=toggles)
         ax.set(title=f"ε = {eps}", xlabel="step")
-    axes[0].set_ylabel("elements with √v̂ ≤ ε (%, mean over tensors)")
+    axes[0].set_ylabel("elements with √v̂ ≤ ε (% of the model)")
     axes[-1].legend(fontsize="x-small", loc="center left", bbox_to_anchor=(1.0, 0.5))
     fig.tight_layout()
     return fig

@@ -170,3 +170,22 @@ def test_the_default_sweep_tests_each_claim_where_the_map_shows_it_can_act():
         )
         mass[variant] = phase.lr * sum(schedule(t) for t in range(1, phase.steps + 1))
     assert mass["degree_1.0_equal_mass"] == pytest.approx(mass["degree_0.5"], rel=1e-4)
+
+
+def test_the_eps_dominated_share_weights_tensors_by_their_elements():
+    """A 100-element tensor 10% dominated and a 10-element one wholly: 20 of 110 elements;
+    steps and seeds averaged after weighting."""
+    rows = []
+    for trial, (big, small) in enumerate([(0.1, 1.0), (0.3, 0.0)]):
+        for tensor, value in (("w", big), ("b", small)):
+            rows.append(
+                {
+                    "variant": "v",
+                    "trial": trial,
+                    "step": 50,
+                    "tensor": tensor,
+                    "eps_dominated": value,
+                }
+            )
+    share = regime.eps_dominated_share(pd.DataFrame(rows), {"w": 100, "b": 10})
+    assert share["v"] == pytest.approx(((10 + 10) / 110 + 30 / 110) / 2)
