@@ -27,11 +27,11 @@ at most 0.01 nats (the issue's bar), else the row says unresolved.
 
 **Mechanism** columns: ``eps_dominated`` (the share of the model's elements with √v̂ ≤ ε: each
 tensor's fraction from :mod:`lamb_variants.telemetry` weighted by its elements, averaged over the
-sampled steps and seeds) of the reference and the intervention; ``nodecay_update_ratio``: the
-intervention's ‖Δw‖/‖w‖ over the reference's, for the bias and LayerNorm tensors (NVIDIA's no-decay
-group: plain Adam steps in ``apex`` mode) at the first sampled step (step 50, inside warmup, where
-bias correction's c_t is largest); ``lr_mass_ratio``: Σ lr of the intervention over the reference's
-(the decay-degree rows).
+sampled steps and seeds) of the reference and the intervention; ``nodecay_step_first`` /
+``_median``: the applied ‖Δw‖ of the bias and LayerNorm tensors (NVIDIA's no-decay group: plain
+Adam steps in ``apex`` mode), intervention over reference, at the first sampled step (step 50,
+where bias correction's factor is furthest from 1) and the median over the run;
+``lr_mass_ratio``: Σ lr of the intervention over the reference's (the decay-degree rows).
 """
 
 from __future__ import annotations
@@ -300,13 +300,22 @@ def _eps_share(tables: _Tables, experiment: str, variant: str) -> float:
     return float(share.get(variant, math.nan))
 
 
-def _nodecay_update_ratio(layers: pd.DataFrame | None, a: str, b: str) -> float:
+def _nodecay_step_ratio(layers: pd.DataFrame | None, a: str, b: str) -> tuple[float, float]:
+    """The applied ‖Δw‖ (relative update × ‖w‖) of the bias and LayerNorm tensors, mean over
+    them and seeds, of ``a`` over ``b``: at the first sampled step and the median over the
+    sampled steps where the lr is not 0 (absolute steps: biases start at 0, so their relative
+    steps would mostly say how large their norm has grown)."""
     if layers is None or "relative_update" not in layers:
-        return math.nan
-    first = layers["step"].min()
-    sel = layers[(layers["step"] == first) & layers["tensor"].str.contains("|".join(_NO_DECAY))]
-    by = sel.groupby(sel["variant"].astype(str))["relative_update"].mean()
-    return float(by[a] / by[b]) if a in by and b in by else math.nan
+        return math.nan, math.nan
+    sel = layers[layers["tensor"].str.contains("|".join(_NO_DECAY))]
+    sel = sel.assign(step_norm=sel["relative_update"] * sel["weight_norm"])
+    by = sel.groupby([sel["variant"].astype(str), "step"])["step_norm"].mean().unstack(0)
+    if a not in by or b not in by:
+        return math.nan, math.nan
+    ratio = (by[a] / by[b]).replace([np.inf, -np.inf], np.nan).dropna()
+    if ratio.empty:
+        return math.nan, math.nan
+    return float(ratio.iloc[0]), float(ratio.median())
 
 
 def _lr_mass_ratio(curves: pd.DataFrame | None, a: str, b: str) -> float:
@@ -351,7 +360,13 @@ def regime_table(results_dir: Path | str, rows: Sequence[Row] = ROWS) -> pd.Data
                 "diverged_b": int((diverged == row.b).sum()),
                 "eps_dominated_b": _eps_share(tables, row.experiment, row.b),
                 "eps_dominated_a": _eps_share(tables, row.experiment, row.a),
-                "nodecay_update_ratio": _nodecay_update_ratio(layers, row.a, row.b),
+                **dict(
+                    zip(
+                        ("nodecay_step_first", "nodecay_step_median"),
+                        _nodecay_step_ratio(layers, row.a, row.b),
+                        strict=True,
+                    )
+                ),
                 "lr_mass_ratio": _lr_mass_ratio(
                     tables.get(row.experiment, "curves") if "degree" in row.a else None,
                     row.a,
@@ -383,13 +398,21 @@ def regime_markdown(table: pd.DataFrame) -> str:
             f"{_num(r['delta'], sign=True)} [{_num(r['low'], sign=True)}, "
             f"{_num(r['high'], sign=True)}]"
         )
-        verdict = "" if r["resolved"] else " (unresolved)"
+        if r["resolved"]:
+            verdict = ""
+        elif np.isfinite(r["low"]) and (r["low"] > 0 or r["high"] < 0):
+            verdict = " (sign resolved, interval wider than ±0.01)"
+        else:
+            verdict = " (unresolved)"
         mech = []
         if np.isfinite(r["eps_dominated_b"]) and np.isfinite(r["eps_dominated_a"]):
             shares = (_percent(r["eps_dominated_b"]), _percent(r["eps_dominated_a"]))
             mech.append(f"ε-dominated {shares[0]} → {shares[1]}")
-        if np.isfinite(r["nodecay_update_ratio"]):
-            mech.append(f"bias/LN ‖Δw‖/‖w‖ at step 50 ×{r['nodecay_update_ratio']:.3g}")
+        if np.isfinite(r["nodecay_step_first"]):
+            mech.append(
+                f"bias/LN ‖Δw‖ ×{r['nodecay_step_first']:.3g} at step 50, "
+                f"×{r['nodecay_step_median']:.3g} median"
+            )
         if np.isfinite(r["lr_mass_ratio"]):
             mech.append(f"Σlr ×{r['lr_mass_ratio']:.3g}")
         lines.append(

@@ -117,19 +117,22 @@ def eps_dominance_plot(layers: pd.DataFrame, sizes: dict[str, int]) -> Any:
 
 
 def nodecay_update_plot(layers: pd.DataFrame, variants: dict[str, str]) -> Any:
-    """‖Δw‖/‖w‖ of the bias and LayerNorm tensors over training (mean over them and seeds), one
-    line per labelled variant: the real step size where no trust ratio acts (apex mode)."""
+    """The applied ‖Δw‖ of the bias and LayerNorm tensors over training (relative update × ‖w‖,
+    mean over them and seeds), one line per labelled variant: the real step where no trust
+    ratio acts (apex mode)."""
     import matplotlib.pyplot as plt
 
     df = layers[layers["tensor"].str.contains("bias|LayerNorm")]
-    df = df.assign(variant=df["variant"].astype(str))
+    df = df.assign(
+        variant=df["variant"].astype(str), step_norm=df["relative_update"] * df["weight_norm"]
+    )
     fig, ax = plt.subplots(figsize=(6.5, 4))
     for variant, label in variants.items():
-        g = df[df["variant"] == variant].groupby("step")["relative_update"].mean()
+        g = df[df["variant"] == variant].groupby("step")["step_norm"].mean()
         if len(g):
             ax.plot(g.index, g.values, marker=".", label=label)
     ax.set_yscale("log")
-    ax.set(xlabel="step", ylabel="‖Δw‖/‖w‖ of bias and LayerNorm tensors (mean)")
+    ax.set(xlabel="step", ylabel="applied ‖Δw‖ of bias and LayerNorm tensors (mean)")
     ax.legend(fontsize="small")
     fig.tight_layout()
     return fig
