@@ -94,7 +94,7 @@ reproduce: setup ## rerun the committed NVLAMB reproduction (sweeps/nvlamb_cpu.y
 	$(PY) -m ablations.figures run --results $(STAGING) --out $(STAGING)/figures
 	$(PY) -m ablations.reproduction publish $(STAGING) reproduction
 
-reproduce-map: setup ## rerun the regime map (sweeps/regime_map.yaml, ~2 h here; resumable) and replace reproduction/regime_map/ with it
+reproduce-map: setup ## rerun the regime map (sweeps/regime_map.yaml, ~1.7 h here; resumable) and replace reproduction/regime_map/ with it
 	$(PY) -m ablations sweep --file sweeps/regime_map.yaml --local --results $(MAP_STAGING)
 	$(PY) -m ablations.regime calibrate $(MAP_STAGING)/lr_sensitivity --variant 'baseline,preset=apex,lr=0.006' --seed 0 --out $(MAP_STAGING)/calibration.json
 	$(PY) -m ablations.figures run --results $(MAP_STAGING) --out $(MAP_STAGING)/figures

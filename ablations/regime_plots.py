@@ -50,6 +50,9 @@ def lr_sensitivity_plot(points: pd.DataFrame, loss0: float) -> Any:
                     zorder=5,
                 )
         ax.set_xscale("log")
+        lrs = sorted(sub["lr"].unique())
+        ax.set_xticks(lrs, [f"{x:g}" for x in lrs], rotation=30)
+        ax.minorticks_off()
         ax.set_ylim(low - pad, top)
         ax.set(title=f"{mode} mode", xlabel="peak learning rate (phase 1)")
         ax.legend(fontsize="small", loc="upper left")

@@ -189,3 +189,44 @@ def test_the_eps_dominated_share_weights_tensors_by_their_elements():
             )
     share = regime.eps_dominated_share(pd.DataFrame(rows), {"w": 100, "b": 10})
     assert share["v"] == pytest.approx(((10 + 10) / 110 + 30 / 110) / 2)
+
+
+# --- the committed map --------------------------------------------------------------------------
+
+COMMITTED = REPO / "reproduction" / "regime_map"
+
+
+def test_the_committed_map_holds_what_the_issue_asks():
+    """Both modes, an LR sweep of >= 6 values over >= 1.5 decades per curve, the warmup x bias
+    correction grid, the ε-dominance statistic in the layer tables, and the regime table's
+    rows computed from them."""
+    from ablations import results
+
+    runs = results.load_runs(COMMITTED / "lr_sensitivity")
+    points = regime.lr_points(runs)
+    assert set(points["mode"]) == {"apex", "nvlamb"}
+    for _, g in points.groupby(["mode", "intervention"]):
+        lrs = sorted(g["lr"].unique())
+        assert len(lrs) >= 6 and math.log10(lrs[-1] / lrs[0]) >= 1.5 - 1e-9
+        assert (g.groupby("lr")["seed"].nunique() >= 2).all()
+    grid = results.load_runs(COMMITTED / "warmup_bias_correction")
+    assert len(grid[grid["status"] == "complete"]) == 18
+    layers = results.load_layers(COMMITTED / "lr_sensitivity")
+    assert layers["eps_dominated"].notna().all() and layers["relative_update"].notna().all()
+    decay = results.load_runs(COMMITTED / "decay_equal_mass")
+    assert set(decay["variant"].astype(str)) >= {"degree_0.5", "degree_1.0_equal_mass"}
+    calibration = regime._calibration(COMMITTED / "calibration.json", None, 0)
+    assert calibration["share_at"][str(calibration["matched_eps"])] < 0.01
+    table = regime.regime_table(COMMITTED)
+    assert len(table) >= 10 and table["n"].min() >= 2
+
+
+@pytest.mark.slow
+def test_the_regime_notebook_draws_every_figure_from_the_committed_map(tmp_path):
+    from ablations import figures
+
+    out = tmp_path / "figures"
+    figures.execute(figures.Job("regime_map", "lr_sensitivity"), COMMITTED, out)
+    names = {p.name for p in (out / "lr_sensitivity").glob("regime_map_*.png")}
+    expected = {"lr_sensitivity", "forest", "nodecay_update", "decay"}
+    assert {f"regime_map_{n}.png" for n in expected} <= names

@@ -327,3 +327,43 @@ def test_an_identical_run_in_another_experiment_is_adopted_not_retrained(tmp_pat
     assert steps(other) == list(range(1, 9))
     # the trained run's config differs: its curve is its own
     assert (other / "metrics.jsonl").read_bytes() != (source / "metrics.jsonl").read_bytes()
+
+
+def test_sigterm_to_the_driver_stops_its_workers_resumably(tmp_path, embedded_cache):
+    """``kill`` / ``timeout`` on ``make sweep`` (SIGTERM to the driver) stops like Ctrl-C: the
+    workers checkpoint and hand their trials back (preempted), none outlives the driver."""
+    import subprocess
+    import sys
+    import time
+
+    cache, _ = embedded_cache
+    file = write_sweep(
+        tmp_path,
+        {
+            "slow": {
+                "workload": workload(cache, steps=400, checkpoint_every=50),
+                "variants": {"grid": {"optimizer.overrides.prenorm": ["clip", "none"]}},
+                "seeds": 1,
+            }
+        },
+        local={"workers": 2, "threads_per_worker": 1},
+    )
+    log = tmp_path / "driver.log"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    with open(log, "w") as out:
+        driver = subprocess.Popen(
+            [sys.executable, "-m", "ablations", "sweep", "--file", str(file), "--local"],
+            cwd=tmp_path,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+        exp = tmp_path / "results" / "slow"
+        wait_for(lambda: len(steps(exp / "0")) > 20 and len(steps(exp / "1")) > 20, 300, "steps")
+        driver.send_signal(signal.SIGTERM)
+        assert driver.wait(timeout=120) == 130, log.read_text()[-2000:]
+    time.sleep(1)
+    ps = subprocess.run(["pgrep", "-f", f"sweep-worker.*{tmp_path}"], capture_output=True)
+    assert ps.stdout == b""  # no worker outlives the driver
+    failed = [t for t in study(exp).get_trials() if t.state.name == "FAIL"]
+    assert sorted(t.user_attrs["status"] for t in failed) == ["preempted", "preempted"]

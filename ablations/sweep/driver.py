@@ -20,6 +20,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from ..fileio import read_json, write_json
 from . import study as studies
@@ -137,6 +138,9 @@ def run_local(sweep: Sweep, sweep_file: Path, plans: list[Plan], results: Path) 
     procs = [start(i) for i in range(sweep.local.workers)]
     loaded = [(studies.load(sweep, p, results / p.name), p) for p in plans]
     display = Display(names, sweep.local.workers)
+    # SIGTERM (kill, timeout, a batch system) stops the sweep as Ctrl-C does: the workers are
+    # stopped resumably instead of being left running without their driver
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         while True:
             time.sleep(2.0)
@@ -167,5 +171,11 @@ def run_local(sweep: Sweep, sweep_file: Path, plans: list[Plan], results: Path) 
             q.wait()
         print("interrupted: `make sweep` again continues where this stopped", file=sys.stderr)
         return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     display.close()
     return 0
+
+
+def _raise_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
