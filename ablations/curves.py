@@ -77,6 +77,16 @@ from .fileio import finite, read_json, write_atomic, write_json
 from .status import Status
 
 CURVES = ("metrics", "layers", "val")
+#: ``layers.jsonl``'s per-tensor values, in the order the module writes them
+#: (:mod:`ablations.step_stats`); runs older than the ε and ‖Δw‖ telemetry lack the last three.
+LAYER_VALUES = (
+    "trust_ratio",
+    "weight_norm",
+    "update_norm",
+    "eps_dominated",
+    "sqrt_v_over_eps",
+    "relative_update",
+)
 
 
 def write_config(run_dir: Path, config: Mapping[str, Any]) -> None:

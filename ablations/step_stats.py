@@ -23,6 +23,8 @@ from torch import Tensor
 
 import lamb_variants
 
+from .curves import LAYER_VALUES
+
 #: Per step: global gradient norm before and after pre-normalization (what the moments see),
 #: global ‖u‖, trust ratio min/median/max over adapted layers, the GradScaler's scale, and for
 #: the noise scale the micro-batch gradients' mean squared norm and the step gradient's.
@@ -37,18 +39,10 @@ OPTIM = (
     "noise_small_sq",
     "noise_big_sq",
 )
-#: Per tensor, every ``log.layer_every`` steps: trust ratio, the layer's ‖w‖ and ‖u‖, the
-#: ε-dominated fraction and median √v̂/ε (:mod:`lamb_variants.telemetry`), and the applied
-#: ‖Δw‖/‖w‖ (measured, so it holds for every knob: for tensors without a trust ratio it is the
-#: real step size).
-LAYER = (
-    "trust_ratio",
-    "weight_norm",
-    "update_norm",
-    "eps_dominated",
-    "sqrt_v_over_eps",
-    "relative_update",
-)
+#: Per tensor, every ``log.layer_every`` steps (the fields of ``layers.jsonl``): trust ratio,
+#: the layer's ‖w‖ and ‖u‖, the ε-dominated fraction and median √v̂/ε
+#: (:mod:`lamb_variants.telemetry`), and the applied ‖Δw‖/‖w‖.
+LAYER = LAYER_VALUES
 
 
 class StepStats:

@@ -17,6 +17,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .curves import LAYER_VALUES
+
 #: Curve-line fields that are coordinates, not metrics.
 COORDS = ("phase", "step", "phase_step", "samples", "tokens", "wall_time")
 _TOKENS = COORDS.index("tokens")
@@ -28,16 +30,7 @@ PHASE_METRICS = ("val/loss", "val/mlm_loss")
 _RESERVED = {"experiment", "trial", "attempt", "variant", "seed", "stage", "slot", "status"}
 
 _LAYER_FIELDS = ("phase", "step", "phase_step", "tensor", "layer", "block", "index")
-#: layers.jsonl's per-tensor values (ablations.module._LAYER); runs before the ε and ‖Δw‖
-#: telemetry lack the last three, which read as NaN.
-_LAYER_VALUES = (
-    "trust_ratio",
-    "weight_norm",
-    "update_norm",
-    "eps_dominated",
-    "sqrt_v_over_eps",
-    "relative_update",
-)
+_LAYER_VALUES = LAYER_VALUES  # runs older than the ε and ‖Δw‖ telemetry read NaN
 LAYER_COLUMNS = [
     *("experiment", "trial", "attempt", "variant", "seed", "stage"),
     *_LAYER_FIELDS,
