@@ -49,7 +49,7 @@ setup: $(STAMP) ## create .venv and install torch (CPU), the package and test/de
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP) install $(TORCH_PIP_FLAGS) '$(TORCH_PIN)'
-	$(PIP) install -e '.[harness,test,dev]'
+	$(PIP) install -e '.[harness,trackers,test,dev]'
 	$(PIP) install --no-deps '$(TIMM_PIN)'
 	# the harness is run from this checkout (not part of the distribution): a .pth puts the repo
 	# root on the venv's path, for workers, Jupyter kernels and scripts started anywhere

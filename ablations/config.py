@@ -253,8 +253,9 @@ class LogConfig:
     #: Seconds between status lines; 0: one line per optimizer step.
     status_every_seconds: float = 30.0
     #: Lightning loggers that get a copy of the curves' numbers at each run step, under
-    #: ``<run_dir>/logs/``: "csv", "tensorboard" (both in the harness's packages), "wandb"
-    #: (offline) and "mlflow" (a local file store) if you install them. The JSONL curves stay
+    #: ``<run_dir>/logs/``: "csv", "tensorboard" (in the harness's packages), "wandb" (offline;
+    #: ``wandb sync`` uploads) and "mlflow" (the run's SQLite store, or ``MLFLOW_TRACKING_URI``;
+    #: both in the ``trackers`` extra). The JSONL curves stay
     #: the source of truth; a run may be resumed with other loggers.
     loggers: tuple[Literal["csv", "tensorboard", "wandb", "mlflow"], ...] = ()
     #: Measure the gradient noise scale B_simple every step (:mod:`ablations.noise`): the

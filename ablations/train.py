@@ -37,6 +37,7 @@ on GPU); under SLURM Lightning's ``SLURMEnvironment`` is detected as usual (``sr
 from __future__ import annotations
 
 import contextlib
+import os
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -122,7 +123,23 @@ def train(
     with warnings.catch_warnings():
         for message in _QUIET:
             warnings.filterwarnings("ignore", message=message)
-        return _train(config, run_dir, datamodule, list(callbacks), list(plugins))
+        try:
+            result = _train(config, run_dir, datamodule, list(callbacks), list(plugins))
+        except BaseException:
+            _end_tracker_runs(config, failed=True)
+            raise
+        _end_tracker_runs(config, failed=False)
+        return result
+
+
+def _end_tracker_runs(config: RunConfig, failed: bool) -> None:
+    """W&B keeps one run per process (Lightning's ``WandbLogger`` reuses an active one, so the
+    phases of a run share it): end it with the run, so that a sweep worker's next trial gets a
+    run of its own. MLflow's logger ends its run itself."""
+    if "wandb" in config.log.loggers:
+        import wandb
+
+        wandb.finish(exit_code=1 if failed else 0)
 
 
 def _train(
@@ -274,16 +291,23 @@ def _trainer(
     )
 
 
-def _loggers(config: RunConfig, run_dir: Path, phase_index: int) -> list[Any]:
-    """Lightning's own loggers for ``log.loggers``, writing under ``<run_dir>/logs/<name>/``.
+_PROJECT = "ablations"  # W&B's project and MLflow's experiment
 
-    Each phase and each attempt (a resume) writes a folder of its own (``phase1``,
-    ``phase1.1``, ...), so that a logger never truncates what an earlier attempt wrote (the
-    CSV logger rewrites its file); TensorBoard reads the folders together. W&B runs offline and
-    MLflow into a local file store (``logs/mlruns``): nothing is sent anywhere.
+
+def _loggers(config: RunConfig, run_dir: Path, phase_index: int) -> list[Any]:
+    """Lightning's own loggers for ``log.loggers``, writing under ``<run_dir>/logs/``.
+
+    Each phase and each attempt (a resume) writes a folder of its own (``csv/phase1``,
+    ``csv/phase1.1``, ...), so that a logger never truncates what an earlier attempt wrote (the
+    CSV logger rewrites its file); TensorBoard reads the folders together. W&B runs offline
+    (``logs/wandb/offline-run-*``, one W&B run per training run, ``wandb sync`` uploads it);
+    MLflow writes one MLflow run per phase into the run's own SQLite store (``logs/mlflow.db``)
+    unless ``MLFLOW_TRACKING_URI`` names a tracking server. Both are named
+    ``<experiment>/<trial>`` in a sweep (the run directory's last two parts).
     """
     out: list[Any] = []
     root = run_dir / "logs"
+    title = "/".join(run_dir.resolve().parts[-2:])
     for name in config.log.loggers:
         version = _version(root / name, f"phase{phase_index + 1}")
         if name == "csv":
@@ -297,12 +321,17 @@ def _loggers(config: RunConfig, run_dir: Path, phase_index: int) -> list[Any]:
         elif name == "wandb":
             from lightning.pytorch.loggers import WandbLogger
 
-            out.append(WandbLogger(save_dir=str(root), offline=True, version=None))
+            out.append(WandbLogger(name=title, save_dir=str(root), offline=True, project=_PROJECT))
         elif name == "mlflow":
             from lightning.pytorch.loggers import MLFlowLogger
 
-            uri = (root / "mlruns").resolve().as_uri()
-            out.append(MLFlowLogger(experiment_name="ablations", tracking_uri=uri))
+            # one store per run: parallel trials never write one SQLite file (MLflow 3 refuses
+            # new file stores, hence SQLite)
+            root.mkdir(parents=True, exist_ok=True)
+            db = (root / "mlflow.db").resolve()
+            uri = os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{db}"
+            run_name = f"{title} phase{phase_index + 1}"
+            out.append(MLFlowLogger(_PROJECT, run_name=run_name, tracking_uri=uri))
     return out
 
 

@@ -74,3 +74,120 @@ def test_a_resumed_attempt_writes_its_own_folder_and_loses_nothing(tmp_path):
     assert (tmp_path / "logs" / "csv" / "phase1" / "metrics.csv").read_bytes() == csv_before
     assert (tmp_path / "logs" / "csv" / "phase1.1" / "metrics.csv").exists()
     assert (tmp_path / "logs" / "tensorboard" / "phase1").is_dir()
+
+
+# --- W&B (offline) and MLflow (SQLite): read back with their own schema and client ----------
+
+_BLOCK, _HEADER = 32768, 7  # W&B's transaction log: LevelDB's log format in 32 KiB blocks
+
+
+def _wandb_records(path) -> list:
+    """The protobuf records of an offline W&B run file (``run-<id>.wandb``), parsed with W&B's
+    own schema. The framing is LevelDB's log format: a 7-byte file header (``:W&B``, magic,
+    version), then chunks of ``crc32 (4) | length (2) | type (1) | data``, never crossing a
+    32 KiB block (full = 1, first = 2, middle = 3, last = 4; a block's tail under 7 bytes is
+    padding)."""
+    import struct
+
+    from wandb.proto import wandb_internal_pb2
+
+    raw = path.read_bytes()
+    assert raw[:4] == b":W&B"
+    records, pending, pos = [], b"", _HEADER
+    while pos + _HEADER <= len(raw):
+        left = _BLOCK - pos % _BLOCK
+        if left < _HEADER:
+            pos += left
+            continue
+        _, length, kind = struct.unpack("<IHB", raw[pos : pos + _HEADER])
+        pos += _HEADER
+        pending += raw[pos : pos + length]
+        pos += length
+        if kind in (1, 4):
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(pending)
+            records.append(record)
+            pending = b""
+    return records
+
+
+def _wandb_history(run_dir) -> tuple[str, dict[str, dict[int, float]]]:
+    """The display name and the per-step scalars of the one W&B run under ``run_dir``."""
+    import json
+
+    (path,) = (run_dir / "logs" / "wandb").glob("offline-run-*/run-*.wandb")
+    name, history = None, {}
+    for record in _wandb_records(path):
+        kind = record.WhichOneof("record_type")
+        if kind == "run":
+            name = record.run.display_name
+        elif kind == "history":
+            row = {
+                item.key or "/".join(item.nested_key): json.loads(item.value_json)
+                for item in record.history.item
+            }
+            for key, value in row.items():
+                if "/" in key and key != "trainer/global_step":
+                    history.setdefault(key, {})[row["trainer/global_step"]] = value
+    return name, history
+
+
+def test_wandb_offline_holds_the_curves_numbers_and_each_run_is_its_own(tmp_path):
+    """Two runs trained in one process (as a sweep worker does) write two offline W&B runs, each
+    named after its directory and holding its own curves: the harness ends the W&B run with the
+    training run (Lightning's WandbLogger would reuse it)."""
+    phases = [
+        {**PHASE, "steps": 6, "lr": 1e-2, "warmup": 0.25},
+        {**PHASE, "steps": 3, "lr": 1e-2, "warmup": 0.25},
+    ]
+    for trial, lr in (("0", 1e-2), ("1", 3e-2)):
+        runs = [{**p, "lr": lr} for p in phases]
+        cfg = _with_loggers(config(phases=runs), ["wandb"])
+        assert train(cfg, tmp_path / "exp" / trial, synthetic.make)["status"] == "complete"
+    for trial in ("0", "1"):
+        run_dir = tmp_path / "exp" / trial
+        name, history = _wandb_history(run_dir)
+        assert name == f"exp/{trial}"
+        metrics, val = lines(run_dir), lines(run_dir, "val")
+        assert history["train/loss"] == pytest.approx(
+            {r["step"]: r["train/loss"] for r in metrics}, rel=1e-6
+        )
+        assert history["optim/lr"] == pytest.approx({r["step"]: r["optim/lr"] for r in metrics})
+        assert history["val/mlm_loss"] == pytest.approx(
+            {r["step"]: r["val/mlm_loss"] for r in val}, rel=1e-6
+        )
+
+
+def test_mlflow_sqlite_store_holds_the_curves_numbers_per_phase(tmp_path, monkeypatch):
+    """MLflow writes the run's own SQLite store (one MLflow run per phase, named after the run
+    directory and the phase); its public client reads back metrics.jsonl's numbers."""
+    from mlflow import MlflowClient
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    phases = [
+        {**PHASE, "steps": 6, "lr": 1e-2, "warmup": 0.25},
+        {**PHASE, "steps": 3, "lr": 1e-2, "warmup": 0.25},
+    ]
+    run_dir = tmp_path / "exp" / "7"
+    cfg = _with_loggers(config(phases=phases), ["mlflow"])
+    assert train(cfg, run_dir, synthetic.make)["status"] == "complete"
+    client = MlflowClient(f"sqlite:///{run_dir / 'logs' / 'mlflow.db'}")
+    (experiment,) = client.search_experiments(filter_string="name = 'ablations'")
+    runs = {r.info.run_name: r for r in client.search_runs([experiment.experiment_id])}
+    assert sorted(runs) == ["exp/7 phase1", "exp/7 phase2"]
+    assert {r.info.status for r in runs.values()} == {"FINISHED"}
+
+    def history(key: str) -> dict[int, float]:
+        return {
+            m.step: m.value
+            for r in runs.values()
+            for m in client.get_metric_history(r.info.run_id, key)
+        }
+
+    metrics, val = lines(run_dir), lines(run_dir, "val")
+    assert history("train/loss") == pytest.approx(
+        {r["step"]: r["train/loss"] for r in metrics}, rel=1e-6
+    )
+    assert history("val/mlm_loss") == pytest.approx(
+        {r["step"]: r["val/mlm_loss"] for r in val}, rel=1e-6
+    )

@@ -4,6 +4,7 @@ own one-line error with exit status 2, leaving nothing behind."""
 from __future__ import annotations
 
 import copy
+import json
 import math
 import re
 from pathlib import Path
@@ -494,6 +495,30 @@ def test_a_changed_definition_is_refused_before_anything_is_touched(tmp_path, ca
     assert sorted(p.name for p in exp_dir.iterdir()) == ["sweep.json"]
     with pytest.raises(studies.SpecChangedError):
         studies.check_snapshot(plan(sweep, "e"), exp_dir)
+
+
+def test_a_snapshot_from_an_older_harness_resumes_unless_a_value_differs(tmp_path):
+    """A sweep.json written before an experiment option existed (here ``targets``) lacks its key:
+    the option at its default resumes the experiment; set to anything else it is refused."""
+    file = tmp_path / "sweep.yaml"
+    file.write_text(yaml.safe_dump(VALID))
+    current = plan(load_sweep(file), "e")
+    old = json.loads(json.dumps(current.to_dict()))
+    del old["experiment"]["targets"]
+    exp_dir = tmp_path / "out" / "e"
+    exp_dir.mkdir(parents=True)
+    (exp_dir / "sweep.json").write_text(json.dumps(old))
+    assert studies.check_snapshot(current, exp_dir) == old  # kept as it was written
+
+    with_targets = copy.deepcopy(VALID)
+    with_targets["experiments"]["e"]["targets"] = [6.0]
+    file.write_text(yaml.safe_dump(with_targets))
+    with pytest.raises(studies.SpecChangedError):
+        studies.check_snapshot(plan(load_sweep(file), "e"), exp_dir)
+    old["experiment"]["seeds"] += 1  # an existing key that differs is refused as before
+    (exp_dir / "sweep.json").write_text(json.dumps(old))
+    with pytest.raises(studies.SpecChangedError):
+        studies.check_snapshot(current, exp_dir)
 
 
 # --- the default file ---------------------------------------------------------------------------

@@ -29,6 +29,7 @@ Layout of ``<results>/<experiment>/``::
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import math
 import os
@@ -47,11 +48,11 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
-from ..config import ConfigError
+from ..config import ConfigError, plain
 from ..fileio import flocked, read_json, write_json
 from ..internals import study_storage, trial_id
 from ..status import RETRIED, Status
-from .spec import Plan, RetryConfig, Sweep
+from .spec import Experiment, Plan, RetryConfig, Sweep
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 
@@ -128,12 +129,28 @@ def check_snapshot(plan: Plan, exp_dir: Path) -> dict[str, Any] | None:
         SpecChangedError: it holds a different definition of the experiment.
     """
     saved = read_json(exp_dir / "sweep.json")
-    if saved is not None and saved != json.loads(json.dumps(plan.to_dict())):
+    if saved is not None and _upgraded(saved) != json.loads(json.dumps(plan.to_dict())):
         raise SpecChangedError(
             f"{exp_dir}: holds experiment {plan.name!r} with a different definition "
             "(sweep.json); use a new experiment name or remove the directory"
         )
     return saved
+
+
+def _upgraded(saved: dict[str, Any]) -> dict[str, Any]:
+    """A ``sweep.json`` written by an older harness, with the experiment keys added since then
+    set to their defaults: adding an option (say ``targets``) must not orphan a running
+    experiment, while any value that differs from the file's still refuses the restart."""
+    experiment = saved.get("experiment")
+    if not isinstance(experiment, dict):
+        return saved
+    defaults = {
+        f.name: plain(f.default if f.default is not dataclasses.MISSING else f.default_factory())
+        for f in dataclasses.fields(Experiment)
+        if f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING
+    }
+    added = {k: v for k, v in defaults.items() if k not in experiment}
+    return {**saved, "experiment": json.loads(json.dumps({**experiment, **added}))}
 
 
 # --- slots ------------------------------------------------------------------------------------
