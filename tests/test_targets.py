@@ -136,6 +136,7 @@ def test_the_batch_scaling_sweep_is_designed_as_issue_12_asks():
     for name in [*run, "batch_bert_adam"]:
         p = plan(sweep, name)
         assert p.experiment.targets == (6.4, 6.3, 6.2) and p.experiment.seeds == 2
+        assert p.experiment.rank == "first_target"
         points.add(json.dumps(p.points, sort_keys=True))
         for variant in p.variants:
             config = p.config(variant, p.points[0], 0)
@@ -187,3 +188,83 @@ def test_the_scaling_fit_recovers_a_known_trade_off():
         assert row["low"] <= truth <= row["high"], (name, row.to_dict())
         assert row["estimate"] == pytest.approx(truth, rel=0.15)
     assert math.isnan(scaling.fit(np.array([32.0]), np.array([10.0])).s_min)
+
+
+def test_first_target_rank_orders_reached_runs_by_step_and_the_others_after_them():
+    from ablations.sweep.worker import first_target_rank
+
+    raw = copy.deepcopy(VALID)
+    raw["experiments"]["e"].update(targets=[6.3, 6.1], rank="first_target")
+    p = plan(_load(raw), "e")
+    cfg = p.config(next(iter(p.variants)), p.points[0], 0)
+    steps = cfg.phases[0].steps
+
+    def val(*losses):
+        return [{"step": (i + 1) * steps // 4, "val/mlm_loss": x} for i, x in enumerate(losses)]
+
+    early, late = val(6.5, 6.05, 6.4), val(6.5, 6.2, 6.1)
+    missed_close, missed_far = val(6.5, 6.2, 6.15), val(6.5, 6.4, 6.3)
+    ranks = [
+        first_target_rank(v, p.experiment, cfg) for v in (early, late, missed_close, missed_far)
+    ]
+    # the lowest target (6.1), its first reach counting even if lost after
+    assert ranks[:2] == [steps // 2, 3 * steps // 4]
+    assert ranks[2] == pytest.approx(steps * 1.05) and ranks[3] == pytest.approx(steps * 1.2)
+    assert ranks == sorted(ranks) and ranks[2] > steps  # every miss after every reach
+    assert math.isinf(first_target_rank([], p.experiment, cfg))
+
+
+def test_rank_first_target_needs_targets_and_no_pruner(tmp_path):
+    for extra, message in (
+        ({"rank": "first_target"}, r"rank: expected 'final' unless targets"),
+        (
+            {"rank": "first_target", "targets": [6.0], "pruner": {"type": "median"}},
+            r"rank: expected 'final' with a pruner",
+        ),
+        ({"rank": "fastest"}, r"rank: expected one of"),
+    ):
+        raw = copy.deepcopy(VALID)
+        raw["experiments"]["e"].update(extra)
+        (tmp_path / "sweep.yaml").write_text(yaml.safe_dump(raw))
+        with pytest.raises(ConfigError, match=rf"^experiments\.e\.{message}"):
+            load_sweep(tmp_path / "sweep.yaml")
+
+
+@pytest.mark.slow
+def test_a_first_target_sweep_reruns_the_point_that_reached_the_target_first(
+    tmp_path, embedded_cache
+):
+    """A real local sweep ranked by first_target: every tuning trial's Optuna value is its rank
+    recomputed here from its val.jsonl, and the seed rerun takes the best-ranked point."""
+    from sweep_files import python, study, workload, write_sweep
+
+    cache, _ = embedded_cache
+    file = write_sweep(
+        tmp_path,
+        {
+            "fast": {
+                "workload": workload(cache, steps=12),
+                "variants": {"named": {"only": {}}},
+                "tune": {"phases.0.lr": {"low": 1e-3, "high": 0.1, "log": True}},
+                "search": {"method": "qmc", "budget": 3, "seed": 0},
+                "seeds": 2,
+                "targets": [6.2],
+                "rank": "first_target",
+            }
+        },
+        local={"workers": 1, "threads_per_worker": 1},
+    )
+    out = python("sweep", "--file", str(file), "--local", cwd=tmp_path, timeout=900)
+    assert out.returncode == 0, out.stdout + out.stderr
+    exp_dir = tmp_path / "results" / "fast"
+    trials = study(exp_dir).get_trials()
+    tune = [t for t in trials if t.user_attrs["stage"] == "tune"]
+    for t in tune:
+        text = (exp_dir / str(t.number) / "val.jsonl").read_text()
+        val = [json.loads(line) for line in text.splitlines()]
+        reached = [r["step"] for r in val if r["val/mlm_loss"] <= 6.2]
+        expected = reached[0] if reached else 12 * (1 + val[-1]["val/mlm_loss"] - 6.2)
+        assert t.value == pytest.approx(expected), (t.number, val)
+    best = min(tune, key=lambda t: t.value)
+    seeds = [t for t in trials if t.user_attrs["stage"] == "seed"]
+    assert len(seeds) == 2 and all(t.params == best.params for t in seeds)

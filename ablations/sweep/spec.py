@@ -228,6 +228,13 @@ class Experiment:
     #: (``steps_to_<t>``, ``samples_to_<t>``; NaN: not reached). A workload's ``stop_at`` ends
     #: a run at such a target.
     targets: tuple[float, ...] = ()
+    #: How a trial is ranked (its Optuna value, minimized; the seeds rerun the best tuning
+    #: point): "final": the objective at the run's end; "first_target": the first validation
+    #: step at which the objective reaches the lowest target, a run that never does ranking
+    #: after every one that does, by its final objective (steps x (1 + final - target)). A
+    #: steps-to-target study needs the latter: with ``stop_at`` every run that reaches the
+    #: target ends at about the target's loss, so "final" would pick among them by chance.
+    rank: Literal["final", "first_target"] = "final"
     pruner: PrunerConfig = field(default_factory=PrunerConfig)
     slurm: SlurmConfig = field(default_factory=SlurmConfig)
 
@@ -378,6 +385,18 @@ def _resolve(name: str, exp: Experiment) -> Plan:
         f"{where}.objective",
         f"one of {list(OBJECTIVES)}",
         exp.objective,
+    )
+    check(
+        exp.rank == "final" or bool(exp.targets),
+        f"{where}.rank",
+        "'final' unless targets are declared (first_target ranks by the lowest)",
+        exp.rank,
+    )
+    check(
+        exp.rank == "final" or exp.pruner.type == "none",
+        f"{where}.rank",
+        "'final' with a pruner (it compares the objective's values, not steps)",
+        exp.rank,
     )
     for i, t in enumerate(exp.targets):
         check(math.isfinite(t) and t > 0, f"{where}.targets[{i}]", "a loss > 0", t)

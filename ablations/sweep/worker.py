@@ -33,13 +33,15 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
+from ..config import RunConfig
+from ..curves import Curves
 from ..errors import one_line
 from ..fileio import read_json, write_json
 from ..internals import study_storage
 from ..status import RETRIED, Status, StopRun
 from . import reuse
 from . import study as studies
-from .spec import Plan, Sweep
+from .spec import Experiment, Plan, Sweep
 
 log = logging.getLogger("ablations.sweep")
 POLL_SECONDS = 2.0
@@ -120,6 +122,19 @@ def _callbacks(
                 raise StopRun(f"pruned at step {val['step']}", Status.PRUNED)
 
     return [StopAtStep(), ReportAndPrune()]
+
+
+def first_target_rank(val: list[dict[str, Any]], exp: Experiment, config: RunConfig) -> float:
+    """A finished run's rank under ``rank: first_target`` (:class:`Experiment`): the first
+    validation step whose objective is at most the lowest target; else, for a run that never
+    reached it, steps x (1 + final objective - target), above every step a run can take."""
+    target = min(exp.targets)
+    values = [(r["step"], r[exp.objective]) for r in val if r.get(exp.objective) is not None]
+    for step, value in values:
+        if value <= target:
+            return float(step)
+    steps = sum(phase.steps for phase in config.phases)
+    return steps * (1 + values[-1][1] - target) if values else math.inf
 
 
 def _prunes(plan: Plan, claim: studies.Claim) -> bool:
@@ -311,6 +326,8 @@ def _run_trial(
             objective = (result.get("val") or {}).get(p.experiment.objective)
             diverged = result["status"] == Status.DIVERGED or objective is None
             value = math.inf if diverged else float(objective)
+            if p.experiment.rank == "first_target" and not diverged:
+                value = first_target_rank(Curves(run_dir).read("val"), p.experiment, config)
             status = Status.DIVERGED if diverged else Status.COMPLETE
             attrs = {"status": status, "step": result.get("step")}
             if result.get("reason"):
