@@ -34,11 +34,13 @@ PORT ?= 8080
 # FORCE=1: `make collect` may replace a table with one of fewer trials or rows
 FORCE ?=
 # `make reproduce` reruns the committed reproduction in $(STAGING), then publishes it;
-# `make reproduce-map` the same for the regime map (sweeps/regime_map.yaml).
+# `make reproduce-map` the same for the regime map (sweeps/regime_map.yaml), `make
+# reproduce-scaling` for the batch-scaling study (sweeps/batch_scaling.yaml).
 STAGING := results/reproduction
 MAP_STAGING := results/regime_map
+SCALING_STAGING := results/batch_scaling
 
-.PHONY: help setup test test-fast lint bench try sweep collect figures dashboard reproduce reproduce-map slurm-up slurm-down clean distclean
+.PHONY: help setup test test-fast lint bench try sweep collect figures dashboard reproduce reproduce-map reproduce-scaling slurm-up slurm-down clean distclean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) \
@@ -89,7 +91,7 @@ dashboard: setup ## optuna-dashboard of one experiment on http://127.0.0.1:$(POR
 figures: setup ## execute notebooks/ headless (real Jupyter kernel) -> results/figures/ (RESULTS=reproduction: the committed ones)
 	$(PY) -m ablations.figures run --results $(RESULTS) $(if $(FIGURES),--out $(FIGURES)) $(foreach e,$(EXPERIMENT),--experiment '$(e)')
 
-reproduce: setup ## rerun the committed NVLAMB reproduction (sweeps/nvlamb_cpu.yaml, ~45 min here) and replace reproduction/ with it: the only target that writes tracked files
+reproduce: setup ## rerun the committed NVLAMB reproduction (sweeps/nvlamb_cpu.yaml, ~45 min here) and replace reproduction/ with it (reproduce-* are the only targets that write tracked files)
 	$(PY) -m ablations sweep --file sweeps/nvlamb_cpu.yaml --local --results $(STAGING)
 	$(PY) -m ablations.figures run --results $(STAGING) --out $(STAGING)/figures
 	$(PY) -m ablations.reproduction publish $(STAGING) reproduction
@@ -99,6 +101,11 @@ reproduce-map: setup ## rerun the regime map (sweeps/regime_map.yaml, ~1.7 h her
 	$(PY) -m ablations.regime calibrate $(MAP_STAGING)/lr_sensitivity --variant 'baseline,preset=apex,lr=0.006' --seed 0 --out $(MAP_STAGING)/calibration.json
 	$(PY) -m ablations.figures run --results $(MAP_STAGING) --out $(MAP_STAGING)/figures
 	$(PY) -m ablations.reproduction publish $(MAP_STAGING) reproduction/regime_map
+
+reproduce-scaling: setup ## run the batch-scaling study (sweeps/batch_scaling.yaml, ~2 h here; resumable) and replace reproduction/batch_scaling/ with it
+	$(PY) -m ablations sweep --file sweeps/batch_scaling.yaml --local --results $(SCALING_STAGING)
+	$(PY) -m ablations.figures run --results $(SCALING_STAGING) --out $(SCALING_STAGING)/figures
+	$(PY) -m ablations.reproduction publish $(SCALING_STAGING) reproduction/batch_scaling
 
 slurm-up: ## start a local one-node SLURM cluster (installs slurm via apt as root); prints SLURM_CONF
 	bash ablations/slurm/local_cluster.sh up

@@ -72,6 +72,7 @@ import pandas as pd
 import yaml
 
 from . import tables
+from .config import resolved_value
 from .errors import one_line
 from .fileio import FrozenError, check_writable, read_json, replacing, write_atomic
 from .status import COLLECTED, DONE, STOPPED, Status
@@ -386,36 +387,8 @@ def _settings(
 
 
 def _lookup(config: Mapping[str, Any] | None, path: str) -> Any:
-    """The value at a dotted path of a run config (list items by index); None if absent.
-
-    config.yaml writes only the optimizer knobs a run overrides: any other knob is its
-    preset's (``Preset.resolved``), so every variant's row says what it actually ran.
-    """
-    if config is None:
-        return None
-    node: Any = config
-    for part in path.split("."):
-        if isinstance(node, list) and part.isdigit() and int(part) < len(node):
-            node = node[int(part)]
-        elif isinstance(node, Mapping) and part in node:
-            node = node[part]
-        else:
-            return _preset_knob(config, path)
-    return node
-
-
-def _preset_knob(config: Mapping[str, Any], path: str) -> Any:
-    """The preset's value of ``optimizer.overrides.<knob>`` (None for any other path)."""
-    prefix = "optimizer.overrides."
-    if not path.startswith(prefix):
-        return None
-    import lamb_variants
-
-    preset = lamb_variants.PRESETS.get((config.get("optimizer") or {}).get("preset", ""))
-    if preset is None:
-        return None
-    value = preset.resolved().get(path[len(prefix) :])
-    return list(value) if isinstance(value, tuple) else value  # as YAML/JSON would write it
+    """:func:`ablations.config.resolved_value` of a trial's config (None without one)."""
+    return None if config is None else resolved_value(config, path)
 
 
 # --- curves and runs ----------------------------------------------------------------------------

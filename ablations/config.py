@@ -419,6 +419,29 @@ def build(cls: type, raw: Any, path: str = "") -> Any:
     return _build(cls, raw, path)
 
 
+def resolved_value(config: Mapping[str, Any], path: str) -> Any:
+    """The value at a dotted path of a plain run config (list items by index); None if absent.
+
+    A run config (and its ``config.yaml``) holds only the optimizer knobs it overrides: any
+    other ``optimizer.overrides.<knob>`` is its preset's (``Preset.resolved``, a tuple written
+    as the list YAML/JSON would hold), so a variant's row or trial says what it actually ran.
+    """
+    node: Any = config
+    for part in path.split("."):
+        if isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        elif isinstance(node, Mapping) and part in node:
+            node = node[part]
+        else:
+            prefix = "optimizer.overrides."
+            preset = lamb_variants.PRESETS.get((config.get("optimizer") or {}).get("preset", ""))
+            if not path.startswith(prefix) or preset is None:
+                return None
+            value = preset.resolved().get(path[len(prefix) :])
+            return list(value) if isinstance(value, tuple) else value
+    return node
+
+
 def plain(obj: Any) -> Any:
     """Plain data (dicts, lists, scalars) of a config dataclass."""
     return _plain(obj)

@@ -13,7 +13,8 @@ executes each notebook with a real Jupyter kernel (papermill), injecting ``exper
 ``results_dir`` and ``figures_dir`` into its ``parameters`` cell. ``figure2_prenorm``,
 ``figure3_decay`` and ``bias_correction`` run against the experiment of the same name (skipped,
 with a message, when it is absent); ``regime_map`` once against ``lr_sensitivity`` (reading the
-other experiments of the regime map beside it); ``compare_variants`` against every experiment.
+other experiments of the regime map beside it); ``batch_scaling`` once against ``batch_nvlamb``
+(reading every ``batch_*`` beside it); ``compare_variants`` against every experiment.
 Figures go to ``<out>/<experiment>/<notebook>[_<panel>].png``. The kernel is ``python3`` as shipped
 by ipykernel inside this environment (Jupyter starts ``python`` as ``sys.executable``), so no
 user-level kernel install is needed. The kernel imports ``ablations`` the one way every process of
@@ -46,8 +47,9 @@ NOTEBOOKS = REPO / "notebooks"
 #: Notebooks reproducing one claim, each run against the experiment of the same name.
 CLAIM_NOTEBOOKS = ("figure2_prenorm", "figure3_decay", "bias_correction")
 #: Notebooks that read several experiments of one folder, run once against the named one when
-#: it is present: ``regime_map`` (sweeps/regime_map.yaml) reads its siblings too.
-MAP_NOTEBOOKS = {"regime_map": "lr_sensitivity"}
+#: it is present: ``regime_map`` (sweeps/regime_map.yaml) and ``batch_scaling``
+#: (sweeps/batch_scaling.yaml) read their siblings too.
+MAP_NOTEBOOKS = {"regime_map": "lr_sensitivity", "batch_scaling": "batch_nvlamb"}
 #: Notebooks run against every experiment present.
 EVERY_EXPERIMENT = ("compare_variants",)
 

@@ -12,15 +12,38 @@ little. Zhang et al. 2024 (arXiv 2410.21676) define the critical batch as where 
 perfect linear scaling from the smallest batch B0 by 20%: with the fitted curve,
 S(B)·B / (S(B0)·B0) = (B + B_noise)/(B0 + B_noise) = 1.2, i.e. B_crit = 1.2·B0 + 0.2·B_noise.
 Intervals: a bootstrap over seeds (each batch's runs resampled, the fit redone).
+
+The study (``sweeps/batch_scaling.yaml``) has one experiment per optimizer, ``batch_<name>``;
+each (optimizer, batch) has its tuning points ranked by steps to the lowest target and its best
+point rerun with seeds. The tables read the seed runs::
+
+    python -m ablations.scaling steps RESULTS     # steps and samples to each target per batch
+    python -m ablations.scaling fit RESULTS       # S_min, B_noise, E_min, B_crit per optimizer
+    python -m ablations.scaling noise RESULTS     # measured B_simple per optimizer and batch
+
+Model-free next to the fit: the *linear-scaling limit*, the largest batch whose mean steps to
+the target stay within 20% of perfect scaling from the smallest batch (S(B)·B ≤ 1.2·S(B0)·B0),
+every seed having reached the target at it and at every smaller batch.
 """
 
 from __future__ import annotations
 
+import argparse
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from . import results as res
+from .errors import fail
+from .tables import target_column
+
+#: The study's experiments: ``batch_<optimizer>`` under one results folder.
+PREFIX = "batch_"
+BATCH = "phases.0.global_batch"
 
 #: Steps beyond perfect linear scaling that define the critical batch (Zhang et al.: 20%).
 OVERHEAD = 0.2
@@ -56,6 +79,12 @@ def fit(batches: np.ndarray, steps: np.ndarray) -> Fit:
     )
 
 
+def _finite_mean(values: np.ndarray) -> float:
+    """The mean of the finite values (a resample may hold only unreached runs: NaN)."""
+    finite = values[np.isfinite(values)]
+    return float(finite.mean()) if len(finite) else math.nan
+
+
 def bootstrap(
     runs: pd.DataFrame,
     column: str,
@@ -71,14 +100,12 @@ def bootstrap(
     estimate, low, high."""
     groups = [g[column].to_numpy(dtype=float) for _, g in runs.groupby(batch, sort=True)]
     sizes = np.array(sorted(runs[batch].unique()), dtype=float)
-    means = np.array([np.nanmean(g) if np.isfinite(g).any() else np.nan for g in groups])
+    means = np.array([_finite_mean(g) for g in groups])
     estimate = fit(sizes, means)
     rng = np.random.default_rng(seed)
     samples = []
     for _ in range(draws):
-        resampled = [
-            np.nanmean(rng.choice(g, len(g))) if np.isfinite(g).any() else np.nan for g in groups
-        ]
+        resampled = [_finite_mean(rng.choice(g, len(g))) for g in groups]
         samples.append(fit(sizes, np.array(resampled)))
     rows = []
     alpha = (1 - confidence) / 2
@@ -90,3 +117,194 @@ def bootstrap(
             {"quantity": name, "estimate": getattr(estimate, name), "low": low, "high": high}
         )
     return pd.DataFrame(rows).set_index("quantity")
+
+
+# --- the study's tables -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Study:
+    """The seed runs of every ``batch_<optimizer>`` experiment under a folder (``optimizer``:
+    the name after the prefix), the tuning runs, the validation and noise curves, the targets."""
+
+    seeds: pd.DataFrame
+    tuning: pd.DataFrame
+    curves: pd.DataFrame
+    targets: tuple[float, ...]
+
+
+def load(results_dir: Path | str) -> Study:
+    """Read the study's experiments (collected if stale).
+
+    Raises:
+        ValueError: no ``batch_*`` experiment with runs, or experiments with different targets.
+    """
+    base = Path(results_dir)
+    runs, curves, targets = [], [], set()
+    for exp_dir in sorted(base.glob(f"{PREFIX}*")):
+        if not (exp_dir / "sweep.json").exists():
+            continue
+        name = exp_dir.name[len(PREFIX) :]
+        r = res.load_runs(exp_dir)
+        if r.empty:
+            continue
+        targets.add(tuple(res.load_spec(exp_dir)["experiment"].get("targets") or ()))
+        runs.append(r.assign(optimizer=name))
+        c = res.load_curves(exp_dir)
+        keep = c["metric"].isin(["val/mlm_loss", "noise/b_simple"])
+        curves.append(c[keep].assign(optimizer=name))
+    if not runs:
+        raise ValueError(f"{base}: no {PREFIX}* experiment with runs (sweeps/batch_scaling.yaml)")
+    if len(targets) != 1:
+        raise ValueError(f"{base}: the {PREFIX}* experiments declare different targets {targets}")
+    allr = pd.concat(runs, ignore_index=True)
+    allr[BATCH] = allr[BATCH].astype(int)
+    done = allr[allr["status"].isin(["complete", "diverged"])]
+    return Study(
+        seeds=done[done["stage"] == "seed"].reset_index(drop=True),
+        tuning=done[done["stage"] == "tune"].reset_index(drop=True),
+        curves=pd.concat(curves, ignore_index=True),
+        targets=tuple(sorted(targets.pop(), reverse=True)),
+    )
+
+
+def steps_table(study: Study) -> pd.DataFrame:
+    """Per optimizer and batch: the best tuning point (lr, warmup), and per target the seeds
+    that reached it, the mean steps and the mean samples to it (over the seeds that did)."""
+    rows = []
+    for (opt, batch), g in study.seeds.groupby(["optimizer", BATCH], sort=True):
+        row = {
+            "optimizer": opt,
+            "batch": int(batch),
+            "lr": float(g["phases.0.lr"].iloc[0]),
+            "warmup": float(g["phases.0.warmup"].iloc[0]),
+            "seeds": len(g),
+        }
+        for t in study.targets:
+            steps = g[target_column("steps", t)]
+            row[f"reached {t:g}"] = f"{int(steps.notna().sum())}/{len(g)}"
+            row[f"steps to {t:g}"] = float(steps.mean())
+            row[f"samples to {t:g}"] = float(g[target_column("samples", t)].mean())
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def linear_scaling_limit(table: pd.DataFrame, target: float) -> pd.Series:
+    """Per optimizer, the largest batch within 20% of perfect scaling from its smallest batch
+    (:data:`OVERHEAD`; every seed reaching ``target`` there and at every smaller batch); NaN
+    when the smallest batch itself does not reach it."""
+    out = {}
+    for opt, g in table.groupby("optimizer", sort=True):
+        g = g.sort_values("batch")
+        steps, reached = g[f"steps to {target:g}"], g[f"reached {target:g}"]
+        all_reached = reached.map(lambda s: s.split("/")[0] == s.split("/")[1])
+        limit = math.nan
+        base = None
+        for batch, s, ok in zip(g["batch"], steps, all_reached, strict=True):
+            if not ok or not np.isfinite(s):
+                break
+            base = base if base is not None else s * batch
+            if s * batch > (1 + OVERHEAD) * base:
+                break
+            limit = float(batch)
+        out[opt] = limit
+    return pd.Series(out, name="linear-scaling limit")
+
+
+def fit_table(study: Study, target: float, draws: int = 1000) -> pd.DataFrame:
+    """Per optimizer: S_min, B_noise, E_min and the critical batch fitted to the seed runs'
+    steps to ``target`` (:func:`bootstrap`, 95% intervals), the batches in the fit, and the
+    model-free linear-scaling limit."""
+    column = target_column("steps", target)
+    limits = linear_scaling_limit(steps_table(study), target)
+    rows = []
+    for opt, g in study.seeds.groupby("optimizer", sort=True):
+        reached = g.groupby(BATCH)[column].apply(lambda s: s.notna().any())
+        table = bootstrap(g, column, batch=BATCH, draws=draws)
+        row: dict[str, object] = {"optimizer": opt, "batches fitted": int(reached.sum())}
+        for q, label in (
+            ("s_min", "S_min (steps)"),
+            ("b_noise", "B_noise"),
+            ("e_min", "E_min (samples)"),
+            ("b_crit", "B_crit (20%)"),
+        ):
+            est, low, high = table.loc[q, ["estimate", "low", "high"]]
+            row[label] = _interval(est, low, high)
+        row["linear-scaling limit"] = limits.get(opt, math.nan)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def noise_table(study: Study, late: float = 0.5) -> pd.DataFrame:
+    """Per optimizer and batch: B_simple (the smoothed noise scale logged every step) as the
+    median over the last ``late`` fraction of each seed run's steps, mean over seeds, and its
+    value at the first logged step; batches with one micro-batch measure nothing."""
+    c = study.curves[study.curves["metric"] == "noise/b_simple"]
+    trials = study.seeds.set_index(["optimizer", "trial"])[BATCH]
+    rows = []
+    for (opt, trial), g in c.groupby(["optimizer", "trial"], sort=True):
+        if (opt, trial) not in trials.index:
+            continue
+        g = g.sort_values("step").dropna(subset=["value"])
+        if g.empty:
+            continue
+        tail = g[g["step"] >= (1 - late) * g["step"].max()]
+        rows.append(
+            {
+                "optimizer": opt,
+                "batch": int(trials[(opt, trial)]),
+                "first": float(g["value"].iloc[0]),
+                "late": float(tail["value"].median()),
+                "last step": int(g["step"].max()),
+            }
+        )
+    if not rows:
+        return pd.DataFrame()
+    df = pd.DataFrame(rows)
+    return (
+        df.groupby(["optimizer", "batch"], sort=True)
+        .agg(first=("first", "mean"), late=("late", "mean"), runs=("late", "size"))
+        .rename(columns={"first": "B_simple at start", "late": f"B_simple, last {late:.0%}"})
+        .reset_index()
+    )
+
+
+def _interval(estimate: float, low: float, high: float) -> str:
+    if not np.isfinite(estimate):
+        return "–"
+    if not (np.isfinite(low) and np.isfinite(high)):
+        return f"{estimate:.3g}"
+    return f"{estimate:.3g} [{low:.3g}, {high:.3g}]"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m ablations.scaling", description=__doc__)
+    parser.add_argument("command", choices=("steps", "fit", "noise"))
+    parser.add_argument("results", type=Path, help="the folder of the batch_* experiments")
+    parser.add_argument("--target", type=float, help="fit: the target (default: the lowest)")
+    parser.add_argument("--format", choices=("md", "csv"), default="md")
+    args = parser.parse_args(argv)
+    try:
+        study = load(args.results)
+        if args.command == "steps":
+            table = steps_table(study)
+        elif args.command == "fit":
+            target = args.target if args.target is not None else min(study.targets)
+            if target not in study.targets:
+                raise ValueError(f"--target {target:g}: expected one of {list(study.targets)}")
+            table = fit_table(study, target)
+        else:
+            table = noise_table(study)
+    except (OSError, ValueError, KeyError) as e:
+        return fail(e)
+    if table.empty:
+        return fail(ValueError(f"{args.results}: nothing to tabulate yet (no finished seed runs)"))
+    if args.format == "csv":
+        print(table.to_csv(index=False), end="")
+    else:
+        print(table.to_markdown(index=False, floatfmt=".4g"))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

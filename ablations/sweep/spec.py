@@ -30,7 +30,16 @@ from typing import Any, Literal
 
 import lamb_variants
 
-from ..config import ConfigError, RunConfig, build, check, check_key, plain, with_overrides
+from ..config import (
+    ConfigError,
+    RunConfig,
+    build,
+    check,
+    check_key,
+    plain,
+    resolved_value,
+    with_overrides,
+)
 from ..yamlio import load_yaml
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -302,7 +311,7 @@ class Plan:
                 out[path] = own[path]
                 continue
             config = config or self.config(variant, {}, 0).to_dict()
-            out[path] = _resolved(config, path)
+            out[path] = resolved_value(config, path)
         return out
 
     def to_dict(self) -> dict[str, Any]:
@@ -313,24 +322,6 @@ class Plan:
             "variants": self.variants,
             "points": self.points,
         }
-
-
-def _resolved(config: Mapping[str, Any], path: str) -> Any:
-    """The value at a dotted path of a run config; an optimizer knob it leaves to the preset is
-    the preset's."""
-    node: Any = config
-    for part in path.split("."):
-        if isinstance(node, list) and part.isdigit() and int(part) < len(node):
-            node = node[int(part)]
-        elif isinstance(node, Mapping) and part in node:
-            node = node[part]
-        else:
-            prefix = "optimizer.overrides."
-            if path.startswith(prefix):
-                preset = lamb_variants.PRESETS[config["optimizer"]["preset"]]
-                return preset.resolved().get(path[len(prefix) :])
-            return None
-    return node
 
 
 def load_sweep(path: Path | str) -> Sweep:
