@@ -217,8 +217,15 @@ def test_the_committed_map_holds_what_the_issue_asks():
     assert set(decay["variant"].astype(str)) >= {"degree_0.5", "degree_1.0_equal_mass"}
     calibration = regime._calibration(COMMITTED / "calibration.json", None, 0)
     assert calibration["share_at"][str(calibration["matched_eps"])] < 0.01
+    eps = results.load_runs(COMMITTED / "eps_calibrated")
+    assert len(eps[eps["status"] == "complete"]) == 32  # 4 ε x prenorm x bias correction x 2
+    assert set(eps["optimizer.overrides.eps"]) == {1e-6, 1.8e-5, 1e-4, 1e-3}
+    free = results.load_runs(COMMITTED / "eps_free")
+    assert len(free[free["status"] == "complete"]) == 8
     table = regime.regime_table(COMMITTED)
-    assert len(table) >= 10 and table["n"].min() >= 2
+    assert len(table) >= 20 and table["n"].min() >= 2
+    eps_rows = table[table["regime"].str.contains("ε")]
+    assert len(eps_rows) == 10  # 2 claims x (4 ε + the ε-free control)
 
 
 @pytest.mark.slow
@@ -228,5 +235,5 @@ def test_the_regime_notebook_draws_every_figure_from_the_committed_map(tmp_path)
     out = tmp_path / "figures"
     figures.execute(figures.Job("regime_map", "lr_sensitivity"), COMMITTED, out)
     names = {p.name for p in (out / "lr_sensitivity").glob("regime_map_*.png")}
-    expected = {"lr_sensitivity", "forest", "nodecay_update", "decay"}
+    expected = {"lr_sensitivity", "forest", "nodecay_update", "decay", "eps_dominated"}
     assert {f"regime_map_{n}.png" for n in expected} <= names
