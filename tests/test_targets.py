@@ -234,8 +234,11 @@ def test_rank_first_target_needs_targets_and_no_pruner(tmp_path):
 def test_a_first_target_sweep_reruns_the_point_that_reached_the_target_first(
     tmp_path, embedded_cache
 ):
-    """A real local sweep ranked by first_target: every tuning trial's Optuna value is its rank
-    recomputed here from its val.jsonl, and the seed rerun takes the best-ranked point."""
+    """A real local sweep ranked by first_target: every finished tuning trial's Optuna value is
+    its rank recomputed here from its val.jsonl, a tuning trial that had not reached the target
+    by the best reach so far stopped there ("outpaced"), and the seed reruns take the
+    best-ranked point."""
+    from optuna.trial import TrialState
     from sweep_files import python, study, workload, write_sweep
 
     cache, _ = embedded_cache
@@ -258,14 +261,22 @@ def test_a_first_target_sweep_reruns_the_point_that_reached_the_target_first(
     assert out.returncode == 0, out.stdout + out.stderr
     exp_dir = tmp_path / "results" / "fast"
     trials = study(exp_dir).get_trials()
-    tune = [t for t in trials if t.user_attrs["stage"] == "tune"]
+    tune = sorted((t for t in trials if t.user_attrs["stage"] == "tune"), key=lambda t: t.number)
+    first_reach = math.inf  # one worker: the tuning trials ran one after the other
     for t in tune:
         text = (exp_dir / str(t.number) / "val.jsonl").read_text()
         val = [json.loads(line) for line in text.splitlines()]
         reached = [r["step"] for r in val if r["val/mlm_loss"] <= 6.2]
+        if t.state == TrialState.PRUNED:  # outpaced: stopped at the best reach so far, unreached
+            assert t.user_attrs["reason"].startswith("outpaced at step")
+            assert not reached and val[-1]["step"] == min(s for s in (4, 8, 12) if s >= first_reach)
+            continue
+        assert t.state == TrialState.COMPLETE
+        assert first_reach == math.inf or reached and reached[0] <= first_reach  # else outpaced
         expected = reached[0] if reached else 12 * (1 + val[-1]["val/mlm_loss"] - 6.2)
         assert t.value == pytest.approx(expected), (t.number, val)
-    best = min(tune, key=lambda t: t.value)
+        first_reach = min(first_reach, reached[0] if reached else math.inf)
+    best = min((t for t in tune if t.state == TrialState.COMPLETE), key=lambda t: t.value)
     seeds = [t for t in trials if t.user_attrs["stage"] == "seed"]
     assert len(seeds) == 2 and all(t.params == best.params for t in seeds)
 

@@ -243,6 +243,9 @@ class Experiment:
     #: after every one that does, by its final objective (steps x (1 + final - target)). A
     #: steps-to-target study needs the latter: with ``stop_at`` every run that reaches the
     #: target ends at about the target's loss, so "final" would pick among them by chance.
+    #: Under "first_target" a tuning run that has not reached the target by the step at which
+    #: a finished tuning run of its variant did stops there (pruned, "outpaced"): it can no
+    #: longer rank first, so the best point is the same at a fraction of the cost.
     rank: Literal["final", "first_target"] = "final"
     pruner: PrunerConfig = field(default_factory=PrunerConfig)
     slurm: SlurmConfig = field(default_factory=SlurmConfig)
