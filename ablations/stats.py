@@ -176,6 +176,8 @@ def time_to_target(
             }
         )
     df = pd.DataFrame(rows, columns=["trial", "variant", "seed", "stage", "time", "step"])
+    # typed even with no trial (an experiment with no curves yet): NaN/<NA> for "never"
+    df = df.astype({"time": "float64", "step": "Int64"})
     if "variant" in curves and isinstance(curves["variant"].dtype, pd.CategoricalDtype):
         df["variant"] = pd.Categorical(df["variant"], categories=curves["variant"].cat.categories)
     return df

@@ -58,6 +58,9 @@ def test_steps_and_samples_to_target_reached_not_reached_and_reached_then_lost()
     assert math.isnan(steps[3]) and math.isnan(samples[3])
     assert out["steps_to_6"].tolist()[0] == 40.0
     assert all(math.isnan(x) for x in out["steps_to_6"].tolist()[1:])
+    # an experiment with no curves yet (every trial waiting): columns of NaN, no error
+    empty = tables.with_targets(runs.copy(), curves.iloc[:0], (6.1,), "val/mlm_loss")
+    assert empty["steps_to_6.1"].isna().all() and empty["samples_to_6.1"].dtype == "float64"
 
 
 def test_targets_are_validated_and_reach_sweep_json(tmp_path):
