@@ -269,12 +269,26 @@ def noise_table(study: Study, late: float = 0.5) -> pd.DataFrame:
     )
 
 
+def markdown(table: pd.DataFrame) -> str:
+    """A table of this module as Markdown: samples as whole numbers, the rest to 4 digits."""
+    shown = table.copy()
+    for c in shown.columns:
+        if str(c).startswith("samples to"):
+            shown[c] = shown[c].map(lambda x: f"{x:,.0f}" if np.isfinite(x) else "–")
+    return shown.to_markdown(index=False, floatfmt=".4g")
+
+
+def _num(x: float) -> str:
+    """3 significant digits, without exponents for counts of steps and samples."""
+    return f"{x:,.0f}" if abs(x) >= 1000 else f"{x:.3g}"
+
+
 def _interval(estimate: float, low: float, high: float) -> str:
     if not np.isfinite(estimate):
         return "–"
     if not (np.isfinite(low) and np.isfinite(high)):
-        return f"{estimate:.3g}"
-    return f"{estimate:.3g} [{low:.3g}, {high:.3g}]"
+        return _num(estimate)
+    return f"{_num(estimate)} [{_num(low)}, {_num(high)}]"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -302,7 +316,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.format == "csv":
         print(table.to_csv(index=False), end="")
     else:
-        print(table.to_markdown(index=False, floatfmt=".4g"))
+        print(markdown(table))
     return 0
 
 

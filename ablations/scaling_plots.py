@@ -19,6 +19,7 @@ def scaling_plot(table: pd.DataFrame, study: scaling.Study, target: float) -> An
     perfect linear scaling from the smallest batch, the fitted S = S_min (1 + B_noise/B) dashed;
     a batch where no seed reached the target is an ✕ on the top edge."""
     import matplotlib.pyplot as plt
+    from matplotlib import ticker
 
     steps_col, samples_col = f"steps to {target:g}", f"samples to {target:g}"
     fig, (ax_s, ax_e) = plt.subplots(1, 2, figsize=(11, 4.2))
@@ -59,7 +60,10 @@ def scaling_plot(table: pd.DataFrame, study: scaling.Study, target: float) -> An
         ax.grid(True, which="both", alpha=0.3)
         batches = sorted(table["batch"].unique())
         ax.set_xticks(batches, [str(b) for b in batches])
-        ax.minorticks_off()
+        ax.xaxis.set_minor_locator(ticker.NullLocator())
+        plain = ticker.FuncFormatter(lambda v, _: f"{v:,.0f}")
+        ax.yaxis.set_major_formatter(plain)
+        ax.yaxis.set_minor_formatter(plain)  # a decade or less: label the 2..9 ticks too
     ax_s.set_title("steps (dotted: perfect scaling; dashed: fit)")
     ax_e.set_title("samples = batch × steps")
     ax_e.legend(title="optimizer", fontsize=8)
@@ -74,8 +78,7 @@ def noise_plot(study: scaling.Study) -> Any:
     import matplotlib.pyplot as plt
 
     c = study.curves[study.curves["metric"] == "noise/b_simple"].dropna(subset=["value"])
-    keep = study.seeds[["optimizer", "trial", scaling.BATCH]]
-    c = c.merge(keep, on=["optimizer", "trial"])
+    c = c.merge(study.seeds[["optimizer", "trial"]], on=["optimizer", "trial"])  # seed runs
     optimizers = sorted(c["optimizer"].unique())
     fig, axes = plt.subplots(
         1, max(len(optimizers), 1), figsize=(3.8 * max(len(optimizers), 1), 3.6), sharey=True
