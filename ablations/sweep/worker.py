@@ -42,6 +42,7 @@ from ..internals import study_storage
 from ..status import RETRIED, Status, StopRun
 from . import reuse
 from . import study as studies
+from .progress import total_steps
 from .spec import Experiment, Plan, Sweep
 
 log = logging.getLogger("ablations.sweep")
@@ -149,8 +150,7 @@ def first_target_rank(val: list[dict[str, Any]], exp: Experiment, config: RunCon
     for step, value in values:
         if value <= target:
             return float(step)
-    steps = sum(phase.steps for phase in config.phases)
-    return steps * (1 + values[-1][1] - target) if values else math.inf
+    return total_steps(config) * (1 + values[-1][1] - target) if values else math.inf
 
 
 def outpace_bound(
@@ -345,8 +345,7 @@ def _run_trial(
     prune = _prunes(p, claim)
     outpaced_at = None
     if p.experiment.rank == "first_target" and claim.stage == "tune":
-        steps = sum(phase.steps for phase in config.phases)
-        outpaced_at = outpace_bound(study, p, claim.variant, steps)
+        outpaced_at = outpace_bound(study, p, claim.variant, total_steps(config))
     storage = study_storage(study)
     attrs: dict[str, Any] = {}
     state, value = TrialState.COMPLETE, None
