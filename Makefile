@@ -94,18 +94,18 @@ figures: setup ## execute notebooks/ headless (real Jupyter kernel) -> results/f
 reproduce: setup ## rerun the committed NVLAMB reproduction (sweeps/nvlamb_cpu.yaml, ~45 min here) and replace reproduction/ with it (reproduce-* are the only targets that write tracked files)
 	$(PY) -m ablations sweep --file sweeps/nvlamb_cpu.yaml --local --results $(STAGING)
 	$(PY) -m ablations.figures run --results $(STAGING) --out $(STAGING)/figures
-	$(PY) -m ablations.reproduction publish $(STAGING) reproduction
+	$(PY) -m ablations.reproduction publish $(STAGING) reproduction --rerun '`make reproduce`'
 
 reproduce-map: setup ## rerun the regime map (sweeps/regime_map.yaml, ~1.7 h here; resumable) and replace reproduction/regime_map/ with it
 	$(PY) -m ablations sweep --file sweeps/regime_map.yaml --local --results $(MAP_STAGING)
 	$(PY) -m ablations.regime calibrate $(MAP_STAGING)/lr_sensitivity --variant 'baseline,preset=apex,lr=0.006' --seed 0 --out $(MAP_STAGING)/calibration.json
 	$(PY) -m ablations.figures run --results $(MAP_STAGING) --out $(MAP_STAGING)/figures
-	$(PY) -m ablations.reproduction publish $(MAP_STAGING) reproduction/regime_map
+	$(PY) -m ablations.reproduction publish $(MAP_STAGING) reproduction/regime_map --rerun '`make reproduce-map`'
 
 reproduce-scaling: setup ## run the batch-scaling study (sweeps/batch_scaling.yaml, ~2 h here; resumable) and replace reproduction/batch_scaling/ with it
 	$(PY) -m ablations sweep --file sweeps/batch_scaling.yaml --local --results $(SCALING_STAGING)
 	$(PY) -m ablations.figures run --results $(SCALING_STAGING) --out $(SCALING_STAGING)/figures
-	$(PY) -m ablations.reproduction publish $(SCALING_STAGING) reproduction/batch_scaling
+	$(PY) -m ablations.reproduction publish $(SCALING_STAGING) reproduction/batch_scaling --rerun '`make reproduce-scaling`'
 
 slurm-up: ## start a local one-node SLURM cluster (installs slurm via apt as root); prints SLURM_CONF
 	bash ablations/slurm/local_cluster.sh up

@@ -83,7 +83,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         result = train(config, args.run_dir, factory)
-    except (RunDirError, DataError) as e:
+    except (ConfigError, RunDirError, DataError) as e:
         return fail(e)
     if _is_rank_zero():
         print(json.dumps(result, indent=1))

@@ -105,7 +105,8 @@ def flocked(lock_file: Path) -> Iterator[None]:
 
 
 #: A file that marks a results folder as committed: only ``make reproduce`` (and
-#: ``make reproduce-map`` for ``reproduction/regime_map``) writes there.
+#: ``make reproduce-map`` / ``reproduce-scaling`` for ``reproduction/regime_map`` /
+#: ``reproduction/batch_scaling``) writes there.
 FROZEN = ".frozen"
 
 
@@ -123,5 +124,6 @@ def check_writable(path: Path | str) -> None:
             raise FrozenError(
                 f"{folder}: committed results (marked by {FROZEN}) are not written by a sweep, "
                 "collect or figures; write to another folder (e.g. results/), or regenerate "
-                "them with `make reproduce` (the regime map: `make reproduce-map`)"
+                "them with `make reproduce` (the regime map: `make reproduce-map`; the "
+                "batch-scaling study: `make reproduce-scaling`)"
             )

@@ -47,21 +47,29 @@ class PublishError(RuntimeError):
 
 
 def publish(
-    staging: Path | str, target: Path | str, *, finished_only: bool = False, log: Any = print
+    staging: Path | str,
+    target: Path | str,
+    *,
+    finished_only: bool = False,
+    rerun: str | None = None,
+    log: Any = print,
 ) -> list[Path]:
     """Copy every finished experiment of ``staging`` (and its figures, ``staging/figures``) into
     ``target``, each file atomically; returns the files written. Experiments of ``target`` that
     ``staging`` lacks are kept. Raises :class:`PublishError` before writing anything when an
     experiment is unfinished or uncollected; with ``finished_only`` such an experiment is left
-    out instead (its committed files, if any, are kept) and named in one line each."""
+    out instead (its committed files, if any, are kept) and named in one line each. ``rerun``
+    names the command that continues an unfinished experiment (the ``make reproduce*`` target
+    that wrote ``staging``) in that line."""
     staging, target = Path(staging), Path(target)
+    rerun = rerun or f"rerunning the sweep into {staging}"
     experiments = sorted(p.parent for p in staging.glob("*/sweep.json"))
     if not experiments:
         raise PublishError(f"{staging}: no experiment (no */sweep.json); run the sweep first")
     ready = []
     for exp in experiments:
         try:
-            _check_finished(exp)
+            _check_finished(exp, rerun)
             ready.append(exp)
         except PublishError as e:
             if not finished_only:
@@ -91,15 +99,13 @@ def publish(
     return written
 
 
-def _check_finished(exp: Path) -> None:
+def _check_finished(exp: Path, rerun: str) -> None:
     report = read_json(exp / "collect.json")
     if report is None:
         raise PublishError(f"{exp}: not collected (no collect.json); run `make collect` first")
     unfinished = {s: n for s, n in report.get("statuses", {}).items() if n and s not in FINAL}
     if unfinished or not report.get("trials"):
-        raise PublishError(
-            f"{exp}: unfinished ({unfinished or 'no trials'}); `make reproduce` again continues it"
-        )
+        raise PublishError(f"{exp}: unfinished ({unfinished or 'no trials'}); {rerun} continues it")
 
 
 def _copy(source: Path, dest: Path) -> Path:
@@ -120,9 +126,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help="publish the finished experiments and name the others (a sweep run in parts)",
     )
+    p.add_argument(
+        "--rerun",
+        metavar="COMMAND",
+        help="the command that continues an unfinished experiment, named in its error line",
+    )
     args = parser.parse_args(argv)
     try:
-        written = publish(args.staging, args.target, finished_only=args.finished_only)
+        written = publish(
+            args.staging, args.target, finished_only=args.finished_only, rerun=args.rerun
+        )
     except PublishError as e:
         return fail(e)
     print(f"published {len(written)} files into {args.target}; review with git diff --stat")

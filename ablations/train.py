@@ -37,6 +37,7 @@ on GPU); under SLURM Lightning's ``SLURMEnvironment`` is detected as usual (``sr
 from __future__ import annotations
 
 import contextlib
+import importlib
 import os
 import warnings
 from collections.abc import Callable, Sequence
@@ -51,7 +52,14 @@ from lightning.pytorch.plugins import TorchCheckpointIO
 from lightning.pytorch.utilities.model_helpers import is_overridden
 from torch.utils.data import DataLoader, IterableDataset
 
-from .config import DataConfig, PhaseConfig, RunConfig, load_factory, run_identity
+from .config import (
+    ConfigError,
+    DataConfig,
+    PhaseConfig,
+    RunConfig,
+    load_factory,
+    run_identity,
+)
 from .curves import write_config, write_meta, write_status
 from .errors import one_line
 from .fileio import read_json, replacing
@@ -116,6 +124,7 @@ def train(
     status = read_json(run_dir / "status.json")
     if status is not None and status["status"] in DONE:
         return status
+    check_loggers(config)  # a resume may name other loggers
     if not saved.exists():
         _preflight(config, datamodule)
 
@@ -214,6 +223,31 @@ def _train(
             step = module.step if module is not None else 0
             write_status(run_dir, status, error=one_line(e, line="first"), step=step)
         raise
+
+
+#: The module each of ``log.loggers`` needs, and what installs it.
+_LOGGER_MODULES = {
+    "tensorboard": ("tensorboard", "the harness's dependencies"),
+    "wandb": ("wandb", "the `trackers` extra (make setup; pip install -e '.[trackers]')"),
+    "mlflow": ("mlflow", "the `trackers` extra (make setup; pip install -e '.[trackers]')"),
+}
+
+
+def check_loggers(config: RunConfig) -> None:
+    """Raise a one-line :class:`ConfigError` naming ``log.loggers`` when a logger's package is
+    not importable: at a run's start (and a sweep's, before any trial), not as a traceback from
+    inside Lightning once training has begun."""
+    for name in config.log.loggers:
+        module, source = _LOGGER_MODULES.get(name, (None, ""))
+        if module is None:
+            continue
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            raise ConfigError(
+                f"log.loggers: {name!r} needs the {module!r} package, which is not installed; "
+                f"it comes with {source}"
+            ) from None
 
 
 def _preflight(

@@ -307,7 +307,7 @@ def test_a_terminal_gets_one_tqdm_bar_per_experiment(tmp_path):
 
 @pytest.mark.slow
 def test_publish_copies_a_finished_staging_sweep_and_refuses_an_unfinished_one(
-    fresh_clone, tmp_path
+    fresh_clone, tmp_path, capsys
 ):
     """``make reproduce``'s last step: the only writer of the committed folder."""
     from ablations import reproduction
@@ -328,6 +328,12 @@ def test_publish_copies_a_finished_staging_sweep_and_refuses_an_unfinished_one(
     (staging / "first" / "collect.json").write_text(json.dumps(unfinished))
     before = _digests(target)
     assert reproduction.main(["publish", str(staging), str(target)]) == 2
+    assert _digests(target) == before
+    # the error line names the command that continues the experiment (the Makefile passes it)
+    args = ["publish", str(staging), str(target), "--rerun", "`make reproduce-scaling`"]
+    assert reproduction.main(args) == 2
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "unfinished ({'running': 1}); `make reproduce-scaling` continues it" in line, line
     assert _digests(target) == before
     # a sweep run in parts: --finished-only publishes the finished ones and names the rest
     shutil.copytree(staging / "first", staging / "done")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 import synthetic
+from sweep_files import TINY, write_sweep
 from test_train import PHASE, config, lines
 
 from ablations.config import RunConfig
@@ -191,3 +192,37 @@ def test_mlflow_sqlite_store_holds_the_curves_numbers_per_phase(tmp_path, monkey
     assert history("val/mlm_loss") == pytest.approx(
         {r["step"]: r["val/mlm_loss"] for r in val}, rel=1e-6
     )
+
+
+@pytest.mark.parametrize("logger, module", [("wandb", "wandb"), ("mlflow", "mlflow")])
+def test_a_logger_whose_package_is_missing_is_one_line_before_anything_is_written(
+    tmp_path, monkeypatch, logger, module
+):
+    """Without the ``trackers`` extra (its package made unimportable here, as Python does for a
+    ``None`` entry in ``sys.modules``), ``train`` and a sweep refuse in one line naming
+    ``log.loggers`` and the extra, and write nothing."""
+    import sys
+
+    from ablations.config import ConfigError
+    from ablations.sweep import driver
+    from ablations.sweep.spec import load_sweep
+
+    monkeypatch.setitem(sys.modules, module, None)
+    cfg = _with_loggers(config(phases=[{**PHASE, "steps": 2}]), ["csv", logger])
+    run_dir = tmp_path / "run"
+    with pytest.raises(ConfigError) as e:
+        train(cfg, run_dir, synthetic.make)
+    line = str(e.value)
+    assert line.startswith(f"log.loggers: '{logger}' needs the '{module}' package") and (
+        "trackers" in line and "\n" not in line
+    ), line
+    assert not run_dir.exists()
+
+    experiment = {
+        "workload": {**TINY, "log": {"loggers": [logger]}},
+        "variants": {"named": {"a": {"optimizer.preset": "nvlamb"}}},
+    }
+    sweep = load_sweep(write_sweep(tmp_path, {"e": experiment}))
+    with pytest.raises(ConfigError, match=f"log.loggers: '{logger}'"):
+        driver.prepare_experiments(sweep, ["e"], tmp_path / "results")
+    assert not (tmp_path / "results").exists()

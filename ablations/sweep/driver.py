@@ -31,8 +31,12 @@ from .spec import Plan, Sweep, plan
 def prepare_experiments(sweep: Sweep, names: list[str], results: Path) -> list[Plan]:
     """Check every directory and build every experiment's data first (bad input then leaves
     nothing behind), then create and fill the studies."""
+    from ..train import check_loggers
+
     plans = [plan(sweep, name) for name in names]
     for p in plans:
+        for variant in p.variants:  # a logger's missing package: one line, before any trial
+            check_loggers(p.config(variant, {}, 0))
         studies.check_snapshot(p, results / p.name)
     references = {
         p.name: read_json(results / p.name / "data.json") or data_reference(p) for p in plans
