@@ -33,7 +33,9 @@ the original's checkpoint and truncates its curves, so which attempt wrote a giv
 told apart; ``runs.attempts`` counts them. Non-finite values (written as null) are NaN.
 ``runs``: experiment, trial, attempt, attempts, variant, the settings, seed, stage, slot, status,
 state (Optuna's, of the latest attempt), value (the study's objective; +inf if diverged), reason
-(divergence reason or error), has_dir, has_status, steps (the last logged), total_steps, phase,
+(divergence reason or error), reused_from (``<experiment>/<trial>`` of the identical finished run
+the trial adopted instead of training, :mod:`ablations.sweep.reuse`; null if it trained; absent
+from tables collected before it existed), has_dir, has_status, steps (the last logged), total_steps, phase,
 samples, wall_time, final_train_loss, final_train_mlm_loss, ``final_``/``best_`` of each val
 metric (``final_val_mlm_loss``, ...) and ``final_val_{loss,mlm_loss}_phase{1,2}``, and for each
 of the experiment's ``targets`` t, ``steps_to_<t>`` and ``samples_to_<t>`` (the first validation
@@ -446,6 +448,8 @@ def _run_row(
         "state": latest.state.name if latest is not None else None,
         "value": _study_value(latest),
         "reason": _reason(trial, latest),
+        # the run this trial adopted instead of training (``<experiment>/<trial>``, reuse.py)
+        "reused_from": trial.info.get("reused_from"),
         "has_dir": trial.path is not None,
         "has_status": trial.status is not None,
         "steps": last.get("step", 0),

@@ -37,7 +37,7 @@ LAYER_COLUMNS = [
     *_LAYER_VALUES,
 ]
 _RUN_KEYS = ("experiment", "trial", "attempt", "attempts", "variant")
-_RUN_STATE = ("seed", "stage", "slot", "status", "state", "value", "reason")
+_RUN_STATE = ("seed", "stage", "slot", "status", "state", "value", "reason", "reused_from")
 _RUN_PRESENT = ("has_dir", "has_status")
 _RUN_PROGRESS = ("steps", "total_steps", "phase", "samples", "wall_time")
 

@@ -8,6 +8,7 @@ import math
 import os
 import signal
 
+import pandas as pd
 import pytest
 from optuna.trial import TrialState
 from sweep_files import REPO, python, start_worker, steps, study, wait_for, workload, write_sweep
@@ -326,6 +327,10 @@ def test_an_identical_run_in_another_experiment_is_adopted_not_retrained(tmp_pat
     other = results / "b" / str(b_trials["other_lr,preset=nvlamb"].number)
     assert "reused_from" not in json.loads((other / "trial.json").read_text())
     assert steps(other) == list(range(1, 9))
+    # the tidy table says which run was adopted, and from where
+    runs = pd.read_parquet(results / "b" / "runs.parquet").set_index("variant")
+    assert runs.loc["same,preset=nvlamb", "reused_from"] == info["reused_from"]
+    assert pd.isna(runs.loc["other_lr,preset=nvlamb", "reused_from"])
     # the trained run's config differs: its curve is its own
     assert (other / "metrics.jsonl").read_bytes() != (source / "metrics.jsonl").read_bytes()
 
