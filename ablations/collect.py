@@ -34,11 +34,11 @@ told apart; ``runs.attempts`` counts them. Non-finite values (written as null) a
 ``runs``: experiment, trial, attempt, attempts, variant, the settings, seed, stage, slot, status,
 state (Optuna's, of the latest attempt), value (the study's objective; +inf if diverged), reason
 (divergence reason or error), reused_from (``<experiment>/<trial>`` of the identical finished run
-the trial adopted instead of training, :mod:`ablations.sweep.reuse`; null if it trained; absent
-from tables collected before it existed), has_dir, has_status, steps (the last logged), total_steps, phase,
-samples, wall_time, final_train_loss, final_train_mlm_loss, ``final_``/``best_`` of each val
-metric (``final_val_mlm_loss``, ...) and ``final_val_{loss,mlm_loss}_phase{1,2}``, and for each
-of the experiment's ``targets`` t, ``steps_to_<t>`` and ``samples_to_<t>`` (the first validation
+the trial adopted instead of training, :mod:`ablations.sweep.reuse`; null if it trained; absent from
+tables collected before it existed), has_dir, has_status, steps (the last logged), total_steps,
+phase, samples, wall_time, final_train_loss, final_train_mlm_loss, ``final_``/``best_`` of each val
+metric (``final_val_mlm_loss``, ...) and ``final_val_{loss,mlm_loss}_phase{1,2}``, and for each of
+the experiment's ``targets`` t, ``steps_to_<t>`` and ``samples_to_<t>`` (the first validation
 reaching it; NaN if none does: :func:`ablations.tables.with_targets`). A setting whose path is a
 column name (``seed``, ...) is named ``config.<path>``.
 ``layers``: experiment, trial, attempt, variant, seed, stage, phase, step, phase_step, tensor,
