@@ -19,6 +19,7 @@ point rerun with seeds. The tables read the seed runs::
 
     python -m ablations.scaling steps RESULTS     # steps and samples to each target per batch
     python -m ablations.scaling fit RESULTS       # S_min, B_noise, E_min, B_crit per optimizer
+    python -m ablations.scaling limits RESULTS    # limit and B_crit at every target
     python -m ablations.scaling noise RESULTS     # measured B_simple per optimizer and batch
 
 Model-free next to the fit: the *linear-scaling limit*, the largest batch whose mean steps to
@@ -235,6 +236,20 @@ def fit_table(study: Study, target: float, draws: int = 1000) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def limits_table(study: Study, draws: int = 1000) -> pd.DataFrame:
+    """Per optimizer, at every target: the linear-scaling limit and the fitted critical batch
+    (:func:`fit_table`'s, each target fitted on its own). Whether an ordering of the optimizers
+    holds at one target only (a single slow batch can move a limit) or at all of them."""
+    rows: dict[str, dict[str, object]] = {}
+    for t in study.targets:
+        fits = fit_table(study, t, draws).set_index("optimizer")
+        for opt in fits.index:
+            row = rows.setdefault(opt, {"optimizer": opt})
+            row[f"limit at {t:g}"] = fits.loc[opt, "linear-scaling limit"]
+            row[f"B_crit at {t:g}"] = fits.loc[opt, "B_crit (20%)"]
+    return pd.DataFrame(list(rows.values()))
+
+
 def noise_table(study: Study, late: float = 0.5) -> pd.DataFrame:
     """Per optimizer and batch: B_simple (the smoothed noise scale logged every step) as the
     median over the last ``late`` fraction of each seed run's steps, mean over seeds, and its
@@ -293,7 +308,7 @@ def _interval(estimate: float, low: float, high: float) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ablations.scaling", description=__doc__)
-    parser.add_argument("command", choices=("steps", "fit", "noise"))
+    parser.add_argument("command", choices=("steps", "fit", "limits", "noise"))
     parser.add_argument("results", type=Path, help="the folder of the batch_* experiments")
     parser.add_argument("--target", type=float, help="fit: the target (default: the lowest)")
     parser.add_argument("--format", choices=("md", "csv"), default="md")
@@ -307,6 +322,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             if target not in study.targets:
                 raise ValueError(f"--target {target:g}: expected one of {list(study.targets)}")
             table = fit_table(study, target)
+        elif args.command == "limits":
+            table = limits_table(study)
         else:
             table = noise_table(study)
     except (OSError, ValueError, KeyError) as e:

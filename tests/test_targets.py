@@ -134,9 +134,9 @@ def test_the_batch_scaling_sweep_is_designed_as_issue_12_asks():
 
     sweep = load_sweep(Path(__file__).resolve().parents[1] / "sweeps" / "batch_scaling.yaml")
     run = [name for name, e in sweep.experiments.items() if e.default]
-    assert run == ["batch_nvlamb", "batch_adamw", "batch_apex", "batch_lars"]
+    assert run == ["batch_nvlamb", "batch_adamw", "batch_apex", "batch_lars", "batch_bert_adam"]
     batches, presets, samples, points = set(), set(), set(), set()
-    for name in [*run, "batch_bert_adam"]:
+    for name in run:
         p = plan(sweep, name)
         assert p.experiment.targets == (6.4, 6.3, 6.2) and p.experiment.seeds == 2
         assert p.experiment.rank == "first_target"
@@ -332,3 +332,36 @@ def test_the_steps_table_and_the_linear_scaling_limit_on_a_known_trade_off():
     fits = scaling.fit_table(study, 6.2, draws=50).set_index("optimizer")
     assert fits.loc["wide", "B_noise"].startswith("400")
     assert fits.loc["wide", "batches fitted"] == 5
+
+
+def test_the_limits_table_fits_each_target_on_its_own():
+    """Two targets whose trade-offs differ (B_noise 400 at 6.4, 96 at 6.2 for the same
+    optimizer): the limits table gives each target its own limit and critical batch,
+    B_crit = 1.2 * 16 + 0.2 * B_noise (99.2 and 38.4)."""
+    from ablations import scaling
+
+    rows = []
+    for b in (16, 32, 64, 128, 256):
+        for seed in (0, 1):
+            rows.append(
+                {
+                    "optimizer": "adam",
+                    scaling.BATCH: b,
+                    "seed": seed,
+                    "phases.0.lr": 1e-3,
+                    "phases.0.warmup": 0.1,
+                    "steps_to_6.4": 100.0 * (1 + 400.0 / b),
+                    "steps_to_6.2": 400.0 * (1 + 96.0 / b),
+                }
+            )
+    study = _study(rows, targets=(6.4, 6.2))
+    limits = scaling.limits_table(study, draws=20).set_index("optimizer")
+    assert limits.loc["adam", "limit at 6.4"] == 64.0 and limits.loc["adam", "limit at 6.2"] == 32.0
+    assert limits.loc["adam", "B_crit at 6.4"].startswith("99.2")
+    assert limits.loc["adam", "B_crit at 6.2"].startswith("38.4")
+    assert list(limits.columns) == [
+        "limit at 6.4",
+        "B_crit at 6.4",
+        "limit at 6.2",
+        "B_crit at 6.2",
+    ]
