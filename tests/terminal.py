@@ -6,6 +6,7 @@ import fcntl
 import os
 import pty
 import select
+import signal
 import struct
 import subprocess
 import termios
@@ -51,6 +52,10 @@ def interrupt_on_terminal(
     process group, as a shell's job control does."""
     pid, controller = pty.fork()
     if pid == 0:  # the child: a session leader whose controlling terminal is the pty
+        # a terminal's foreground job gets Ctrl-C: undo an ignored SIGINT inherited from how the
+        # tests were started (a shell starts `cmd &` with SIGINT ignored, and Python then
+        # installs no KeyboardInterrupt handler)
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
         os.chdir(cwd)
         os.execvpe(cmd[0], list(cmd), env)
     _set_size(controller, columns)
