@@ -170,8 +170,10 @@ def load(results_dir: Path | str) -> Study:
 
 
 def steps_table(study: Study) -> pd.DataFrame:
-    """Per optimizer and batch: the best tuning point (lr, warmup), and per target the seeds
-    that reached it, the mean steps and the mean samples to it (over the seeds that did)."""
+    """Per optimizer and batch: the best tuning point (lr, warmup), the lowest validation MLM
+    loss its seed runs saw (mean over seeds: how close a run that misses the targets came; a run
+    stopped at the lowest target is at or just below it), and per target the seeds that reached
+    it, the mean steps and the mean samples to it (over the seeds that did)."""
     rows = []
     for (opt, batch), g in study.seeds.groupby(["optimizer", BATCH], sort=True):
         row = {
@@ -180,6 +182,7 @@ def steps_table(study: Study) -> pd.DataFrame:
             "lr": float(g["phases.0.lr"].iloc[0]),
             "warmup": float(g["phases.0.warmup"].iloc[0]),
             "seeds": len(g),
+            "lowest loss": float(g["best_val_mlm_loss"].mean()),
         }
         for t in study.targets:
             steps = g[target_column("steps", t)]

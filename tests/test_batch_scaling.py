@@ -42,6 +42,9 @@ def test_the_committed_study_has_every_batch_two_seeds_and_the_ranked_best_point
     assert len(table) == 5 * study.seeds["optimizer"].nunique()
     samples = table["samples to 6.2"] / (table["steps to 6.2"] * table["batch"])
     assert samples.dropna().to_numpy() == pytest.approx(1.0)  # samples = batch x steps
+    # a batch whose every seed reached 6.2 saw a loss <= 6.2; one where none did, only above it
+    assert (table.loc[table["reached 6.2"] == "2/2", "lowest loss"] <= 6.2).all()
+    assert (table.loc[table["reached 6.2"] == "0/2", "lowest loss"] > 6.2).all()
 
 
 @pytest.mark.slow

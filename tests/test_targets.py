@@ -318,6 +318,7 @@ def test_the_steps_table_and_the_linear_scaling_limit_on_a_known_trade_off():
                         "phases.0.lr": 1e-3,
                         "phases.0.warmup": 0.1,
                         "steps_to_6.2": steps,
+                        "best_val_mlm_loss": 6.3 if math.isnan(steps) else 6.2 - 0.01 * seed,
                     }
                 )
     study = _study(rows)
@@ -326,6 +327,9 @@ def test_the_steps_table_and_the_linear_scaling_limit_on_a_known_trade_off():
     assert narrow64["reached 6.2"] == "1/2"
     assert narrow64["steps to 6.2"] == pytest.approx(s(64, 400.0, 96.0))
     assert narrow64["samples to 6.2"] == pytest.approx(64 * s(64, 400.0, 96.0))
+    assert narrow64["lowest loss"] == pytest.approx((6.2 + 6.3) / 2)  # the miss at 6.3
+    wide16 = table[(table["optimizer"] == "wide") & (table["batch"] == 16)].iloc[0]
+    assert wide16["lowest loss"] == pytest.approx(6.195)
     limits = scaling.linear_scaling_limit(table, 6.2)
     # wide: (B + 400)/(416) <= 1.2 up to B = 99.2 -> 64; narrow: 32 (and 64 is half-missed)
     assert limits.to_dict() == {"narrow": 32.0, "wide": 64.0}
@@ -352,6 +356,7 @@ def test_the_limits_table_fits_each_target_on_its_own():
                     "phases.0.warmup": 0.1,
                     "steps_to_6.4": 100.0 * (1 + 400.0 / b),
                     "steps_to_6.2": 400.0 * (1 + 96.0 / b),
+                    "best_val_mlm_loss": 6.2,
                 }
             )
     study = _study(rows, targets=(6.4, 6.2))
