@@ -102,8 +102,9 @@ reproduce-map: setup ## rerun the regime map (sweeps/regime_map.yaml, ~1.7 h her
 	$(PY) -m ablations.figures run --results $(MAP_STAGING) --out $(MAP_STAGING)/figures
 	$(PY) -m ablations.reproduction publish $(MAP_STAGING) reproduction/regime_map --rerun '`make reproduce-map`'
 
-reproduce-scaling: setup ## run the batch-scaling study (sweeps/batch_scaling.yaml, ~2 h here; resumable) and replace reproduction/batch_scaling/ with it
+reproduce-scaling: setup ## run the batch-scaling study (sweeps/batch_scaling.yaml, ~3 h here; resumable) and replace reproduction/batch_scaling/ with it
 	$(PY) -m ablations sweep --file sweeps/batch_scaling.yaml --local --results $(SCALING_STAGING)
+	$(PY) -m ablations sweep --file sweeps/batch_scaling.yaml --local --results $(SCALING_STAGING) --experiment lars_lr_edge
 	$(PY) -m ablations.figures run --results $(SCALING_STAGING) --out $(SCALING_STAGING)/figures
 	$(PY) -m ablations.reproduction publish $(SCALING_STAGING) reproduction/batch_scaling --rerun '`make reproduce-scaling`'
 
