@@ -17,7 +17,9 @@ def scaling_plot(table: pd.DataFrame, study: scaling.Study, target: float) -> An
     """Two panels: steps to ``target`` and samples to it against the batch (log-log), one line
     per optimizer (mean over the seeds that reached it; each seed a faint dot), a dotted line of
     perfect linear scaling from the smallest batch, the fitted S = S_min (1 + B_noise/B) dashed;
-    a batch where no seed reached the target is an ✕ on the top edge."""
+    a batch where no seed reached the target is an ✕ near the top edge (one row per optimizer,
+    so that they do not hide each other). The fit is drawn from three batches on: through two it
+    is only the line joining them."""
     import matplotlib.pyplot as plt
     from matplotlib import ticker
 
@@ -40,7 +42,7 @@ def scaling_plot(table: pd.DataFrame, study: scaling.Study, target: float) -> An
             grid = np.array(sorted(table["batch"].unique()), dtype=float)
             ax_s.plot(grid, s0 * b0 / grid, ":", color=color, alpha=0.6)
             fit = scaling.fit(ok["batch"].to_numpy(), ok[steps_col].to_numpy())
-            if np.isfinite(fit.s_min):
+            if np.isfinite(fit.s_min) and len(ok) >= 3:
                 ax_s.plot(grid, fit.s_min * (1 + fit.b_noise / grid), "--", color=color, alpha=0.5)
                 ax_e.plot(grid, fit.e_min * (1 + grid / fit.b_noise), "--", color=color, alpha=0.5)
         missed = g[~np.isfinite(g[steps_col])]
@@ -48,7 +50,7 @@ def scaling_plot(table: pd.DataFrame, study: scaling.Study, target: float) -> An
             for b in missed["batch"]:
                 ax.annotate(
                     "✕",
-                    (b, 1.0),
+                    (b, 1.0 - 0.04 * i),
                     xycoords=("data", "axes fraction"),
                     color=color,
                     ha="center",
