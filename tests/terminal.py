@@ -5,6 +5,7 @@ from __future__ import annotations
 import fcntl
 import os
 import pty
+import re
 import select
 import signal
 import struct
@@ -42,14 +43,14 @@ def interrupt_on_terminal(
     *,
     env: dict[str, str],
     cwd: Path,
-    when: str,
+    when: re.Pattern[str],
     timeout: float = 300,
     columns: int = 160,
 ) -> tuple[int, str]:
     """Run ``cmd`` as a person would in a terminal (the pty is its controlling terminal, every
-    output goes there) and press Ctrl-C once ``when`` has been shown; ``(exit status, what the
-    terminal showed)``. The line discipline turns Ctrl-C into SIGINT for the whole foreground
-    process group, as a shell's job control does."""
+    output goes there) and press Ctrl-C once ``when`` matches what has been shown; ``(exit
+    status, what the terminal showed)``. The line discipline turns Ctrl-C into SIGINT for the
+    whole foreground process group, as a shell's job control does."""
     pid, controller = pty.fork()
     if pid == 0:  # the child: a session leader whose controlling terminal is the pty
         # a terminal's foreground job gets Ctrl-C: undo an ignored SIGINT inherited from how the
@@ -67,7 +68,7 @@ def interrupt_on_terminal(
             if (chunk := _read(controller)) is None:
                 break
             shown += chunk.decode(errors="replace")
-        if not sent and when in shown:
+        if not sent and when.search(shown):
             os.write(controller, b"\x03")
             sent = True
     else:

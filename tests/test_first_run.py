@@ -399,7 +399,10 @@ def test_ctrl_c_stops_a_local_sweep_resumably_and_again_finishes_it(tmp_path, em
     (tmp_path / "sweep.yaml").write_text(yaml.safe_dump(sweep, sort_keys=False))
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     cmd = [sys.executable, "-m", "ablations", "sweep", "--file", "sweep.yaml", "--local"]
-    code, shown = interrupt_on_terminal(cmd, env=env, cwd=tmp_path, when="running [#0 ")
+    # both trials training, each past its first step (so each has its run directory): the bar
+    # shows "2 running [#0 <step>/400, #1 <step>/400]"
+    both = re.compile(r"#0 [1-9]\d*/400, #1 [1-9]\d*/400")
+    code, shown = interrupt_on_terminal(cmd, env=env, cwd=tmp_path, when=both)
     assert code == 130, shown[-2000:]
     assert "interrupted: `make sweep` again continues" in shown
     exp = tmp_path / "results" / "stop"
