@@ -27,7 +27,7 @@ SWEEP_FLAGS ?=
 # (make figures RESULTS=reproduction draws it into results/reproduction-figures/).
 RESULTS ?= results
 # Where `make figures` draws: by default <RESULTS>/figures, or results/reproduction-figures/...
-# for a folder under reproduction/ (ablations.figures.figures_root)
+# for a folder under reproduction/ (ablations.analysis.figures.figures_root)
 FIGURES ?=
 # `make dashboard` serves on this port of 127.0.0.1
 PORT ?= 8080
@@ -64,9 +64,10 @@ test: setup ## run all tests, slow end-to-end ones included (what CI runs)
 test-fast: setup ## run the tests not marked slow
 	$(PY) -m pytest -m "not slow"
 
-lint: setup ## ruff check + ruff format --check
+lint: setup ## ruff check + ruff format --check + the rooms' import contracts (lint-imports)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports
 
 bench: setup ## run every benchmarks/*.py
 	@for f in benchmarks/*.py; do \
@@ -77,7 +78,7 @@ bench: setup ## run every benchmarks/*.py
 
 try: setup ## first run: 2 variants x 300 steps, here (about 2 min) -> a table and results/figures/try/
 	$(PY) -m ablations sweep --file sweeps/try.yaml --local
-	$(PY) -m ablations.compare results/try
+	$(PY) -m ablations.analysis.compare results/try
 
 sweep: setup ## run the sweep (SWEEP=sweep.yaml, EXPERIMENT=name) into results/: SLURM where sbatch works, else local
 	$(PY) -m ablations sweep --file '$(SWEEP)' $(if $(filter command line environment,$(origin RESULTS)),--results '$(RESULTS)') $(foreach e,$(EXPERIMENT),--experiment '$(e)') $(SWEEP_FLAGS)
@@ -89,24 +90,24 @@ dashboard: setup ## optuna-dashboard of one experiment on http://127.0.0.1:$(POR
 	$(PY) -m ablations dashboard --file '$(SWEEP)' $(if $(filter command line environment,$(origin RESULTS)),--results '$(RESULTS)') --experiment '$(or $(EXPERIMENT),$(error set EXPERIMENT=<name>))' --port $(PORT)
 
 figures: setup ## execute notebooks/ headless (real Jupyter kernel) -> results/figures/ (RESULTS=reproduction: the committed ones)
-	$(PY) -m ablations.figures run --results $(RESULTS) $(if $(FIGURES),--out $(FIGURES)) $(foreach e,$(EXPERIMENT),--experiment '$(e)')
+	$(PY) -m ablations.analysis.figures run --results $(RESULTS) $(if $(FIGURES),--out $(FIGURES)) $(foreach e,$(EXPERIMENT),--experiment '$(e)')
 
 reproduce: setup ## rerun the committed NVLAMB reproduction (sweeps/nvlamb_cpu.yaml, ~45 min here) and replace reproduction/ with it (reproduce-* are the only targets that write tracked files)
 	$(PY) -m ablations sweep --file sweeps/nvlamb_cpu.yaml --local --results $(STAGING)
-	$(PY) -m ablations.figures run --results $(STAGING) --out $(STAGING)/figures
-	$(PY) -m ablations.reproduction publish $(STAGING) reproduction --rerun '`make reproduce`'
+	$(PY) -m ablations.analysis.figures run --results $(STAGING) --out $(STAGING)/figures
+	$(PY) -m ablations.analysis.reproduction publish $(STAGING) reproduction --rerun '`make reproduce`'
 
 reproduce-map: setup ## rerun the regime map (sweeps/regime_map.yaml, ~1.7 h here; resumable) and replace reproduction/regime_map/ with it
 	$(PY) -m ablations sweep --file sweeps/regime_map.yaml --local --results $(MAP_STAGING)
-	$(PY) -m ablations.regime calibrate $(MAP_STAGING)/lr_sensitivity --variant 'baseline,preset=apex,lr=0.006' --seed 0 --out $(MAP_STAGING)/calibration.json
-	$(PY) -m ablations.figures run --results $(MAP_STAGING) --out $(MAP_STAGING)/figures
-	$(PY) -m ablations.reproduction publish $(MAP_STAGING) reproduction/regime_map --rerun '`make reproduce-map`'
+	$(PY) -m ablations.studies.regime calibrate $(MAP_STAGING)/lr_sensitivity --variant 'baseline,preset=apex,lr=0.006' --seed 0 --out $(MAP_STAGING)/calibration.json
+	$(PY) -m ablations.analysis.figures run --results $(MAP_STAGING) --out $(MAP_STAGING)/figures
+	$(PY) -m ablations.analysis.reproduction publish $(MAP_STAGING) reproduction/regime_map --rerun '`make reproduce-map`'
 
 reproduce-scaling: setup ## run the batch-scaling study (sweeps/batch_scaling.yaml, ~3 h here; resumable) and replace reproduction/batch_scaling/ with it
 	$(PY) -m ablations sweep --file sweeps/batch_scaling.yaml --local --results $(SCALING_STAGING)
 	$(PY) -m ablations sweep --file sweeps/batch_scaling.yaml --local --results $(SCALING_STAGING) --experiment lars_lr_edge
-	$(PY) -m ablations.figures run --results $(SCALING_STAGING) --out $(SCALING_STAGING)/figures
-	$(PY) -m ablations.reproduction publish $(SCALING_STAGING) reproduction/batch_scaling --rerun '`make reproduce-scaling`'
+	$(PY) -m ablations.analysis.figures run --results $(SCALING_STAGING) --out $(SCALING_STAGING)/figures
+	$(PY) -m ablations.analysis.reproduction publish $(SCALING_STAGING) reproduction/batch_scaling --rerun '`make reproduce-scaling`'
 
 slurm-up: ## start a local one-node SLURM cluster (installs slurm via apt as root); prints SLURM_CONF
 	bash ablations/slurm/local_cluster.sh up

@@ -21,9 +21,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .config import ConfigError, RunConfig, with_overrides
-from .errors import fail, one_line
-from .yamlio import load_yaml, parse_value
+from ablations.config import ConfigError, RunConfig, with_overrides
+from ablations.core.errors import fail, one_line
+from ablations.core.yamlio import load_yaml, parse_value
 
 
 def load_config(path: Path | None, overrides: Sequence[str]) -> RunConfig:
@@ -60,8 +60,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="data module factory f(data, phase, seed) instead of BertDataModule",
     )
     p.add_argument("overrides", nargs="*", metavar="key=value")
-    from . import report
-    from .sweep import cli as sweep_cli
+    from ablations.analysis import report
+    from ablations.sweep import cli as sweep_cli
 
     sweep_cli.add_commands(sub)
     report.add_command(sub)
@@ -78,8 +78,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return fail(e)
 
     # the heavy imports (Lightning, transformers), once the arguments are known to be good
-    from .data import DataError
-    from .train import RunDirError, train
+    from ablations.data import DataError
+    from ablations.run.train import RunDirError, train
 
     try:
         result = train(config, args.run_dir, factory)

@@ -5,7 +5,7 @@ noise hits all alike), each on its own model and optimizer, fed by a ``DataLoade
 in-memory examples (batch 32 x seq 64, 10 predictions per sequence as NVIDIA's 20 per 128,
 vocabulary 8192 as the ``tiny`` shapes of ``optimizer_step.py``):
 
-- ``harness``: ``ablations.train.train`` -- Lightning ``Trainer.fit`` of ``PretrainingModule``
+- ``harness``: ``ablations.run.train.train`` -- Lightning ``Trainer.fit`` of ``PretrainingModule``
   (NVIDIA's sparse masked-LM head, ``nvlamb``, LR schedule, per-step curves in ``metrics.jsonl``).
   Its steps are timed between consecutive ``on_train_batch_end`` calls; the other candidates run
   inside a callback between blocks, outside those intervals.
@@ -39,9 +39,9 @@ from transformers import BertForPreTraining  # noqa: E402
 
 import lamb_variants as lv  # noqa: E402
 from ablations.config import RunConfig  # noqa: E402
-from ablations.model import BertPretraining  # noqa: E402
-from ablations.status import Status  # noqa: E402
-from ablations.train import train  # noqa: E402
+from ablations.core.status import Status  # noqa: E402
+from ablations.run.model import BertPretraining  # noqa: E402
+from ablations.run.train import train  # noqa: E402
 
 BATCH, SEQ, PRED = 32, 64, 10
 

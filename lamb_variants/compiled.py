@@ -23,15 +23,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
+from .blocks import Block, GroupScalars
 from .stages import ATAN2_B
-
-if TYPE_CHECKING:  # fast imports this module: the types only, no import cycle at run time
-    from .fast import Block, GroupScalars
 
 #: A kernel's key: (direction form, decay mode, dtype); the form is "add" (ε outside the sqrt),
 #: "inside_sqrt" or "atan2".

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from . import fast, stages, telemetry
+from . import blocks, fast, stages, telemetry
 from . import knobs as K
 from .layers import layer_index
 
@@ -181,7 +181,7 @@ class Lamb(torch.optim.Optimizer):
         if self.impl == "reference":
             self._step_reference(work, pipes, steps, ratios)
         else:
-            scalars = [fast.group_scalars(p, t) for p, t in zip(pipes, steps, strict=True)]
+            scalars = [blocks.group_scalars(p, t) for p, t in zip(pipes, steps, strict=True)]
             self._fast.step(work, self.state, scalars, ratios, fuse=self.impl == "compiled")
         return loss
 

@@ -53,10 +53,10 @@ CONFIG: dict[str, Any] = {
 
 def curves(cache_dir: Path, run_dir: Path) -> dict[str, list[dict[str, Any]]]:
     """Train the recorded config in ``run_dir`` and return its curves without wall times."""
-    from ablations.config import RunConfig
     import torch
 
-    from ablations.train import train
+    from ablations.config import RunConfig
+    from ablations.run.train import train
 
     torch.set_num_threads(1)  # as the tests and the sweep's workers: sums in one order
     raw = {**CONFIG, "data": {**CONFIG["data"], "cache_dir": str(cache_dir)}}

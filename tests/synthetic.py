@@ -1,4 +1,4 @@
-"""A small structured pretraining dataset in the batch contract (``ablations/batch.py``).
+"""A small structured pretraining dataset in the batch contract (``ablations/data/batch.py``).
 
 Every example is ``[CLS] A [SEP] B [SEP]`` then padding, where A is a run of an arithmetic
 progression of token ids (``4 + (start + i * stride) mod 48``, stride in {1, 2, 3, 5}) and B

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from ablations import scaling
+from ablations.studies import scaling
 
 COMMITTED = Path(__file__).resolve().parents[1] / "reproduction" / "batch_scaling"
 
@@ -49,7 +49,7 @@ def test_the_committed_study_has_every_batch_two_seeds_and_the_ranked_best_point
 
 @pytest.mark.slow
 def test_the_batch_scaling_notebook_draws_its_figures_from_the_committed_study(tmp_path):
-    from ablations import figures
+    from ablations.analysis import figures
 
     out = tmp_path / "figures"
     figures.execute(figures.Job("batch_scaling", "batch_nvlamb"), COMMITTED, out)

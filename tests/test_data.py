@@ -14,7 +14,6 @@ import h5py
 import numpy as np
 import pytest
 
-from ablations.batch import BATCH_KEYS
 from ablations.config import DataConfig, PhaseConfig
 from ablations.data import (
     DataError,
@@ -29,6 +28,7 @@ from ablations.data import (
     tokenize_documents,
     train_wordpiece,
 )
+from ablations.data.batch import BATCH_KEYS
 from ablations.data.corpus import parse_documents
 
 SEQ_LEN, MAX_PRED = 32, 5

@@ -11,7 +11,7 @@ from sweep_files import python, study, workload, write_sweep
 from test_train import PHASE, config, lines
 
 from ablations.config import ConfigError, RunConfig
-from ablations.train import train
+from ablations.run.train import train
 
 FACTORY = "tests.user_optimizers:adamw"
 
@@ -46,9 +46,10 @@ def test_a_factory_adamw_trains_as_the_adamw_preset(tmp_path):
                 # Adam's direction there is rounding noise over rounding noise
             assert value == pytest.approx(by_name[name], rel=1e-3), name
         assert all(r is None for r in a["trust_ratio"] + a["eps_dominated"])
-    meta = json.loads((tmp_path / "factory" / "meta.json").read_text())
-    assert meta["optimizer"]["factory"] == FACTORY
-    assert meta["optimizer"]["weight_decay"] == 0.01
+    run = json.loads((tmp_path / "factory" / "resolved.json").read_text())["optimizer"]
+    assert (run["factory"], run["preset"]) == (FACTORY, None)
+    assert [g["weight_decay"] for g in run["groups"]] == [0.01, 0.0]
+    assert [g["knobs"] for g in run["groups"]] == [None, None]  # a factory's own
 
 
 def test_a_bad_factory_is_one_line_before_the_run_exists(tmp_path):

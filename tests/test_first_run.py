@@ -20,8 +20,8 @@ import yaml
 from sweep_files import REPO, TINY, workload
 from terminal import interrupt_on_terminal, on_terminal
 
-from ablations import fileio
 from ablations import results as tidy
+from ablations.core import fileio
 from ablations.sweep import progress
 from ablations.sweep.spec import load_sweep
 
@@ -133,9 +133,9 @@ def test_commands_on_the_committed_reproduction_are_refused_in_one_line(fresh_cl
         + ["--results", "reproduction/regime_map", "--experiment", "eps_free"],
         [py, "-m", "ablations.results", "collect", "reproduction/figure2_prenorm"],
         [py, "-m", "ablations.results", "collect", "--force", "reproduction/figure2_prenorm"],
-        [py, "-m", "ablations.compare", "reproduction/figure2_prenorm"]
+        [py, "-m", "ablations.analysis.compare", "reproduction/figure2_prenorm"]
         + ["--out", "reproduction/figures"],
-        [py, "-m", "ablations.figures", "run", "--results", "reproduction"]
+        [py, "-m", "ablations.analysis.figures", "run", "--results", "reproduction"]
         + ["--out", "reproduction/figures"],
     ]
     for cmd in attempts:
@@ -310,7 +310,7 @@ def test_publish_copies_a_finished_staging_sweep_and_refuses_an_unfinished_one(
     fresh_clone, tmp_path, capsys
 ):
     """``make reproduce``'s last step: the only writer of the committed folder."""
-    from ablations import reproduction
+    from ablations.analysis import reproduction
 
     clone, _, _ = fresh_clone
     staging, target = tmp_path / "staging", tmp_path / "committed"
@@ -364,7 +364,7 @@ def test_compare_prints_the_table_of_the_runs_and_draws_one_figure(fresh_clone, 
     clone, _, _ = fresh_clone
     exp = clone / "results" / "first"
     out = _run(
-        [str(VENV / "bin" / "python"), "-m", "ablations.compare", str(exp)]
+        [str(VENV / "bin" / "python"), "-m", "ablations.analysis.compare", str(exp)]
         + ["--out", str(tmp_path)],
         clone,
     )
@@ -425,7 +425,7 @@ def test_ctrl_c_stops_a_local_sweep_resumably_and_again_finishes_it(tmp_path, em
 
 
 def _study(exp: Path) -> optuna.Study:
-    from ablations.sweep.study import open_journal
+    from ablations.core.journal import open_journal
 
     return optuna.load_study(study_name=exp.name, storage=open_journal(exp))
 

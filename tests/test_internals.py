@@ -1,4 +1,5 @@
-"""The private attributes of Optuna and torch that the harness reads (``ablations/internals.py``):
+"""The private attributes of Optuna and torch that the harness reads
+(``ablations/core/internals.py``):
 each still means what the harness relies on. An upgrade that changes one fails here first."""
 
 from __future__ import annotations
@@ -8,9 +9,9 @@ import pytest
 import torch
 from optuna.trial import TrialState, create_trial
 
-from ablations.internals import loss_scale, study_storage, trial_id
-from ablations.sweep.study import open_journal
-from ablations.train import AtomicCheckpointIO
+from ablations.core.internals import loss_scale, study_storage, trial_id
+from ablations.core.journal import open_journal
+from ablations.run.train import AtomicCheckpointIO
 
 
 def test_a_studys_storage_and_trial_ids_claim_a_waiting_trial_once(tmp_path):

@@ -10,7 +10,7 @@ from sweep_files import TINY, write_sweep
 from test_train import PHASE, config, lines
 
 from ablations.config import RunConfig
-from ablations.train import train
+from ablations.run.train import train
 
 
 def _with_loggers(cfg: RunConfig, loggers: list[str]) -> RunConfig:

@@ -1,4 +1,4 @@
-"""The gradient noise scale (ablations.noise, log.noise_scale): the two-batch estimator on a
+"""The gradient noise scale (ablations.run.noise, log.noise_scale): the two-batch estimator on a
 problem with a known gradient covariance, and the harness's micro-batch norms against gradients
 computed here, micro-batch by micro-batch, on a copy of the model."""
 
@@ -14,9 +14,9 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from test_train import PHASE, config, lines
 
-from ablations import noise
 from ablations.config import ConfigError, RunConfig
-from ablations.train import train
+from ablations.run import noise
+from ablations.run.train import train
 
 
 def test_two_batch_recovers_the_truth_from_expected_norms():

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from ablations.config import RunConfig
-from ablations.train import train
+from ablations.run.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -21,9 +21,9 @@ from terminal import on_terminal
 
 from ablations.__main__ import main
 from ablations.config import RunConfig
-from ablations.curves import Curves
-from ablations.progress import duration
-from ablations.train import train
+from ablations.run.curves import Curves
+from ablations.run.progress import duration
+from ablations.run.train import train
 
 REPO = Path(__file__).resolve().parents[1]
 PHASE = {"global_batch": 16, "micro_batch": 8, "seq_len": 32, "max_predictions": 5}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ablations import readme
+from ablations.analysis import readme
 
 REPO = Path(__file__).resolve().parents[1]
 

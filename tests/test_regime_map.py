@@ -1,5 +1,5 @@
 """The regime map: its sweep file can answer what issue 11 asks, and its analysis
-(``ablations.regime``) computes what it says, checked by hand on small tables."""
+(``ablations.studies.regime``) computes what it says, checked by hand on small tables."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 import lamb_variants
-from ablations import regime
+from ablations.studies import regime
 from ablations.sweep.reuse import run_key
 from ablations.sweep.spec import load_sweep
 
@@ -230,7 +230,7 @@ def test_the_committed_map_holds_what_the_issue_asks():
 
 @pytest.mark.slow
 def test_the_regime_notebook_draws_every_figure_from_the_committed_map(tmp_path):
-    from ablations import figures
+    from ablations.analysis import figures
 
     out = tmp_path / "figures"
     figures.execute(figures.Job("regime_map", "lr_sensitivity"), COMMITTED, out)

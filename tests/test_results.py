@@ -1,9 +1,9 @@
 """Results collection, statistics and notebooks, on a tiny real experiment.
 
-The experiment is real end to end: every trial is trained by ``ablations.train.train`` (a tiny
+The experiment is real end to end: every trial is trained by ``ablations.run.train.train`` (a tiny
 BERT on ``tests/synthetic.py``, two phases of a few steps), the study is a real Optuna journal
 file holding the trials with the sweep driver's attributes, and the notebooks run in a real
-Jupyter kernel. Layout (the sweep driver's contract, see ``ablations/collect.py``):
+Jupyter kernel. Layout (the sweep driver's contract, see ``ablations/results/collect.py``):
 
     trial 0-3  stage "seed": variants clip / none x seeds 0, 1; complete
     trial 4    stage "tune": variant none at lr 1e3; diverged (study value +inf)
@@ -29,9 +29,10 @@ import pytest
 import synthetic
 from lightning.pytorch.callbacks import Callback
 
-from ablations import figures, results, stats
+from ablations import results
+from ablations.analysis import figures, stats
 from ablations.config import RunConfig
-from ablations.train import train
+from ablations.run.train import train
 
 REPO = Path(__file__).resolve().parents[1]
 EXPERIMENT = "tiny"

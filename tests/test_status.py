@@ -10,9 +10,9 @@ import pandas as pd
 import pytest
 from sweep_files import REPO
 
-from ablations import fileio
-from ablations.errors import one_line
-from ablations.status import COLLECTED, RETRIED, STOPPED, Status, StopRun
+from ablations.core import fileio
+from ablations.core.errors import one_line
+from ablations.core.status import COLLECTED, RETRIED, STOPPED, Status, StopRun
 
 
 def test_statuses_are_the_strings_on_disk_of_the_committed_results():

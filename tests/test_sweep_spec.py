@@ -585,7 +585,7 @@ def test_the_gpu_sweep_file_runs_nvidia_s_recipe_with_each_phase_s_shards(tmp_pa
     swapped, it is refused in one line), the equal-mass peaks are what they say, and --dry-run
     prints the job scripts and the GPU-hours."""
     from ablations.data import DataError
-    from ablations.train import _preflight
+    from ablations.run.train import _preflight
 
     sweep = load_sweep(_gpu_file(tmp_path))
     assert set(sweep.experiments) == {

@@ -19,7 +19,7 @@ import yaml
 from optuna.trial import TrialState
 from sweep_files import TINY
 
-from ablations.internals import study_storage
+from ablations.core.internals import study_storage
 from ablations.sweep import study as studies
 from ablations.sweep.spec import load_sweep, plan
 

@@ -15,10 +15,10 @@ from test_results import experiment  # noqa: F401 (the tiny experiment fixture)
 from test_sweep_spec import VALID, _load
 from test_train import PHASE, config, lines
 
-from ablations import tables
 from ablations.config import ConfigError, RunConfig
+from ablations.results import tables
+from ablations.run.train import train
 from ablations.sweep.spec import load_sweep, plan
-from ablations.train import train
 
 
 def _curves(trajectories: dict[int, list[float]], every: int = 10, batch: int = 32) -> pd.DataFrame:
@@ -166,7 +166,7 @@ def test_the_scaling_fit_recovers_a_known_trade_off():
     batch 1.2·B0 + 0.2·B_noise, and the bootstrap interval covers the truth."""
     import numpy as np
 
-    from ablations import scaling
+    from ablations.studies import scaling
 
     s_min, b_noise = 400.0, 96.0
     batches = np.array([16, 32, 64, 128, 256], dtype=float)
@@ -285,7 +285,7 @@ def test_a_first_target_sweep_reruns_the_point_that_reached_the_target_first(
 
 
 def _study(rows: list[dict], targets=(6.2,)):
-    from ablations import scaling
+    from ablations.studies import scaling
 
     seeds = pd.DataFrame(rows)
     for t in targets:
@@ -300,7 +300,7 @@ def test_the_steps_table_and_the_linear_scaling_limit_on_a_known_trade_off():
     scaling holds within 20% up to (B + 96)/(16 + 96) <= 1.2, i.e. B = 32 on the grid; an
     optimizer that misses the target at 64 with one seed stops there; means are over the seeds
     that reached it."""
-    from ablations import scaling
+    from ablations.studies import scaling
 
     s = lambda b, s_min, b_noise: s_min * (1 + b_noise / b)  # noqa: E731
     rows = []
@@ -342,7 +342,7 @@ def test_the_limits_table_fits_each_target_on_its_own():
     """Two targets whose trade-offs differ (B_noise 400 at 6.4, 96 at 6.2 for the same
     optimizer): the limits table gives each target its own limit and critical batch,
     B_crit = 1.2 * 16 + 0.2 * B_noise (99.2 and 38.4)."""
-    from ablations import scaling
+    from ablations.studies import scaling
 
     rows = []
     for b in (16, 32, 64, 128, 256):

@@ -19,7 +19,7 @@ from helpers import make_model, named_groups
 from test_train import PHASE, config, lines
 
 import lamb_variants
-from ablations.train import train
+from ablations.run.train import train
 
 BETA2 = 0.999
 STEPS = 3

@@ -26,11 +26,11 @@ from transformers import BertForPreTraining
 import lamb_variants
 from ablations.__main__ import main
 from ablations.config import ModelConfig, PhaseConfig, RunConfig
-from ablations.curves import Curves
-from ablations.model import BertPretraining
-from ablations.module import PretrainingModule
-from ablations.sampling import StepBatchSampler
-from ablations.train import PhaseData, train
+from ablations.run.curves import Curves
+from ablations.run.model import BertPretraining
+from ablations.run.module import PretrainingModule
+from ablations.run.sampling import StepBatchSampler
+from ablations.run.train import PhaseData, train
 
 REPO = Path(__file__).resolve().parents[1]
 PHASE = {"global_batch": 16, "micro_batch": 8, "seq_len": 32, "max_predictions": 5}

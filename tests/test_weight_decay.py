@@ -2,8 +2,8 @@
 
 ``optimizer.weight_decay`` null (the default) means the preset's own λ (``Preset.resolved()``),
 so ``lars``, ``optax`` and ``deepspeed`` (λ = 0 upstream) no longer train with NVLAMB's 0.01.
-NVIDIA's no-decay group (biases, LayerNorm) keeps λ = 0, and ``meta.json`` records the λ a run
-used. Real training of the tiny BERT on ``tests/synthetic.py`` data, two steps per run.
+NVIDIA's no-decay group (biases, LayerNorm) keeps λ = 0, and ``resolved.json`` records the λ a
+run used. Real training of the tiny BERT on ``tests/synthetic.py`` data, two steps per run.
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from lightning.pytorch.callbacks import Callback
 
 import lamb_variants
 from ablations.config import ConfigError, RunConfig, with_overrides
-from ablations.sweep.spec import _identity
-from ablations.train import RunDirError, train
+from ablations.run.resolved import resolve
+from ablations.run.train import RunDirError, train
 
 REPO = Path(__file__).resolve().parents[1]
 ZERO_UPSTREAM = ("lars", "optax", "deepspeed")
@@ -82,30 +82,26 @@ def test_training_uses_the_presets_lambda_unless_the_workload_sets_one(tmp_path,
     assert not any(s in name for name in decayed[0] for s in nvidia)
     assert all(any(s in name for s in nvidia) for name in no_decay[0])
 
-    meta = json.loads((tmp_path / "meta.json").read_text())
-    assert meta["optimizer"] == {
-        "preset": preset,
-        "weight_decay": expected,
-        "weight_decay_from": "preset" if given is None else "workload",
-        "param_groups": [
-            {"weight_decay": expected, "tensors": len(decayed[0])},
-            {"weight_decay": 0.0, "tensors": len(no_decay[0])},
-        ],
-    }
-    assert meta["attempts"]  # the run's own meta.json, kept whole
+    run = json.loads((tmp_path / "resolved.json").read_text())["optimizer"]
+    assert (run["preset"], run["factory"]) == (preset, None)
+    assert run["weight_decay_from"] == ("preset" if given is None else "workload")
+    assert [g["name"] for g in run["groups"]] == ["decay", "no_decay"]
+    assert [g["weight_decay"] for g in run["groups"]] == [expected, 0.0]
+    assert list(run["groups"][0]["tensors"]) == decayed[0]
+    assert list(run["groups"][1]["tensors"]) == no_decay[0]
 
 
 def test_a_variant_that_switches_preset_gets_that_presets_lambda():
     """The sweep and the CLI set keys on the workload's config with defaults filled in: a λ
     filled in from the first preset would follow the switch (the defect this replaces)."""
     config = with_overrides(run_config("nvlamb"), {"optimizer.preset": "lars"})
-    assert config.optimizer.resolved_weight_decay() == upstream("lars")
+    assert resolve(config).groups[0].weight_decay == upstream("lars")
 
 
 def test_null_and_the_presets_own_lambda_are_the_same_run():
     null, own, other = (run_config("lars", wd) for wd in (None, upstream("lars"), 0.01))
-    assert _identity(null) == _identity(own)
-    assert _identity(null) != _identity(other)
+    assert resolve(null).identity() == resolve(own).identity()
+    assert resolve(null).identity() != resolve(other).identity()
 
 
 @pytest.mark.parametrize(
@@ -139,15 +135,17 @@ def test_the_committed_reproduction_trains_with_the_same_lambda_as_before():
             workload["optimizer"]["preset"] = plan["experiment"]["preset"]
         base = RunConfig.from_dict(workload)
         for variant, toggles in plan["variants"].items():
-            optimizer = with_overrides(base, toggles).optimizer
-            assert optimizer.weight_decay is None, (path.parent.name, variant)
-            assert optimizer.resolved_weight_decay() == 0.01, (path.parent.name, variant)
+            config = with_overrides(base, toggles)
+            assert config.optimizer.weight_decay is None, (path.parent.name, variant)
+            assert resolve(config).groups[0].weight_decay == 0.01, (path.parent.name, variant)
 
 
 def test_a_run_directory_that_recorded_the_lambda_itself_is_the_same_run(tmp_path):
     """A config.yaml written before λ could be left to the preset holds the number (0.01 for
-    nvlamb): the same run as ``weight_decay: null`` under nvlamb; another λ is another run."""
+    nvlamb): the same run as ``weight_decay: null`` under nvlamb; another λ is another run.
+    Such a directory is older than resolved.json too: its config.yaml is resolved on read."""
     done = train(run_config("nvlamb"), tmp_path, synthetic.make)
+    (tmp_path / "resolved.json").unlink()
     saved = yaml.safe_load((tmp_path / "config.yaml").read_text())
     assert saved["optimizer"]["weight_decay"] is None
     saved["optimizer"]["weight_decay"] = upstream("nvlamb")

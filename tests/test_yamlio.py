@@ -12,7 +12,7 @@ import yaml
 
 from ablations.__main__ import load_config, main
 from ablations.config import ConfigError, RunConfig, build, check_key
-from ablations.yamlio import DuplicateKeyError, Loader
+from ablations.core.yamlio import DuplicateKeyError, Loader
 
 RUN = """\
 model: {size: tiny}

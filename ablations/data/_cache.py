@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ablations.fileio import flocked, read_json, write_json
+from ablations.core.fileio import flocked, read_json, write_json
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,8 @@ Sources (``DataConfig``):
   ``val_fraction=0``.
 
 Both go through the same reader (``hdf5.to_batch``: NVIDIA's reader semantics) and yield the
-batch contract of ``ablations/batch.py``: dicts of tensors, ``phase.micro_batch`` examples each.
+batch contract of ``ablations/data/batch.py``: dicts of tensors, ``phase.micro_batch`` examples
+each.
 
 Order and distribution: the samplers are ``DistributedSampler`` subclasses that shard by rank
 themselves (``num_replicas`` and ``rank`` from the Trainer, 1 and 0 without one), so Lightning

@@ -17,7 +17,8 @@ next_sentence_labels    [N]                          i1
 Reader (``pretraining_dataset`` in ``run_pretraining.py``): every array is cast to int64, and the
 masked positions end at the first 0 (position 0 is [CLS], never masked): the first ``k`` entries
 are the predictions, ``k`` being the index of the first 0, or the full width if there is none.
-:func:`to_batch` turns that into the batch contract of ``ablations/batch.py``: positions and ids
+:func:`to_batch` turns that into the batch contract of ``ablations/data/batch.py``: positions and
+ids
 past ``k`` are zeroed and ``masked_lm_weights`` is 1.0 for the first ``k`` entries.
 """
 

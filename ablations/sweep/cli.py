@@ -14,10 +14,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ..config import ConfigError
-from ..errors import fail
-from ..fileio import FrozenError, check_writable, write_json
-from ..status import Status
+from ablations.config import ConfigError
+from ablations.core.errors import fail
+from ablations.core.fileio import FrozenError, check_writable, write_json
+from ablations.core.status import Status
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
@@ -56,10 +56,10 @@ def _common(p: argparse.ArgumentParser, required: bool) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..data import DataError
-    from . import driver
-    from .slurm import SubmitError
-    from .spec import load_sweep, plan
+    from ablations.data import DataError
+    from ablations.sweep import driver
+    from ablations.sweep.slurm import SubmitError
+    from ablations.sweep.spec import load_sweep, plan
 
     try:
         sweep = load_sweep(args.file)
@@ -80,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
             return fail(e)
 
     if command == "sweep-worker":
-        from . import worker
+        from ablations.sweep import worker
 
         return worker.run(sweep, names, results)
     if command == "sweep-status":
@@ -89,8 +89,8 @@ def run(args: argparse.Namespace) -> int:
         return _collect(sweep, args.file, plans, results)
 
     if args.dry_run:
-        from .slurm import collect_script, cost, worker_script
-        from .study import total_slots
+        from ablations.sweep.slurm import collect_script, cost, worker_script
+        from ablations.sweep.study import total_slots
 
         for p in plans:
             print(f"{p.name}: {len(p.variants)} variants, {total_slots(p)} trials; {cost(p)}")
@@ -113,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
     except (ConfigError, DataError) as e:
         return fail(e)
     if slurm:
-        from .slurm import submit
+        from ablations.sweep.slurm import submit
 
         for p in plans:
             try:
@@ -140,7 +140,7 @@ def _dashboard(sweep: Any, plans: list, results: Path, port: int) -> int:
     Every trial holds its variant, each toggle and each tuned value as an Optuna parameter and
     its validation curve as intermediate values: the slice, parallel-coordinate, importance and
     learning-curve views read them."""
-    from . import study as studies
+    from ablations.sweep import study as studies
 
     if len(plans) != 1:
         return fail(ConfigError("--experiment: expected exactly one experiment for the dashboard"))
@@ -164,9 +164,9 @@ def _results(sweep: Any, sweep_file: Path) -> Path:
 def _status(sweep: Any, plans: list, results: Path) -> int:
     """One line per experiment: done / running (with steps) / left and an ETA; the ETA assumes
     the experiment's SLURM ``parallelism`` workers (``local.workers`` where there is no SLURM)."""
-    from . import driver
-    from . import study as studies
-    from .progress import describe, snapshot
+    from ablations.sweep import driver
+    from ablations.sweep import study as studies
+    from ablations.sweep.progress import describe, snapshot
 
     slurm = driver.has_slurm()
     for p in plans:
@@ -183,9 +183,9 @@ def _status(sweep: Any, plans: list, results: Path) -> int:
 def _collect(sweep: Any, sweep_file: Path, plans: list, results: Path) -> int:
     """Queue retries; resubmit the array on SLURM while trials are left; then write
     summary.json (:func:`study_summary`) and collect the tables."""
-    from . import driver
-    from . import study as studies
-    from .slurm import submissions, submit
+    from ablations.sweep import driver
+    from ablations.sweep import study as studies
+    from ablations.sweep.slurm import submissions, submit
 
     code = 0
     for p in plans:
@@ -211,7 +211,7 @@ def _collect(sweep: Any, sweep_file: Path, plans: list, results: Path) -> int:
         write_json(exp_dir / "summary.json", summary)
         _print_summary(p.name, summary)
         try:
-            from .. import results as tidy
+            from ablations import results as tidy
         except ImportError:
             continue
         try:
@@ -224,10 +224,10 @@ def _collect(sweep: Any, sweep_file: Path, plans: list, results: Path) -> int:
 def study_summary(study: Any, p: Any) -> dict[str, Any]:
     """summary.json: per variant, the chosen point, the seed runs' objective values and their
     statuses, read from the study alone (so it exists even where the tables cannot be
-    collected); the statistics over the tables are :func:`ablations.stats.summarize`."""
+    collected); the statistics over the tables are :func:`ablations.analysis.stats.summarize`."""
     from optuna.trial import TrialState
 
-    from .study import tuned_params
+    from ablations.sweep.study import tuned_params
 
     out: dict[str, Any] = {}
     for variant in p.variants:

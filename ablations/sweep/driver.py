@@ -22,16 +22,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..fileio import read_json, write_json
-from . import study as studies
-from .progress import Display, load_snapshots
-from .spec import Plan, Sweep, plan
+from ablations.core.fileio import read_json, write_json
+from ablations.sweep import study as studies
+from ablations.sweep.progress import Display, load_snapshots
+from ablations.sweep.spec import Plan, Sweep, plan
 
 
 def prepare_experiments(sweep: Sweep, names: list[str], results: Path) -> list[Plan]:
     """Check every directory and build every experiment's data first (bad input then leaves
     nothing behind), then create and fill the studies."""
-    from ..train import check_loggers
+    from ablations.run.train import check_loggers
 
     plans = [plan(sweep, name) for name in names]
     for p in plans:
@@ -57,7 +57,7 @@ def data_reference(p: Plan) -> dict[str, float | int | str]:
     """Build the first variant's data (the cache the workers read) and its reference line; for
     NVIDIA's shards from a sample of :data:`REFERENCE_SHARDS` of them (this runs where the
     sweep is prepared, e.g. a login node), recorded as ``phase<i>_unigram_entropy_from``."""
-    from ..data.datamodule import BertDataModule
+    from ablations.data.datamodule import BertDataModule
 
     first = next(iter(p.variants))
     config = p.config(first, p.points[0] if p.points else {}, 0)

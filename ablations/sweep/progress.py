@@ -29,10 +29,10 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from ..config import RunConfig
-from ..progress import duration
-from . import study as studies
-from .spec import Plan, Sweep
+from ablations.config import RunConfig
+from ablations.run.progress import duration
+from ablations.sweep import study as studies
+from ablations.sweep.spec import Plan, Sweep
 
 #: A running trial's own projection is trusted from this fraction of its steps on.
 MIN_FRACTION = 0.05
@@ -201,7 +201,7 @@ def eta_seconds(snapshots: list[Snapshot], workers: int, rate: float | None = No
 
 
 def clock(seconds: float | None) -> str:
-    """:func:`ablations.progress.duration` (``4m05s``), ``?`` when unknown."""
+    """:func:`ablations.run.progress.duration` (``4m05s``), ``?`` when unknown."""
     return "?" if seconds is None else duration(seconds)
 
 

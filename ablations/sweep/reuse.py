@@ -1,7 +1,8 @@
 """Identical runs shared between experiments: a finished run is adopted, not recomputed.
 
-Two trials are the same run when their configs are (:func:`ablations.config.run_identity`: the
-config without its display keys, seed included); training is deterministic for a given config
+Two trials are the same run when their configs resolve to the same run
+(:meth:`ablations.run.resolved.Resolved.identity`: every default filled in, display keys out,
+the optimizer as its resolved groups, seed included); training is deterministic for a given config
 on a given machine, so a second training would redo the same curve. When a trial finishes
 (complete or diverged), the worker records it in ``<results>/.runs/<key>.json``; before
 training a trial, it looks there, and when a finished run with the same config exists (in this
@@ -13,23 +14,21 @@ adopted: two workers that start the same config at the same moment both train it
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import shutil
 from pathlib import Path
 
-from ..config import RunConfig, run_identity
-from ..fileio import read_json, write_json
-from ..status import DONE
+from ablations.config import RunConfig
+from ablations.core.fileio import read_json, write_json
+from ablations.core.status import DONE
+from ablations.run.resolved import resolve
 
 INDEX = ".runs"
 
 
 def run_key(config: RunConfig) -> str:
     """The digest of what makes two runs the same run."""
-    text = json.dumps(run_identity(config.to_dict()), sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:32]
+    return resolve(config).key()
 
 
 def record(results: Path, config: RunConfig, run_dir: Path) -> None:

@@ -17,8 +17,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from ..fileio import read_json, write_json
-from .spec import Plan, SlurmConfig, time_seconds
+from ablations.core.fileio import read_json, write_json
+from ablations.sweep.spec import Plan, SlurmConfig, time_seconds
 
 SUBMISSIONS = "submissions.json"
 
@@ -153,7 +153,7 @@ def cost(p: Plan) -> str:
     """The experiment's compute at most, from its SLURM request: every trial using its whole
     time limit on ``nodes`` nodes (a bound: trials usually end sooner; the measured fit times of
     finished trials are in the study's ``fit_seconds``)."""
-    from .study import total_slots
+    from ablations.sweep.study import total_slots
 
     s = p.experiment.slurm
     hours = total_slots(p) * time_seconds(s.time) / 3600

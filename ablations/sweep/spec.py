@@ -28,19 +28,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import lamb_variants
-
-from ..config import (
+from ablations.config import (
     ConfigError,
     RunConfig,
     build,
     check,
     check_key,
     plain,
-    resolved_value,
     with_overrides,
 )
-from ..yamlio import load_yaml
+from ablations.core.yamlio import load_yaml
+from ablations.run.resolved import resolve
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _TIME = re.compile(r"^(?:(\d+)-)?(?:(\d+):)?(\d+)(?::(\d+))?$")
@@ -307,14 +305,14 @@ class Plan:
         preset: the preset's, ``Preset.resolved``). What the study stores per trial."""
         paths = dict.fromkeys(p for toggles in self.variants.values() for p in toggles)
         own = self.variants[variant]
-        config = None
+        resolution = None
         out = {}
         for path in paths:
             if path in own:
                 out[path] = own[path]
                 continue
-            config = config or self.config(variant, {}, 0).to_dict()
-            out[path] = resolved_value(config, path)
+            resolution = resolution or resolve(self.config(variant, {}, 0))
+            out[path] = resolution.value(path)
         return out
 
     def to_dict(self) -> dict[str, Any]:
@@ -416,7 +414,7 @@ def _resolve(name: str, exp: Experiment) -> Plan:
         section = "variants.grid" if grid else f"variants.named.{variant.split(',')[0]}"
         config = with_overrides(base, toggles, f"{where}.{section}", variant)
         key = f"{where}.{section}" + (f" ({variant})" if grid else "")
-        _check_distinct(variant, _identity(config), runs, key)
+        _check_distinct(variant, resolve(config).identity(), runs, key)
         for point in probes[:64]:  # on the variant's config: tuned paths never overlap toggles
             with_overrides(config, point, f"{where}.tune", variant)
     return Plan(name, exp, variants, points, base)
@@ -478,7 +476,8 @@ def _overlap(a: str, b: str) -> bool:
 def _check_distinct(
     variant: str, run: dict[str, Any], runs: dict[str, dict[str, Any]], key: str
 ) -> None:
-    """Add ``variant``'s ``run`` (:func:`_identity`) to ``runs``, unless another variant has it:
+    """Add ``variant``'s ``run`` (:meth:`~ablations.run.resolved.Resolved.identity`) to ``runs``,
+    unless another variant has it:
     two such variants would compare a run with itself, their difference being seed noise."""
     same = next((other for other, seen in runs.items() if seen == run), None)
     if same is not None:
@@ -487,21 +486,6 @@ def _check_distinct(
             "config once defaults and the preset's knobs are applied"
         )
     runs[variant] = run
-
-
-def _identity(config: RunConfig) -> dict[str, Any]:
-    """What decides a run: the config as plain data, with the optimizer's preset and overrides
-    resolved into the knobs it is built with. So a variant that sets a preset's own value
-    (``prenorm: clip`` or ``weight_decay: 0.01`` under nvlamb), or a preset with another's
-    knobs, compares equal."""
-    raw = config.to_dict()
-    optimizer = raw["optimizer"]
-    preset = lamb_variants.PRESETS[optimizer.pop("preset")]
-    knobs = {**preset.resolved(), **optimizer.pop("overrides")}
-    del knobs["weight_decay"]  # the parameter groups' λ replaces it: null is the preset's
-    optimizer["weight_decay"] = config.optimizer.resolved_weight_decay()
-    optimizer["knobs"] = plain(knobs)  # tuples as lists, as overrides from YAML are
-    return raw
 
 
 def _workload(exp: Experiment) -> dict[str, Any]:

@@ -10,7 +10,8 @@ experiment's directory, so every slot is run once however many workers ask at th
 
 A claimed trial is ``RUNNING`` and holds a lease (``.leases/<number>.json``, renewed by the
 worker). A trial whose worker is gone (same host and dead pid, SLURM job no longer running, or a
-lease older than the grace period) is failed as ``lost`` (:mod:`ablations.status`) and re-queued
+lease older than the grace period) is failed as ``lost`` (:mod:`ablations.core.status`) and
+re-queued
 with the same parameters and Optuna's retry attributes (``system_attrs["failed_trial"]`` is the
 original trial number: the retry resumes in the original trial's directory, from its checkpoint).
 With an RDB storage, Optuna's own heartbeat and
@@ -48,11 +49,12 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
-from ..config import ConfigError, plain
-from ..fileio import flocked, read_json, write_json
-from ..internals import study_storage, trial_id
-from ..status import RETRIED, Status
-from .spec import Experiment, Plan, RetryConfig, Sweep
+from ablations.config import ConfigError, plain
+from ablations.core.fileio import flocked, read_json, write_json
+from ablations.core.internals import study_storage, trial_id
+from ablations.core.journal import open_journal
+from ablations.core.status import RETRIED, Status
+from ablations.sweep.spec import Experiment, Plan, RetryConfig, Sweep
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 
@@ -78,17 +80,6 @@ def open_storage(sweep: Sweep, exp_dir: Path) -> optuna.storages.BaseStorage:
                 max_retry=sweep.retry.max_retry
             ),
         )
-
-
-def open_journal(exp_dir: Path) -> optuna.storages.JournalStorage:
-    """The experiment's journal file (``study.journal``), with the lock every worker uses."""
-    from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
-
-    path = str(exp_dir / "study.journal")
-    # the O_EXCL lock works on NFSv3+ (the symlink lock's NFSv2 support is not needed)
-    return optuna.storages.JournalStorage(
-        JournalFileBackend(path, lock_obj=JournalFileOpenLock(path))
-    )
 
 
 def load(sweep: Sweep, plan: Plan, exp_dir: Path) -> optuna.Study:

@@ -8,7 +8,7 @@ Signals. ``SIGUSR1`` (SLURM's ``--signal=USR1@N`` before the time limit), ``SIGT
 preemption, the local driver on Ctrl-C) and ``SIGINT`` (Ctrl-C on a worker started by hand; the
 local driver's workers ignore it) stop the trial at the next optimizer step: every rank saves the
 phase's ``last.ckpt`` (a resume point), the trial is failed as ``preempted`` (the statuses:
-:mod:`ablations.status`) and queued again with the same parameters, and the worker exits; after
+:mod:`ablations.core.status`) and queued again with the same parameters, and the worker exits; after
 ``SIGUSR1`` it first requeues its own array task (``scontrol requeue``). The retry, on whichever
 worker claims it, resumes in the original trial's directory from that checkpoint, so the curve
 continues without a gap or a duplicate step. A worker killed outright (``kill -9``) leaves a stale
@@ -34,16 +34,16 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from ..config import RunConfig
-from ..curves import Curves
-from ..errors import one_line
-from ..fileio import read_json, write_json
-from ..internals import study_storage
-from ..status import RETRIED, Status, StopRun
-from . import reuse
-from . import study as studies
-from .progress import total_steps
-from .spec import Experiment, Plan, Sweep
+from ablations.config import RunConfig
+from ablations.core.errors import one_line
+from ablations.core.fileio import read_json, write_json
+from ablations.core.internals import study_storage
+from ablations.core.status import RETRIED, Status, StopRun
+from ablations.run.curves import Curves
+from ablations.sweep import reuse
+from ablations.sweep import study as studies
+from ablations.sweep.progress import total_steps
+from ablations.sweep.spec import Experiment, Plan, Sweep
 
 log = logging.getLogger("ablations.sweep")
 POLL_SECONDS = 2.0
@@ -80,7 +80,7 @@ def _callbacks(
     """Lightning callbacks (built here: Lightning is imported only once a trial runs)."""
     import lightning as L
 
-    from ..train import save_resume_point
+    from ablations.run.train import save_resume_point
 
     class StopAtStep(L.Callback):
         """Checkpoint and stop at the first optimizer step after a signal (all ranks agree)."""
@@ -283,7 +283,7 @@ def run(sweep: Sweep, names: list[str], results: Path) -> int:
 
 
 def _follow(plans: dict[str, Plan], results: Path, handoff: _Handoff, stop: _Stop) -> int:
-    from ..train import train
+    from ablations.run.train import train
 
     while True:
         message = handoff.receive()
@@ -317,7 +317,7 @@ def _run_trial(
     """Train one claimed trial and report it. ``user_attrs`` get the outcome and the timings
     the overhead benchmark reads: ``fit_seconds`` (inside ``Trainer.fit``), ``trial_seconds``
     (claim to report) and ``claim_seconds`` (finding and claiming it)."""
-    from ..train import train
+    from ablations.run.train import train
 
     run_dir = exp_dir / str(claim.origin)
     info = read_json(run_dir / "trial.json") or {}

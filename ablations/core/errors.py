@@ -11,6 +11,10 @@ import sys
 from typing import Literal
 
 
+class ConfigError(ValueError):
+    """A bad configuration value; the message is one line naming the key path."""
+
+
 def one_line(
     error: BaseException,
     *,

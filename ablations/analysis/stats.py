@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from .status import Status
+from ablations.core.status import Status
 
 
 def select_runs(runs: pd.DataFrame, stage: str | None = "auto") -> pd.DataFrame:

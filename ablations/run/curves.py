@@ -6,7 +6,7 @@ Layout of ``<run_dir>``::
     meta.json       versions, git SHA, host, device, start time of every attempt; the
                     optimizer's preset and λ ("optimizer": {"weight_decay", ...}, module.py)
     status.json     {"status": "running" | "complete" | "diverged" | "failed" | "interrupted"
-                    | "pruned", ...} (the vocabulary: ablations/status.py)
+                    | "pruned", ...} (the vocabulary: ablations/core/status.py)
     metrics.jsonl   one line per optimizer step
     layers.jsonl    per-tensor trust ratios and norms every ``log.layer_every`` steps
     val.jsonl       validation losses every ``log.val_every`` steps and at each phase end
@@ -41,7 +41,7 @@ counts them.
   step's micro-batch gradients (per rank, before the all-reduce) and the squared norm of the
   step's gradient; ``noise/grad_sq`` and ``noise/trace``, the two-batch estimates of |G|² and
   tr Σ from them, and ``noise/b_simple``, the ratio of their moving averages
-  (:mod:`ablations.noise`; McCandlish et al. 2018, Appendix A);
+  (:mod:`ablations.run.noise`; McCandlish et al. 2018, Appendix A);
 - ``samples``, ``tokens``: examples and non-padding input tokens of the applied updates so far;
 - ``wall_time``: seconds spent in ``Trainer.fit`` of this run up to this step, summed over
   attempts (the time between a run's last checkpoint and a crash is not counted).
@@ -73,12 +73,12 @@ from typing import Any
 
 import yaml
 
-from .fileio import finite, read_json, write_atomic, write_json
-from .status import Status
+from ablations.core.fileio import finite, read_json, write_atomic, write_json
+from ablations.core.status import Status
 
 CURVES = ("metrics", "layers", "val")
 #: ``layers.jsonl``'s per-tensor values, in the order the module writes them
-#: (:mod:`ablations.step_stats`); runs older than the ε and ‖Δw‖ telemetry lack the last three.
+#: (:mod:`ablations.run.step_stats`); runs older than the ε and ‖Δw‖ telemetry lack the last three.
 LAYER_VALUES = (
     "trust_ratio",
     "weight_norm",

@@ -1,7 +1,7 @@
 """A first look at an experiment without a Jupyter kernel: a comparison table printed, and its
 loss curves drawn to one PNG. What ``make try`` ends with; works on any experiment::
 
-    python -m ablations.compare results/<experiment> [--out results/figures]
+    python -m ablations.analysis.compare results/<experiment> [--out results/figures]
 """
 
 from __future__ import annotations
@@ -14,15 +14,16 @@ from typing import Any
 
 import pandas as pd
 
-from . import figures, results, stats
-from .errors import fail
-from .fileio import FrozenError, check_writable
-from .report import report_table
-from .status import Status
+from ablations import results
+from ablations.analysis import figures, stats
+from ablations.analysis.report import report_table
+from ablations.core.errors import fail
+from ablations.core.fileio import FrozenError, check_writable
+from ablations.core.status import Status
 
 
 def comparison_table(runs: pd.DataFrame, metric: str = "final_val_mlm_loss") -> pd.DataFrame:
-    """:func:`ablations.report.report_table` against the first variant (runs by outcome,
+    """:func:`ablations.analysis.report.report_table` against the first variant (runs by outcome,
     ``metric``'s mean [95% t-interval over seeds], the paired difference), with the final
     training loss and the training speed (optimizer steps per second of fit time)."""
     table = report_table(runs, None, metric)
@@ -71,8 +72,11 @@ def compare(exp_dir: Path | str, out: Path | str, log: Any = print) -> Path:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m ablations.compare EXP_DIR [--out DIR]``; exit 2 with one line on bad input."""
-    parser = argparse.ArgumentParser(prog="python -m ablations.compare", description=__doc__)
+    """``python -m ablations.analysis.compare EXP_DIR [--out DIR]``; exit 2 with one line on bad
+    input."""
+    parser = argparse.ArgumentParser(
+        prog="python -m ablations.analysis.compare", description=__doc__
+    )
     parser.add_argument("exp_dir", type=Path, metavar="EXP_DIR", help="an experiment's folder")
     parser.add_argument(
         "--out", type=Path, default=figures.REPO / "results" / "figures", help="figure folder"

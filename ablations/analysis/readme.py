@@ -5,8 +5,8 @@ marker, so every number there comes from committed tables by a command anyone ca
     | variant | ... |
     <!-- end generated -->
 
-    python -m ablations.readme check [README.md]    # exit 1 naming each block that differs
-    python -m ablations.readme update [README.md]   # rewrite the blocks (the one writer)
+    python -m ablations.analysis.readme check [README.md]    # exit 1 naming each block that differs
+    python -m ablations.analysis.readme update [README.md]   # rewrite the blocks (the one writer)
 
 Only ``python -m ablations...`` commands are run (this interpreter, the repository as working
 directory); ``update`` writes the file atomically and only when a block changed.
@@ -23,8 +23,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import fail
-from .fileio import write_atomic
+from ablations.core.errors import fail
+from ablations.core.fileio import write_atomic
 
 REPO = Path(__file__).resolve().parents[1]
 BLOCK = re.compile(
@@ -82,7 +82,9 @@ def update(path: Path) -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ablations.readme", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m ablations.analysis.readme", description=__doc__
+    )
     parser.add_argument("command", choices=("check", "update"))
     parser.add_argument("path", type=Path, nargs="?", default=REPO / "README.md")
     args = parser.parse_args(argv)

@@ -2,13 +2,15 @@
 writes it.
 
 A user's sweeps write to ``results/`` (not committed). ``reproduction/`` holds the tables, study
-journals and figures of the default sweep as the project ran it; a :data:`~ablations.fileio.FROZEN`
+journals and figures of the default sweep as the project ran it; a
+:data:`~ablations.core.fileio.FROZEN`
 marker there makes every sweep, collect and figures command refuse to write into it
-(:func:`ablations.fileio.check_writable`). ``make reproduce`` reruns the sweep in a staging folder
+(:func:`ablations.core.fileio.check_writable`). ``make reproduce`` reruns the sweep in a staging
+folder
 (``results/reproduction``, resumable like any sweep) and then calls :func:`publish`, which copies
 each finished experiment's tables and figures over the committed ones::
 
-    python -m ablations.reproduction publish results/reproduction reproduction
+    python -m ablations.analysis.reproduction publish results/reproduction reproduction
 """
 
 from __future__ import annotations
@@ -20,9 +22,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .errors import fail
-from .fileio import FROZEN, read_json, replacing
-from .status import FINAL
+from ablations.core.errors import fail
+from ablations.core.fileio import FROZEN, read_json, replacing
+from ablations.core.status import FINAL
 
 #: An experiment's files that are committed (its trial directories are not: too large).
 FILES = (
@@ -115,8 +117,8 @@ def _copy(source: Path, dest: Path) -> Path:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m ablations.reproduction publish STAGING TARGET``."""
-    parser = argparse.ArgumentParser(prog="python -m ablations.reproduction")
+    """``python -m ablations.analysis.reproduction publish STAGING TARGET``."""
+    parser = argparse.ArgumentParser(prog="python -m ablations.analysis.reproduction")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("publish", help="copy a finished staging sweep over the committed results")
     p.add_argument("staging", type=Path, help="the staging results folder (results/reproduction)")

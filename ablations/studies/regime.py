@@ -3,10 +3,12 @@ effect in each regime with the mechanism the telemetry shows, and the ε calibra
 
 Commands (read the collected tables, write nothing)::
 
-    python -m ablations.regime table RESULTS_DIR [--format md|csv]   # the README's regime table
-    python -m ablations.regime lr RESULTS_DIR [--format md|csv]      # the LR-sensitivity table
-    python -m ablations.regime decay RESULTS_DIR [--format md|csv]   # did the loss flatten?
-    python -m ablations.regime calibrate RUN_DIR|EXP_DIR --variant V|FILE.json [--json]
+    python -m ablations.studies.regime table RESULTS_DIR [--format md|csv]   # the README's regime
+    table
+    python -m ablations.studies.regime lr RESULTS_DIR [--format md|csv]      # the LR-sensitivity
+    table
+    python -m ablations.studies.regime decay RESULTS_DIR [--format md|csv]   # did the loss flatten?
+    python -m ablations.studies.regime calibrate RUN_DIR|EXP_DIR --variant V|FILE.json [--json]
                                                                      # √v̂ quantiles -> matched ε
 
 ``RESULTS_DIR`` holds the map's experiments (``lr_sensitivity/``, ``warmup_bias_correction/``,
@@ -21,7 +23,8 @@ each seed's weights). Reported per curve as the mean over seeds with a t-interva
 best loss (the lowest mean over seeds across the grid), its lr, and the largest lr at which no
 seed diverged.
 
-**Paired effects**: :func:`ablations.stats.paired_difference` of the final validation MLM loss,
+**Paired effects**: :func:`ablations.analysis.stats.paired_difference` of the final validation MLM
+loss,
 intervention minus reference, paired by seed; "resolved" when the 95% interval's half-width is
 at most 0.01 nats (the issue's bar), else the row says unresolved.
 
@@ -47,11 +50,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from . import results as res
-from . import stats
-from .errors import fail
-from .fileio import FrozenError, check_writable, write_json
-from .status import Status
+from ablations import results as res
+from ablations.analysis import stats
+from ablations.core.errors import fail
+from ablations.core.fileio import FrozenError, check_writable, write_json
+from ablations.core.status import Status
 
 METRIC = "final_val_mlm_loss"
 #: The issue's bar for a resolved difference: a 95% interval half-width of at most this (nats).
@@ -268,8 +271,8 @@ def lr_sensitivity(points: pd.DataFrame, loss0: float) -> pd.DataFrame:
 def tensor_sizes(exp_dir: Path) -> dict[str, int]:
     """Elements per tensor of the experiment's model (from sweep.json's workload and the
     vocabulary in data.json: the committed results hold no run directories)."""
-    from .config import RunConfig
-    from .model import BertPretraining
+    from ablations.config import RunConfig
+    from ablations.run.model import BertPretraining
 
     spec = res.load_spec(exp_dir)
     workload = dict(spec["experiment"]["workload"])
@@ -571,7 +574,7 @@ def calibration_text(out: dict[str, Any]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ablations.regime", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m ablations.studies.regime", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     for name in ("table", "lr", "decay"):
         p = sub.add_parser(name)

@@ -17,10 +17,13 @@ The study (``sweeps/batch_scaling.yaml``) has one experiment per optimizer, ``ba
 each (optimizer, batch) has its tuning points ranked by steps to the lowest target and its best
 point rerun with seeds. The tables read the seed runs::
 
-    python -m ablations.scaling steps RESULTS     # steps and samples to each target per batch
-    python -m ablations.scaling fit RESULTS       # S_min, B_noise, E_min, B_crit per optimizer
-    python -m ablations.scaling limits RESULTS    # limit and B_crit at every target
-    python -m ablations.scaling noise RESULTS     # measured B_simple per optimizer and batch
+    python -m ablations.studies.scaling steps RESULTS     # steps and samples to each target per
+    batch
+    python -m ablations.studies.scaling fit RESULTS       # S_min, B_noise, E_min, B_crit per
+    optimizer
+    python -m ablations.studies.scaling limits RESULTS    # limit and B_crit at every target
+    python -m ablations.studies.scaling noise RESULTS     # measured B_simple per optimizer and
+    batch
 
 Model-free next to the fit: the *linear-scaling limit*, the largest batch whose mean steps to
 the target stay within 20% of perfect scaling from the smallest batch (S(B)·B ≤ 1.2·S(B0)·B0),
@@ -38,9 +41,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import results as res
-from .errors import fail
-from .tables import target_column
+from ablations import results as res
+from ablations.core.errors import fail
+from ablations.results.tables import target_column
 
 #: The study's experiments: ``batch_<optimizer>`` under one results folder.
 PREFIX = "batch_"
@@ -310,7 +313,9 @@ def _interval(estimate: float, low: float, high: float) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ablations.scaling", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m ablations.studies.scaling", description=__doc__
+    )
     parser.add_argument("command", choices=("steps", "fit", "limits", "noise"))
     parser.add_argument("results", type=Path, help="the folder of the batch_* experiments")
     parser.add_argument("--target", type=float, help="fit: the target (default: the lowest)")

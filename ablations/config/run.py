@@ -7,29 +7,18 @@ Nothing else in the harness reads raw dicts.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
+import importlib
 import math
 import re
 import types
-import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import lamb_variants
-
-
-class ConfigError(ValueError):
-    """A bad configuration value; the message is one line naming the key path."""
-
-
-def check(ok: bool, key: str, expected: str, got: Any) -> None:
-    """Raise the one-line :class:`ConfigError` of a bad value unless ``ok``: one helper for the
-    run config and the sweep file, so that every message reads ``key: expected X, got Y``."""
-    if not ok:
-        raise ConfigError(f"{key}: expected {expected}, got {got!r}")
-
+from ablations.config.build import build, check, plain, set_path
+from ablations.core.errors import ConfigError
 
 MODEL_SIZES: dict[str, dict[str, int]] = {
     # CPU-friendly sizes first; base and large are BERT's (NVIDIA's large: 24 x 1024, 16 heads).
@@ -149,8 +138,6 @@ FACTORY_WEIGHT_DECAY = 0.01
 def load_factory(path: str) -> Any:
     """The callable named by ``optimizer.factory`` (``"package.module:function"``); raises a
     one-line :class:`ConfigError` when it cannot be imported or is not callable."""
-    import importlib
-
     module_name, _, name = path.partition(":")
     try:
         module = importlib.import_module(module_name)
@@ -167,7 +154,8 @@ class OptimizerConfig:
     """A ``lamb_variants`` preset plus knob overrides (the lr comes from each phase).
 
     The parameters are NVIDIA's two groups (:func:`lamb_variants.nvidia_param_groups`): biases
-    and LayerNorm always get λ = 0; the other tensors get :meth:`resolved_weight_decay`, the
+    and LayerNorm always get λ = 0; the other tensors get λ (resolved in
+    :mod:`ablations.run.resolved`), the
     preset's upstream λ unless ``weight_decay`` sets one. ``weight_decay`` is the one place for
     λ (``overrides.weight_decay`` is an error): None, not a number, is the default so that a
     variant switching ``preset`` gets that preset's λ instead of a value copied from another.
@@ -225,15 +213,6 @@ class OptimizerConfig:
         except ValueError as e:
             raise ConfigError(f"optimizer.overrides: {e}") from None
 
-    def resolved_weight_decay(self) -> float:
-        """λ of the decayed parameter group: ``weight_decay`` if set, else the preset's upstream
-        constructor default (``Preset.resolved()``, so the numbers live in the presets only)."""
-        if self.weight_decay is not None:
-            return self.weight_decay
-        if self.factory is not None:
-            return FACTORY_WEIGHT_DECAY
-        return float(lamb_variants.PRESETS[self.preset].resolved()["weight_decay"])
-
 
 @dataclass(frozen=True)
 class LogConfig:
@@ -245,7 +224,8 @@ class LogConfig:
     #: On accelerators, per-step metrics stay on the device and are read (one host sync) every
     #: this many optimizer steps, before each checkpoint and at validation; on CPU every step.
     flush_every: int = 50
-    #: What ``train`` shows while it runs (:mod:`ablations.progress`): "bar", Lightning's progress
+    #: What ``train`` shows while it runs (:mod:`ablations.run.progress`): "bar", Lightning's
+    # progress
     #: bar (for a terminal); "lines", a status line on stderr every ``status_every_seconds`` (for
     #: log files: SLURM, sweep workers, CI); "none"; "auto": the bar if stderr is a terminal,
     #: else lines. Display only: a run may be resumed with another value.
@@ -258,7 +238,7 @@ class LogConfig:
     #: both in the ``trackers`` extra). The JSONL curves stay
     #: the source of truth; a run may be resumed with other loggers.
     loggers: tuple[Literal["csv", "tensorboard", "wandb", "mlflow"], ...] = ()
-    #: Measure the gradient noise scale B_simple every step (:mod:`ablations.noise`): the
+    #: Measure the gradient noise scale B_simple every step (:mod:`ablations.run.noise`): the
     #: micro-batch gradients' squared norms against the step's; needs micro_batch <
     #: global_batch (accumulation, or more than one device).
     noise_scale: bool = False
@@ -338,10 +318,10 @@ class RunConfig:
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> RunConfig:
         """Build from plain data; unknown keys and wrong types raise :class:`ConfigError`."""
-        return _build(cls, raw, "")
+        return build(cls, raw)
 
     def to_dict(self) -> dict[str, Any]:
-        return _plain(self)
+        return plain(self)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -365,7 +345,7 @@ def with_overrides(
     """
     raw = config.to_dict()
     for path, value in overrides.items():
-        _set_path(raw, path, value, where)
+        set_path(raw, path, value, where)
     try:
         return RunConfig.from_dict(raw)
     except ConfigError as e:
@@ -373,217 +353,3 @@ def with_overrides(
             raise
         label = f"{where} ({run})" if run else where
         raise ConfigError(f"{label}: {e}") from None
-
-
-def _set_path(raw: dict[str, Any], key: str, value: Any, where: str = "") -> None:
-    """Set ``raw[key]`` for a dotted ``key``; an unknown last key is left to the config check.
-
-    ``where`` prefixes the key path in errors (e.g. ``experiments.fig2.variants``).
-    """
-    *parents, last = key.split(".")
-    node: Any = raw
-    path: list[str] = [where] if where else []
-    for part in parents:
-        node = _child(node, part, ".".join(path))
-        path.append(part)
-    if isinstance(node, list):
-        node[_index(node, last, ".".join(path))] = value
-    elif isinstance(node, dict):
-        node[last] = value  # an unknown key is reported by RunConfig.from_dict
-    else:
-        parent = ".".join(path)
-        raise ConfigError(f"{parent}.{last}: unknown key; {parent} is not a mapping or list")
-
-
-def _child(node: Any, part: str, where: str) -> Any:
-    key = f"{where}.{part}" if where else part
-    if isinstance(node, list):
-        return node[_index(node, part, where)]
-    if isinstance(node, dict):
-        if part not in node:
-            raise ConfigError(f"{key}: unknown key; expected one of {sorted(node)}")
-        return node[part]
-    raise ConfigError(f"{key}: unknown key; {where} is not a mapping or list")
-
-
-def _index(node: list, part: str, where: str) -> int:
-    if not part.isdigit() or int(part) >= len(node):
-        raise ConfigError(f"{where}.{part}: expected an index below {len(node)}")
-    return int(part)
-
-
-def build(cls: type, raw: Any, path: str = "") -> Any:
-    """A frozen dataclass ``cls`` from plain data, strictly (as :meth:`RunConfig.from_dict`):
-    unknown keys, missing required keys (fields without a default) and wrong types are a
-    one-line :class:`ConfigError` naming the key path under ``path``."""
-    return _build(cls, raw, path)
-
-
-def resolved_value(config: Mapping[str, Any], path: str) -> Any:
-    """The value at a dotted path of a plain run config (list items by index); None if absent.
-
-    A run config (and its ``config.yaml``) holds only the optimizer knobs it overrides: any
-    other ``optimizer.overrides.<knob>`` is its preset's (``Preset.resolved``, a tuple written
-    as the list YAML/JSON would hold), so a variant's row or trial says what it actually ran.
-    """
-    node: Any = config
-    for part in path.split("."):
-        if isinstance(node, list) and part.isdigit() and int(part) < len(node):
-            node = node[int(part)]
-        elif isinstance(node, Mapping) and part in node:
-            node = node[part]
-        else:
-            prefix = "optimizer.overrides."
-            preset = lamb_variants.PRESETS.get((config.get("optimizer") or {}).get("preset", ""))
-            if not path.startswith(prefix) or preset is None:
-                return None
-            value = preset.resolved().get(path[len(prefix) :])
-            return list(value) if isinstance(value, tuple) else value
-    return node
-
-
-def plain(obj: Any) -> Any:
-    """Plain data (dicts, lists, scalars) of a config dataclass."""
-    return _plain(obj)
-
-
-def _build(cls: type, raw: Any, path: str) -> Any:
-    where = path or "config"
-    if not isinstance(raw, Mapping):
-        raise ConfigError(f"{where}: expected a mapping, got {type(raw).__name__}")
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}  # not derived ones
-    unknown = sorted(set(raw) - set(fields))
-    if unknown:
-        key = f"{path}.{unknown[0]}" if path else unknown[0]
-        raise ConfigError(f"{key}: unknown key; expected one of {sorted(fields)}")
-    missing = [name for name, f in fields.items() if name not in raw and _required(f)]
-    if missing:  # before construction: the dataclass would raise a multi-line TypeError
-        key = f"{path}.{missing[0]}" if path else missing[0]
-        raise ConfigError(f"{key}: required key missing")
-    kwargs = {}
-    for name, value in raw.items():
-        key = f"{path}.{name}" if path else name
-        kwargs[name] = _coerce(hints[name], value, key)
-    try:
-        return cls(**kwargs)
-    except ConfigError as e:
-        msg = str(e)
-        if path and not msg.startswith(path):
-            msg = f"{path}.{msg}"
-        raise ConfigError(msg) from None
-
-
-def _required(f: dataclasses.Field) -> bool:
-    return f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-
-
-def check_key(cls: type, key: str, where: str = "") -> None:
-    """Raise :class:`ConfigError` unless the dotted ``key`` (``phases.0.lr``) can name a value of
-    the dataclass ``cls``, by its field types alone.
-
-    For keys checked before any config exists (the sweep's variant and ``tune`` paths): the
-    error names the key as written, under ``where`` (``experiments.e.tune.phases.0.lrr``),
-    where a misspelt last key would otherwise only show when the whole config is rebuilt, in
-    that config's own notation (``phases[0].lrr``). List indices are checked to be numbers
-    only (their bound needs the data: :func:`with_overrides`); a free mapping
-    (``optimizer.overrides``) takes any key, its values being checked by its dataclass.
-    """
-    tp: Any = cls
-    parts = key.split(".")
-    for i, part in enumerate(parts):
-        here = ".".join([where, *parts[: i + 1]] if where else parts[: i + 1])
-        if not part:
-            raise ConfigError(f"{here}: expected a dotted path of keys, got {key!r}")
-        origin, args = typing.get_origin(tp), typing.get_args(tp)
-        if origin in (types.UnionType, typing.Union):  # Optional[X]: as X
-            tp = next(a for a in args if a is not type(None))
-            origin, args = typing.get_origin(tp), typing.get_args(tp)
-        if dataclasses.is_dataclass(tp):
-            hints = typing.get_type_hints(tp)
-            names = sorted(f.name for f in dataclasses.fields(tp))
-            if part not in names:
-                raise ConfigError(f"{here}: unknown key; expected one of {names}")
-            tp = hints[part]
-        elif origin is tuple and args and args[-1] is Ellipsis:
-            if not part.isdigit():
-                raise ConfigError(f"{here}: expected a list index, got {part!r}")
-            tp = args[0]
-        elif isinstance(origin, type) and issubclass(origin, Mapping):
-            tp = args[1] if len(args) == 2 else Any
-        elif tp is Any:
-            return
-        else:
-            parent = ".".join(parts[:i])
-            raise ConfigError(f"{here}: unknown key; {parent} is not a mapping or list")
-
-
-def _coerce(tp: Any, value: Any, key: str) -> Any:
-    origin = typing.get_origin(tp)
-    args = typing.get_args(tp)
-    if dataclasses.is_dataclass(tp):
-        return _build(tp, value, key)
-    if origin is tuple and args and args[-1] is Ellipsis:
-        if not isinstance(value, list | tuple):
-            raise ConfigError(f"{key}: expected a list, got {value!r}")
-        return tuple(_coerce(args[0], v, f"{key}[{i}]") for i, v in enumerate(value))
-    if origin is Literal:
-        if value not in args:
-            raise ConfigError(f"{key}: expected one of {list(args)}, got {value!r}")
-        return value
-    if origin in (types.UnionType, typing.Union):
-        if value is None and type(None) in args:
-            return None
-        inner = [a for a in args if a is not type(None)]
-        return _coerce(inner[0], value, key)
-    if origin is not None and issubclass(origin, Mapping):
-        if not isinstance(value, Mapping):
-            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
-        if len(args) == 2 and args[1] is not Any:  # typed values: checked like fields
-            return {str(k): _coerce(args[1], v, f"{key}.{k}") for k, v in value.items()}
-        return dict(value)
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ConfigError(f"{key}: expected a number, got {value!r}")
-        return float(value)
-    if tp in (int, str, bool):
-        if not isinstance(value, tp) or (tp is int and isinstance(value, bool)):
-            raise ConfigError(f"{key}: expected {tp.__name__}, got {value!r}")
-        return value
-    return value
-
-
-def _plain(obj: Any) -> Any:
-    if dataclasses.is_dataclass(obj):
-        return {f.name: _plain(getattr(obj, f.name)) for f in dataclasses.fields(obj) if f.init}
-    if isinstance(obj, tuple | list):
-        return [_plain(v) for v in obj]
-    if isinstance(obj, Mapping):
-        return {k: _plain(v) for k, v in obj.items()}
-    return obj
-
-
-#: ``log`` keys that change what is shown, not the run: a run resumes under other values
-#: (``progress_bar`` is their predecessor, still in the config.yaml of older run directories).
-DISPLAY_KEYS = ("progress", "status_every_seconds", "progress_bar", "loggers")
-
-
-def run_identity(raw: Any) -> Any:
-    """What makes two runs the same run: a saved or given config rebuilt with every default
-    filled in (a key newer than a saved config.yaml reads as its default, which is what that
-    run trained with), without its display keys, and with the λ it trains with (a config.yaml
-    written before ``optimizer.weight_decay`` could be left to the preset holds the number)."""
-    if not isinstance(raw, dict) or not isinstance(raw.get("log"), dict):
-        return raw
-
-    def strip(d: dict[str, Any]) -> dict[str, Any]:
-        return {**d, "log": {k: v for k, v in d["log"].items() if k not in DISPLAY_KEYS}}
-
-    out = strip(raw)
-    with contextlib.suppress(Exception):  # a config that does not build differs anyway
-        built = RunConfig.from_dict(out)
-        out = strip(built.to_dict())
-        if out["optimizer"].get("weight_decay") is None:
-            wd = built.optimizer.resolved_weight_decay()
-            out["optimizer"] = {**out["optimizer"], "weight_decay": wd}
-    return out

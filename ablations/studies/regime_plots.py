@@ -1,6 +1,6 @@
 """The regime map's figures (``notebooks/regime_map.ipynb``): LR sensitivity, the paired effects
 as a forest plot faceted by claim, and the mechanism panels. Inputs are the tables of
-:mod:`ablations.regime`; every panel is a small multiple, so a dozen variants never share a
+:mod:`ablations.studies.regime`; every panel is a small multiple, so a dozen variants never share a
 legend laid over the data."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from . import figures
-from .regime import RESOLVED
+from ablations.analysis import figures
+from ablations.studies.regime import RESOLVED
 
 _STYLE = {"baseline": ("C0", "o"), "no_prenorm": ("C1", "s"), "no_bias_correction": ("C3", "^")}
 

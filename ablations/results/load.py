@@ -1,13 +1,15 @@
 """The reader notebooks use: an experiment's parquet tables, collected first when stale.
 
 The tables (``curves``, ``runs``, ``layers``, ``reference``; their columns and the input
-layout) are written by :func:`ablations.collect.collect`, re-exported here as :func:`collect`
+layout) are written by :func:`ablations.results.collect.collect`, re-exported here as
+:func:`collect`
 so that a notebook or script needs this one module. The loaders (:func:`load_curves`,
 :func:`load_runs`, :func:`load_layers`, :func:`reference_lines`, :func:`load_report`) read the
 parquet and collect first when it is missing or older than the trial files; committed results
 without trial directories are read as they are (a missing table there is an error, not an empty
 collection). :func:`load_spec`, :func:`describe` and :func:`variant_table` read sweep.json. The
-statistics notebooks use are in :mod:`ablations.stats`: ``summarize`` (final-metric mean and 95%
+statistics notebooks use are in :mod:`ablations.analysis.stats`: ``summarize`` (final-metric mean
+and 95%
 t-interval per variant, divergence rate), ``time_to_target`` and ``performance_profile``
 (AlgoPerf's, r_max = 4).
 
@@ -19,7 +21,6 @@ writes into committed results (a folder marked by ``fileio.FROZEN``).
 from __future__ import annotations
 
 import argparse
-import sys
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -27,7 +28,9 @@ from typing import Any
 
 import pandas as pd
 
-from .collect import (
+from ablations.core.errors import fail
+from ablations.core.fileio import read_json
+from ablations.results.collect import (
     CURVES,
     EXPERIMENT_INPUTS,
     INPUTS,
@@ -42,8 +45,6 @@ from .collect import (
     collect,
     trial_dirs,
 )
-from .errors import fail
-from .fileio import read_json
 
 __all__ = [
     "CURVES",
@@ -114,7 +115,8 @@ def _load(exp_dir: Path | str, filename: str) -> pd.DataFrame:
 
 
 def load_curves(exp_dir: Path | str) -> pd.DataFrame:
-    """The experiment's curves (long format; see :mod:`ablations.collect`), collected if stale."""
+    """The experiment's curves (long format; see :mod:`ablations.results.collect`), collected if
+    stale."""
     return _load(exp_dir, CURVES)
 
 
@@ -203,7 +205,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     return collect_main(args.exp_dirs, quiet=args.quiet, force=args.force)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

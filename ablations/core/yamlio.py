@@ -15,8 +15,7 @@ from typing import Any
 
 import yaml
 
-from .config import ConfigError
-from .errors import one_line
+from ablations.core.errors import ConfigError, one_line
 
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 _MERGE_HINT = " (merge several anchors with <<: [*a, *b])"

@@ -14,19 +14,20 @@ It reads only what the harness writes, and computes nothing the harness already 
 
     sweep.json      the resolved experiment (``Plan.to_dict``): {"name", "variants": {variant:
                     {dotted.path: value}}, "experiment": {"description", "claim", "tune", ...}}
-    study.journal   Optuna JournalStorage (opened by ``ablations.sweep.study.open_journal``);
+    study.journal   Optuna JournalStorage (opened by ``ablations.core.journal.open_journal``);
                     study_name == experiment. Absent with an RDB storage: statuses then come
                     from status.json alone
     data.json       {"phase<i>_unigram_entropy": nats, ...}, written by the sweep's
                     ``prepare_experiments``; without it there is no reference line (and a note)
     <n>/            one per trial, n = the original Optuna trial number (a retry reuses it):
-                    trial.json (the worker's claim), config.yaml, status.json, meta.json,
-                    metrics.jsonl, val.jsonl, layers.jsonl (formats: ablations/curves.py)
+                    trial.json (the worker's claim), resolved.json (what the run trains with:
+                    ablations/run/resolved.py), config.yaml, status.json, meta.json,
+                    metrics.jsonl, val.jsonl, layers.jsonl (formats: ablations/run/curves.py)
 
 Columns. ``curves``: experiment, trial, attempt, variant, one column per toggle and per tuned
 hyperparameter (named by its dotted config path, e.g. ``optimizer.overrides.prenorm``,
-``phases.0.lr``; a trial that does not set one gets the value its config.yaml resolves to, an
-optimizer knob the config leaves to its preset the preset's, ``Preset.resolved``), seed, stage,
+``phases.0.lr``; a trial that does not set one gets the value its run resolves to,
+``resolved.json``: an optimizer knob the config leaves to its preset is the preset's), seed, stage,
 phase, step, phase_step, samples, tokens, wall_time, metric, value. ``attempt`` is the Optuna
 number of the trial's latest attempt (equal to ``trial`` unless it was retried): a retry resumes
 the original's checkpoint and truncates its curves, so which attempt wrote a given line cannot be
@@ -39,14 +40,16 @@ tables collected before it existed), has_dir, has_status, steps (the last logged
 phase, samples, wall_time, final_train_loss, final_train_mlm_loss, ``final_``/``best_`` of each val
 metric (``final_val_mlm_loss``, ...) and ``final_val_{loss,mlm_loss}_phase{1,2}``, and for each of
 the experiment's ``targets`` t, ``steps_to_<t>`` and ``samples_to_<t>`` (the first validation
-reaching it; NaN if none does: :func:`ablations.tables.with_targets`). A setting whose path is a
+reaching it; NaN if none does: :func:`ablations.results.tables.with_targets`). A setting whose path
+is a
 column name (``seed``, ...) is named ``config.<path>``.
 ``layers``: experiment, trial, attempt, variant, seed, stage, phase, step, phase_step, tensor,
 layer (the tensor's trust-ratio layer), block (embeddings, encoder.<i>, pooler, mlm_head,
 nsp_head), index (the tensor's position in the model), trust_ratio, weight_norm, update_norm,
 eps_dominated, sqrt_v_over_eps, relative_update (NaN in runs older than that telemetry).
 
-Status of a run (``runs.status``; the vocabulary: :mod:`ablations.status`), from status.json and
+Status of a run (``runs.status``; the vocabulary: :mod:`ablations.core.status`), from status.json
+and
 the study's latest attempt: complete, diverged (both final: training said so), pruned, failed,
 interrupted (preempted or lost, not yet retried), running, waiting (queued in the study, never
 started) and missing (neither status.json nor a study verdict). ``final_<metric>`` is the last
@@ -55,7 +58,7 @@ ranks worst through ``value`` = +inf and the divergence rate); ``best_<metric>``
 evaluation seen in any run.
 
 The frames themselves (columns, types, curve and layer lines) are built in
-:mod:`ablations.tables`; the readers notebooks use are in :mod:`ablations.results`.
+:mod:`ablations.results.tables`; the readers notebooks use are in :mod:`ablations.results`.
 """
 
 from __future__ import annotations
@@ -70,15 +73,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import optuna
 import pandas as pd
-import yaml
 
-from . import tables
-from .config import resolved_value
-from .errors import one_line
-from .fileio import FrozenError, check_writable, read_json, replacing, write_atomic
-from .status import COLLECTED, DONE, STOPPED, Status
-from .tables import PHASE_METRICS, SUMMARY_METRICS, column, metric_column
+from ablations.core.errors import one_line
+from ablations.core.fileio import FrozenError, check_writable, read_json, replacing, write_atomic
+from ablations.core.journal import open_journal
+from ablations.core.status import COLLECTED, DONE, STOPPED, Status
+from ablations.results import tables
+from ablations.results.tables import PHASE_METRICS, SUMMARY_METRICS, column, metric_column
+from ablations.run import resolved
+from ablations.run.resolved import Resolved
 
 CURVES, RUNS, LAYERS, REFERENCE, REPORT = (
     "curves.parquet",
@@ -91,7 +96,15 @@ TABLES = (CURVES, RUNS, LAYERS, REFERENCE)
 #: Bumped when a table's columns change: older tables are then collected again.
 SCHEMA = 1
 #: Every run file whose change makes the tables stale.
-INPUTS = ("trial.json", "config.yaml", "status.json", "metrics.jsonl", "val.jsonl", "layers.jsonl")
+INPUTS = (
+    "trial.json",
+    "resolved.json",
+    "config.yaml",
+    "status.json",
+    "metrics.jsonl",
+    "val.jsonl",
+    "layers.jsonl",
+)
 #: Experiment files whose change makes the tables stale.
 EXPERIMENT_INPUTS = ("sweep.json", "data.json", "study.journal")
 
@@ -139,7 +152,7 @@ class _Trial:
     number: int
     path: Path | None = None
     info: dict[str, Any] = field(default_factory=dict)  # trial.json
-    config: dict[str, Any] | None = None
+    resolved: Resolved | None = None  # resolved.json (or config.yaml resolved on read)
     status: dict[str, Any] | None = None
     attempts: list[Any] = field(default_factory=list)  # optuna FrozenTrials, oldest first
 
@@ -254,13 +267,14 @@ def _gather(exp_dir: Path, name: str, report: CollectReport) -> dict[int, _Trial
     """Trial directories and study trials, grouped by original trial number."""
     trials: dict[int, _Trial] = {}
     owner: dict[int, int] = {}  # optuna number -> original number (from trial.json)
+    older: list[int] = []  # run directories written before resolved.json
     for number, path in sorted(trial_dirs(exp_dir).items()):
         trial = trials[number] = _Trial(number, path)
         trial.info = read_json(path / "trial.json", tolerant=True) or {}
         trial.status = read_json(path / "status.json", tolerant=True)
-        config_path = path / "config.yaml"
-        if config_path.exists():
-            trial.config = yaml.safe_load(config_path.read_text())
+        trial.resolved = resolved.read(path)
+        if trial.resolved is not None and trial.resolved.source != "run":
+            older.append(number)
         for attempt in trial.info.get("attempts", []):
             owner[int(attempt)] = number
         if not trial.info:
@@ -268,6 +282,11 @@ def _gather(exp_dir: Path, name: str, report: CollectReport) -> dict[int, _Trial
         if trial.status is None:
             report.missing.append(f"trial {number}: directory without status.json")
 
+    if older:
+        report.notes.append(
+            f"trials {_ranges(older)}: no {resolved.FILE} (written before it existed); their "
+            "settings are their config.yaml resolved now, with today's presets"
+        )
     study = _study_trials(exp_dir, name, report)
     by_number = {t.number: t for t in study}
     for t in study:
@@ -319,10 +338,6 @@ def _study_trials(exp_dir: Path, name: str, report: CollectReport) -> list[Any]:
     if not (exp_dir / "study.journal").exists():
         report.missing.append("no study.journal: statuses from status.json only")
         return []
-    import optuna
-
-    from .sweep.study import open_journal
-
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
         with warnings.catch_warnings():
@@ -383,14 +398,14 @@ def _settings(
         "slot": info.get("slot", attrs.get("slot")),
     }
     for path, given in [(p, toggles) for p in toggle_cols] + [(p, params) for p in param_cols]:
-        value = given[path] if path in given else _lookup(trial.config, path)
+        value = given[path] if path in given else _lookup(trial.resolved, path)
         out[column(path)] = json.dumps(value) if isinstance(value, list | dict) else value
     return out
 
 
-def _lookup(config: Mapping[str, Any] | None, path: str) -> Any:
-    """:func:`ablations.config.resolved_value` of a trial's config (None without one)."""
-    return None if config is None else resolved_value(config, path)
+def _lookup(run: Resolved | None, path: str) -> Any:
+    """What the trial's run resolves ``path`` to (None without a run directory)."""
+    return None if run is None else run.value(path)
 
 
 # --- curves and runs ----------------------------------------------------------------------------
@@ -440,7 +455,7 @@ def _run_row(
     if status in DONE and trial.path is not None and not metrics:
         report.missing.append(f"trial {trial.number}: {status} but metrics.jsonl has no lines")
     last = metrics[-1] if metrics else {}
-    phases = (trial.config or {}).get("phases") or []
+    phases = (trial.resolved.config.get("phases") if trial.resolved else None) or []
     row: dict[str, Any] = {
         "experiment": name,
         **settings,

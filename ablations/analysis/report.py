@@ -5,10 +5,13 @@ difference from a baseline variant, each with its 95% interval; what the README'
                                [--format md|latex|csv]
 
 Per variant: runs, complete, diverged (over every run of the variant), the seeds whose value
-enters the mean (:func:`ablations.stats.select_runs`: the seed reruns of a tuned experiment),
-the mean with its Student-t interval (:func:`ablations.stats.summarize`), and the difference
+enters the mean (:func:`ablations.analysis.stats.select_runs`: the seed reruns of a tuned
+experiment),
+the mean with its Student-t interval (:func:`ablations.analysis.stats.summarize`), and the
+difference
 from ``--baseline`` (default: the experiment's first variant) paired by seed with its interval
-(:func:`ablations.stats.paired_difference`). Reads the tables (collecting them first when stale,
+(:func:`ablations.analysis.stats.paired_difference`). Reads the tables (collecting them first when
+stale,
 like the notebooks); writes nothing.
 """
 
@@ -21,8 +24,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import results, stats
-from .errors import fail
+from ablations import results
+from ablations.analysis import stats
+from ablations.core.errors import fail
 
 METRIC = "final_val_mlm_loss"
 FORMATS = ("md", "latex", "csv")

@@ -7,7 +7,8 @@ reference line on MLM-loss panels.
 
 Runner::
 
-    python -m ablations.figures run --results results --out results/figures [--experiment NAME ...]
+    python -m ablations.analysis.figures run --results results --out results/figures [--experiment
+    NAME ...]
 
 executes each notebook with a real Jupyter kernel (papermill), injecting ``experiment``,
 ``results_dir`` and ``figures_dir`` into its ``parameters`` cell. ``figure2_prenorm``,
@@ -36,11 +37,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from . import results as res
-from . import stats
-from .errors import fail, one_line
-from .fileio import FrozenError, check_writable
-from .status import Status
+from ablations import results as res
+from ablations.analysis import stats
+from ablations.core.errors import fail, one_line
+from ablations.core.fileio import FrozenError, check_writable
+from ablations.core.status import Status
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = REPO / "notebooks"
@@ -155,7 +156,7 @@ def loss_panels(
         curves: :func:`ablations.results.load_curves`.
         metrics: curve metrics, one row of panels each.
         phases: phases to show (default: every phase in the data).
-        runs: with ``stage``, which trials to draw (:func:`ablations.stats.select_runs`):
+        runs: with ``stage``, which trials to draw (:func:`ablations.analysis.stats.select_runs`):
             by default the seed reruns if any, so a band is seed-to-seed spread.
         reference: :func:`ablations.results.reference_lines`, drawn on MLM-loss panels.
         x: ``phase_step``, ``step``, ``samples`` or ``wall_time``.
@@ -565,8 +566,9 @@ def run(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m ablations.figures run --results DIR --out DIR [--experiment NAME ...]``."""
-    parser = argparse.ArgumentParser(prog="python -m ablations.figures")
+    """``python -m ablations.analysis.figures run --results DIR --out DIR [--experiment NAME
+    ...]``."""
+    parser = argparse.ArgumentParser(prog="python -m ablations.analysis.figures")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("run", help="execute the notebooks headless; figures as PNG")
     p.add_argument("--results", type=Path, default=REPO / "results", help="results folder")

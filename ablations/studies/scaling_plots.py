@@ -1,7 +1,7 @@
 """The batch-scaling study's figures (``notebooks/batch_scaling.ipynb``): steps and samples to
 a target against the batch size per optimizer (log-log, with perfect linear scaling drawn from
 each optimizer's smallest batch and the fitted McCandlish curve), and the measured gradient
-noise scale B_simple over training. Inputs are the tables of :mod:`ablations.scaling`."""
+noise scale B_simple over training. Inputs are the tables of :mod:`ablations.studies.scaling`."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from . import scaling
+from ablations.studies import scaling
 
 
 def scaling_plot(table: pd.DataFrame, study: scaling.Study, target: float) -> Any:

@@ -1,7 +1,8 @@
 """Train one run: the place where a ``lamb_variants`` optimizer meets the BERT workload.
 
 :func:`train` runs the phases of a :class:`~ablations.config.RunConfig` one Lightning
-``Trainer.fit`` each, writes the run's files (:mod:`ablations.curves`), and resumes from the last
+``Trainer.fit`` each, writes the run's files (:mod:`ablations.run.curves`), and resumes from the
+last
 checkpoint when called again with the same ``run_dir``::
 
     <run_dir>/checkpoints/phase1/last.ckpt   every ``checkpoint_every`` steps (the resume point)
@@ -12,12 +13,13 @@ Phase 2 starts from ``phase1/end.ckpt``: its weights, its optimizer moments
 (``optimizer.phase2="carry"``, NVIDIA's semantics; ``"fresh"``: a new optimizer), its counters and
 its RNG state, with the step count and LR schedule restarted at phase 2's lr. A checkpoint inside
 phase 2 resumes phase 2. A run whose ``status.json`` says ``complete`` or ``diverged`` is not run
-again; ``train`` returns that status (the statuses: :mod:`ablations.status`).
+again; ``train`` returns that status (the statuses: :mod:`ablations.core.status`).
 
 Data. The data module (``ablations.data.datamodule.BertDataModule(data, phase, seed)`` unless one
 is injected) provides examples; the training batches are cut by
-:class:`~ablations.sampling.StepBatchSampler` from ``train_dataloader().dataset`` (a map-style
-dataset of examples, collated by the loader's ``collate_fn`` into :mod:`ablations.batch` dicts),
+:class:`~ablations.run.sampling.StepBatchSampler` from ``train_dataloader().dataset`` (a map-style
+dataset of examples, collated by the loader's ``collate_fn`` into :mod:`ablations.data.batch`
+dicts),
 so the data order is a function of (seed, optimizer step, rank): restored exactly on resume and the
 same global batches on any number of devices. A data module may define ``epoch_order(epoch)`` (a
 permutation of its training examples, the same on every rank) to set the order within an epoch,
@@ -26,7 +28,7 @@ pipeline that does not draw from the global RNGs (the model's dropout does, and 
 checkpointed).
 
 Progress. Lightning's progress bar when stderr is a terminal, otherwise a status line every
-``log.status_every_seconds`` (``log.progress``; :mod:`ablations.progress`). Both go to stderr:
+``log.status_every_seconds`` (``log.progress``; :mod:`ablations.run.progress`). Both go to stderr:
 stdout carries the CLI's result.
 
 Distributed. ``devices * num_nodes > 1`` uses Lightning's ``"ddp"`` strategy (gloo on CPU, NCCL
@@ -46,27 +48,27 @@ from typing import Any
 
 import lightning as L
 import torch
-import yaml
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint, ProgressBar
 from lightning.pytorch.plugins import TorchCheckpointIO
 from lightning.pytorch.utilities.model_helpers import is_overridden
 from torch.utils.data import DataLoader, IterableDataset
 
-from .config import (
+from ablations.config import (
     ConfigError,
     DataConfig,
     PhaseConfig,
     RunConfig,
     load_factory,
-    run_identity,
 )
-from .curves import write_config, write_meta, write_status
-from .errors import one_line
-from .fileio import read_json, replacing
-from .module import PretrainingModule
-from .progress import callbacks as progress_callbacks
-from .sampling import StepBatchSampler
-from .status import DONE, Status, StopRun
+from ablations.core.errors import one_line
+from ablations.core.fileio import read_json, replacing
+from ablations.core.status import DONE, Status, StopRun
+from ablations.run import resolved
+from ablations.run.curves import write_config, write_meta, write_status
+from ablations.run.module import PretrainingModule
+from ablations.run.progress import callbacks as progress_callbacks
+from ablations.run.resolved import resolve
+from ablations.run.sampling import StepBatchSampler
 
 DataModuleFactory = Callable[[DataConfig, PhaseConfig, int], L.LightningDataModule]
 
@@ -117,9 +119,8 @@ def train(
     """
     run_dir = Path(run_dir)
     saved = run_dir / "config.yaml"
-    if saved.exists() and run_identity(yaml.safe_load(saved.read_text())) != run_identity(
-        config.to_dict()
-    ):
+    previous = resolved.read(run_dir)  # resolved.json, else config.yaml resolved now
+    if saved.exists() and (previous is None or previous.identity() != resolve(config).identity()):
         raise RunDirError(f"{run_dir} holds a run with a different config.yaml; use a new run_dir")
     status = read_json(run_dir / "status.json")
     if status is not None and status["status"] in DONE:
@@ -395,7 +396,7 @@ def _datamodule(
     if isinstance(given, L.LightningDataModule):
         return given
     if given is None:
-        from .data.datamodule import BertDataModule
+        from ablations.data.datamodule import BertDataModule
 
         given = BertDataModule
     return given(config.phase_data(phase), phase, config.seed)

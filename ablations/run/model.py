@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from transformers import BertConfig, BertModel
 from transformers.models.bert.modeling_bert import BertPreTrainingHeads
 
-from .config import MODEL_SIZES, ModelConfig
+from ablations.config import MODEL_SIZES, ModelConfig
 
 
 def bert_config(model: ModelConfig, vocab_size: int) -> BertConfig:
@@ -85,7 +85,7 @@ class BertPretraining(nn.Module):
         self.cls.predictions.bias.zero_()
 
     def forward(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
-        """Losses and counts of one batch (keys of :mod:`ablations.batch`).
+        """Losses and counts of one batch (keys of :mod:`ablations.data.batch`).
 
         Returns:
             ``loss`` (= ``mlm_loss + nsp_loss``), ``mlm_loss`` (CE averaged over the real

@@ -18,7 +18,8 @@ Manual optimization, so that every part of an optimizer step is explicit:
   phase-1 moments (``optimizer.phase2="carry"``: ``restart_steps()``, NVIDIA) or none
   (``"fresh"``: a new optimizer).
 - **Telemetry without host syncs.** Per step, the losses, counts and optimizer statistics
-  (:mod:`ablations.step_stats`) are stacked into one small device tensor (all-reduced under DDP, an
+  (:mod:`ablations.run.step_stats`) are stacked into one small device tensor (all-reduced under
+  DDP, an
   asynchronous op on GPU). They are read on the host in one transfer by :meth:`flush`: every step
   on CPU (where reading a tensor costs nothing), otherwise every ``log.flush_every`` steps, before
   every checkpoint (so the curves are never behind a checkpoint) and at validation. Divergence is
@@ -44,14 +45,12 @@ from torch import Tensor
 from torch.utils.data import DistributedSampler
 
 import lamb_variants
-
-from . import noise
-from .config import ConfigError, RunConfig, load_factory
-from .curves import Curves
-from .fileio import read_json, write_json
-from .internals import loss_scale
-from .model import BertPretraining
-from .step_stats import LAYER, OPTIM, StepStats, all_reduce, restart_steps
+from ablations.config import ConfigError, RunConfig, load_factory, plain
+from ablations.core.internals import loss_scale
+from ablations.run import noise, resolved
+from ablations.run.curves import Curves
+from ablations.run.model import BertPretraining
+from ablations.run.step_stats import LAYER, OPTIM, StepStats, all_reduce, restart_steps
 
 #: Per-micro-batch sums accumulated on the device, then all-reduced: loss, mlm_loss, nsp_loss
 #: (each summed over micro-batches), mlm_correct, mlm_count, nsp_correct, real tokens.
@@ -155,8 +154,10 @@ class PretrainingModule(L.LightningModule):
 
     def configure_optimizers(self) -> Any:
         opt_config, phase = self.config.optimizer, self.phase
-        weight_decay = opt_config.resolved_weight_decay()
+        plan = resolved.resolve(self.config)  # λ per group: the one resolution of the run
+        weight_decay = plan.groups[0].weight_decay
         groups = lamb_variants.nvidia_param_groups(self.model.named_parameters(), weight_decay)
+        plan = plan.with_tensors(groups)  # before the optimizer takes the (name, tensor) pairs
         if opt_config.factory is not None:  # the user's optimizer (telemetry: what it allows)
             opt = load_factory(opt_config.factory)(groups, lr=phase.lr)
             if not isinstance(opt, torch.optim.Optimizer):
@@ -175,43 +176,44 @@ class PretrainingModule(L.LightningModule):
         if self._stats is None:  # once per module: the noise hooks sit on the model
             self._stats = StepStats(self.model, noise_scale=self.config.log.noise_scale)
         self._stats.watch(opt)
-        self._record_weight_decay(opt, weight_decay)
+        self._record_resolution(plan, opt)
         schedule = lamb_variants.PolyWarmup.from_proportion(
             phase.steps, phase.warmup, decay_power=phase.decay_power, relative_to=phase.schedule
         )
         return [opt], [lamb_variants.start_phase(opt, schedule, lr=phase.lr)]
 
-    def _record_weight_decay(self, opt: lamb_variants.Lamb, weight_decay: float) -> None:
-        """Write the λ this phase trains with into ``meta.json`` (global rank 0 only).
+    def _record_resolution(self, plan: resolved.Resolved, opt: torch.optim.Optimizer) -> None:
+        """Write ``resolved.json`` (:mod:`ablations.run.resolved`; global rank 0 only): the
+        knobs and λ of each group, its tensors and this phase's data, as this phase trains them.
 
-        The config may leave ``optimizer.weight_decay`` null (the preset's upstream λ), so
-        config.yaml alone does not say which λ a run used. ``weight_decay``: λ of the decayed
-        param group; ``weight_decay_from``: "preset" or "workload"; ``param_groups``: each
-        built group's λ and tensor count, read back from the optimizer (NVIDIA's no-decay group
-        of biases and LayerNorm: 0). Every phase and attempt rewrites the same values.
+        The knobs are the resolution of the config; the groups' λ are read back from the built
+        optimizer, and a preset optimizer's knobs too, so that a resolution that disagreed with
+        what ``lamb_variants.create`` built would fail here instead of mislabelling the run.
+        Every phase and attempt rewrites the same values and adds its phase's data.
         """
         if self.curves is None or not self.curves.enabled:
             return
-        opt_config = self.config.optimizer
-        meta_path = self.curves.run_dir / "meta.json"
-        meta = read_json(meta_path) or {}
-        meta["optimizer"] = {
-            "preset": opt_config.preset if opt_config.factory is None else None,
-            **({"factory": opt_config.factory} if opt_config.factory is not None else {}),
-            "weight_decay": weight_decay,
-            "weight_decay_from": (
-                "workload"
-                if opt_config.weight_decay is not None
-                else "preset"
-                if opt_config.factory is None
-                else "default"
-            ),
-            "param_groups": [
-                {"weight_decay": g.get("weight_decay"), "tensors": len(g["params"])}
-                for g in opt.param_groups
-            ],
-        }
-        write_json(meta_path, meta)
+        run_dir = self.curves.run_dir
+        previous = resolved.read(run_dir)
+        mine = plan
+        if previous is not None and previous.source == "run":
+            mine = dataclasses.replace(mine, data=previous.data)
+        for group, built in zip(mine.groups, opt.param_groups, strict=True):
+            if group.knobs is None:
+                continue  # a factory's groups are its own: λ and knobs as it builds them
+            knobs = group.knobs
+            differs = [k for k, v in knobs.items() if plain(built.get(k, v)) != v]
+            if built.get("weight_decay") != group.weight_decay or differs:
+                raise RuntimeError(
+                    f"resolved.json: group {group.name} resolves to {knobs} with λ "
+                    f"{group.weight_decay}, the optimizer has {built.get('weight_decay')} "
+                    f"(knobs {differs} differ)"
+                )
+        identity = getattr(self.trainer.datamodule, "identity", None)
+        described = identity() if callable(identity) else {}
+        vocab = self.model.vocab_size if self.model is not None else None
+        mine = mine.with_data(self.phase_index + 1, {"vocab_size": vocab, **described})
+        resolved.write(run_dir, mine)
 
     @property
     def accumulation(self) -> int:
@@ -345,7 +347,7 @@ class PretrainingModule(L.LightningModule):
     # --- reading the numbers -------------------------------------------------------------------
 
     def latest(self, *, read: bool = False) -> dict[str, Any] | None:
-        """The newest numbers for a progress display (:mod:`ablations.progress`), or None.
+        """The newest numbers for a progress display (:mod:`ablations.run.progress`), or None.
 
         Without ``read``: the last written ``metrics.jsonl`` line, with no host sync (on an
         accelerator it is up to ``log.flush_every`` steps old). With ``read``: the newest applied
@@ -433,7 +435,8 @@ class PretrainingModule(L.LightningModule):
         self._to_loggers(records)
 
     def _noise_record(self, small_sq: float, big_sq: float) -> dict[str, float]:
-        """The ``noise/*`` fields of one step (:mod:`ablations.noise`); advances the averages."""
+        """The ``noise/*`` fields of one step (:mod:`ablations.run.noise`); advances the
+        averages."""
         b, big_b = self.phase.micro_batch, self.phase.global_batch
         grad_sq, trace = noise.two_batch(small_sq, big_sq, b, big_b)
         scale = noise.NoiseScale(**(self.progress.noise or {}))

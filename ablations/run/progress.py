@@ -29,7 +29,7 @@ import lightning as L
 from lightning.pytorch.callbacks import Callback, TQDMProgressBar
 from lightning.pytorch.callbacks.progress.tqdm_progress import Tqdm
 
-from .config import LogConfig
+from ablations.config import LogConfig
 
 Display = Literal["bar", "lines", "none"]
 

@@ -1,9 +1,10 @@
 """The results tables' columns, types and rows: curve and layer lines -> frames, one parquet type
 per column.
 
-Split from :mod:`ablations.collect` (which decides *what* a trial's settings and status are) so
+Split from :mod:`ablations.results.collect` (which decides *what* a trial's settings and status
+are) so
 that the shape of the tables, which committed results and notebooks depend on, is in one place.
-The columns are documented in :mod:`ablations.collect`.
+The columns are documented in :mod:`ablations.results.collect`.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .curves import LAYER_VALUES
+from ablations.run.curves import LAYER_VALUES
 
 #: Curve-line fields that are coordinates, not metrics.
 COORDS = ("phase", "step", "phase_step", "samples", "tokens", "wall_time")
@@ -118,7 +119,7 @@ def layer_frame(
     """A trial's layers.jsonl, one row per (line, tensor) (None when it has none).
 
     Every line lists ``tensors``, ``layers`` and the values per tensor, equally long
-    (``ablations.module`` writes them from one step's telemetry).
+    (``ablations.run.module`` writes them from one step's telemetry).
     """
     cols: dict[str, list[Any]] = {k: [] for k in (*_LAYER_FIELDS, *_LAYER_VALUES)}
     for r in records:
@@ -229,9 +230,9 @@ def with_targets(
     runs: pd.DataFrame, curves: pd.DataFrame, targets: Iterable[float], metric: str
 ) -> pd.DataFrame:
     """``runs`` with, per target, the first step and the samples at which the run's validation
-    ``metric`` is at most the target (:func:`ablations.stats.time_to_target`: the first
+    ``metric`` is at most the target (:func:`ablations.analysis.stats.time_to_target`: the first
     evaluation that reaches it counts, whatever follows); NaN where it never does."""
-    from .stats import time_to_target
+    from ablations.analysis.stats import time_to_target
 
     for target in targets:
         hits = time_to_target(curves, target, metric=metric, time="samples").set_index("trial")

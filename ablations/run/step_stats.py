@@ -10,7 +10,7 @@
   of the weights taken before a sampled step (every ``log.layer_every`` steps), and a count of
   the updates it applied (its step post-hook: a step the fp16 GradScaler skips never runs it).
 - ``log.noise_scale``: each micro-batch's squared gradient norm, read by tensor hooks before the
-  gradient is accumulated into ``.grad`` and before DDP's all-reduce (:mod:`ablations.noise`).
+  gradient is accumulated into ``.grad`` and before DDP's all-reduce (:mod:`ablations.run.noise`).
 """
 
 from __future__ import annotations
@@ -22,8 +22,7 @@ import torch
 from torch import Tensor
 
 import lamb_variants
-
-from .curves import LAYER_VALUES
+from ablations.run.curves import LAYER_VALUES
 
 #: Per step: global gradient norm before and after pre-normalization (what the moments see),
 #: global ‖u‖, trust ratio min/median/max over adapted layers, the GradScaler's scale, and for
