@@ -32,11 +32,13 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import torch
 import yaml
 
 import lamb_variants
 from ablations.config import FACTORY_WEIGHT_DECAY, ConfigError, RunConfig, plain
 from ablations.core.fileio import read_json, write_json
+from ablations.run.model import BertPretraining
 
 FILE = "resolved.json"
 #: NVIDIA's two parameter groups, in :func:`lamb_variants.nvidia_param_groups`' order.
@@ -228,3 +230,16 @@ def read(run_dir: Path) -> Resolved | None:
         return replace(resolve_raw(yaml.safe_load(path.read_text())), source="config.yaml")
     except (ConfigError, yaml.YAMLError):
         return None
+
+
+def with_model(config: RunConfig, vocab_size: int) -> Resolved:
+    """:func:`resolve` of ``config`` with the tensors of its model for ``vocab_size``: for
+    results that hold no run directory (the committed studies), the same groups the run built.
+    The model is built on the meta device: no memory, and no draw from the global RNG."""
+    with torch.device("meta"):
+        model = BertPretraining(config.model, vocab_size)
+    plan = resolve(config)
+    groups = lamb_variants.nvidia_param_groups(
+        model.named_parameters(), plan.groups[0].weight_decay
+    )
+    return plan.with_tensors(groups)
