@@ -21,9 +21,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from lightning.fabric.utilities.rank_zero import rank_zero_only
+
+from ablations.analysis import report
 from ablations.config import ConfigError, RunConfig, with_overrides
 from ablations.core.errors import fail, one_line
 from ablations.core.yamlio import load_yaml, parse_value
+from ablations.data import DataError
+from ablations.run.train import RunDirError, train
+from ablations.sweep import cli as sweep_cli
 
 
 def load_config(path: Path | None, overrides: Sequence[str]) -> RunConfig:
@@ -60,9 +66,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="data module factory f(data, phase, seed) instead of BertDataModule",
     )
     p.add_argument("overrides", nargs="*", metavar="key=value")
-    from ablations.analysis import report
-    from ablations.sweep import cli as sweep_cli
-
     sweep_cli.add_commands(sub)
     report.add_command(sub)
     args = parser.parse_args(argv)
@@ -76,10 +79,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         factory = _import(args.datamodule) if args.datamodule else None
     except ConfigError as e:
         return fail(e)
-
-    # the heavy imports (Lightning, transformers), once the arguments are known to be good
-    from ablations.data import DataError
-    from ablations.run.train import RunDirError, train
 
     try:
         result = train(config, args.run_dir, factory)
@@ -102,8 +101,6 @@ def _import(spec: str) -> Any:
 
 
 def _is_rank_zero() -> bool:
-    from lightning.fabric.utilities.rank_zero import rank_zero_only
-
     return getattr(rank_zero_only, "rank", 0) == 0
 
 

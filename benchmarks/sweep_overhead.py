@@ -35,6 +35,7 @@ def main() -> int:
 
     from ablations.sweep import study as studies
     from ablations.sweep.cli import _results
+    from ablations.sweep.slots import finished
     from ablations.sweep.spec import load_sweep, plan
 
     sweep = load_sweep(args.sweep)
@@ -78,7 +79,7 @@ def main() -> int:
     unfinished = [
         n
         for n in names
-        if not studies.finished(
+        if not finished(
             studies.load(sweep, plan(sweep, n), results / n), plan(sweep, n), sweep.retry
         )
     ]

@@ -12,6 +12,8 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+import torch
+
 PRENORM = ("none", "clip", "normalize")
 BIAS_CORRECTION = (True, False, "step_size")
 PHI = ("identity", "clip")
@@ -179,6 +181,4 @@ def _trust_clip(value: Any) -> tuple[float, float] | None:
 
 
 def _is_tensor(value: Any) -> bool:
-    import torch
-
     return isinstance(value, torch.Tensor)

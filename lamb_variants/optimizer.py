@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from . import blocks, fast, stages, telemetry
+from . import blocks, fast, stages, telemetry, trust
 from . import knobs as K
 from .layers import layer_index
 
@@ -226,7 +226,7 @@ class Lamb(torch.optim.Optimizer):
             return total.index_add_(0, layer_of, sq.to(device, dtype)).sqrt()[layer_of]
 
         w, u, d = (per_layer(sq) for sq in squares)
-        ratios = stages.trust_ratios(w, u, d, x)
+        ratios = trust.trust_ratios(w, u, d, x)
         self.stats = LambStats(
             grad_norm=grad_norm,
             moments_grad_norm=moments_norm,

@@ -19,15 +19,16 @@ reads for which stage:
 - stage 1, :class:`Prenormalize`: ``prenorm``, ``max_grad_norm``.
 - ``decay`` chooses which stage gets λ·w: :class:`L2Term` (stage 1), :class:`DecoupledDecay` or
   :class:`InRatioDecay` (stage 4); none when ``weight_decay`` (λ) is 0. λ fills that stage and
-  :class:`RatioRow` (stage 5: the split denominator and ``adapt="decayed"``).
+  :class:`~lamb_variants.trust.RatioRow` (stage 5: the split denominator and ``adapt="decayed"``).
 - ``moments`` chooses :class:`AdamMoments` + :class:`AdamDirection` + :class:`AdamApply`, or
   :class:`GradientDirection` + :class:`MomentumApply`.
 - stage 2, :class:`AdamMoments`: ``betas``, ``grad_averaging``, ``bias_correction=True``
   (m̂, v̂); stage 6, :class:`AdamApply`: ``bias_correction="step_size"`` (η_t) and ``betas``.
 - stage 3, :class:`AdamDirection`: ``eps_mode``; ``eps``, ``eps_inside_sqrt`` only for
   ``eps_mode="add"`` (Adam-atan2 has no ε).
-- stage 5, :class:`RatioRow`: ``layer_split``, ``adapt``, ``phi``, ``phi_min``, ``phi_max``,
-  ``trust_clip``, ``trust_coeff``, ``trust_eps``, ``ratio_denominator`` (and λ, above).
+- stage 5, :class:`~lamb_variants.trust.RatioRow`: ``layer_split``, ``adapt``, ``phi``,
+  ``phi_min``, ``phi_max``, ``trust_clip``, ``trust_coeff``, ``trust_eps``, ``ratio_denominator``
+  (and λ, above).
 - stage 6, :class:`MomentumApply`: ``momentum``, ``dampening``, ``nesterov``.
 - ``lr``: not by :func:`build` but every step (:func:`step_scalars`), since schedulers change it.
 
@@ -36,7 +37,8 @@ Running the stages one tensor at a time, as :meth:`Pipeline.run_direction` and
 the specification. The fast path (:mod:`lamb_variants.fast`) and ``impl="compiled"``
 (:mod:`lamb_variants.compiled`) fuse stages 1-4 and 6 over blocks of tensors, with the values
 of the same stage objects; tests prove them equal to the reference for every knob value. Stage
-1's factor (:meth:`Prenormalize.factor`) and stage 5 (:func:`trust_ratios`) are shared by all.
+1's factor (:meth:`Prenormalize.factor`) and stage 5 (:mod:`lamb_variants.trust`) are shared by
+all.
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ import torch
 from torch import Tensor
 
 from .knobs import KNOB_NAMES
+from .trust import Norms, RatioInputs, RatioRow, ratio_inputs, squared_norm
 
 Scalar = float | Tensor
 S = TypeVar("S")
@@ -282,28 +285,6 @@ class MomentumApply:
 
 
 # ----------------------------------------------------------------------------------------------
-# Stage 5's knobs for one group (the stage itself runs over every tensor at once, below)
-# ----------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class RatioRow:
-    """One group's stage-5 values. φ = identity is φ clamped to [0, ∞); no ``trust_clip`` is
-    [0, ∞); ``adapt`` says whether the group's tensors get a trust ratio at all."""
-
-    layer_split: str
-    weight_decay: float
-    adapt: bool
-    phi_min: float
-    phi_max: float
-    clip_min: float
-    clip_max: float
-    coeff: float
-    eps: float
-    split: bool  # ratio_denominator == "split" (LARS: ‖d‖ + λ‖w‖)
-
-
-# ----------------------------------------------------------------------------------------------
 # The pipeline of one group
 # ----------------------------------------------------------------------------------------------
 
@@ -337,7 +318,7 @@ class Pipeline:
         for stage in self.direction:
             stage(x, t)
         assert x.u is not None and x.d is not None
-        return x.u, Norms(_sq(x.w), _sq(x.u), _sq(x.d))
+        return x.u, Norms(squared_norm(x.w), squared_norm(x.u), squared_norm(x.d))
 
 
 def build(knobs: dict[str, Any]) -> Pipeline:
@@ -423,76 +404,6 @@ class Pipelines:
             )
             self._ratio_key = key
         return self._ratio_inputs
-
-
-# ----------------------------------------------------------------------------------------------
-# Stage 5, shared: trust ratios from per-layer norms (small vectors, no host sync)
-# ----------------------------------------------------------------------------------------------
-
-
-@dataclass
-class Norms:
-    """Squared L2 norms of one tensor: weights, update u, direction d."""
-
-    w: Tensor
-    u: Tensor
-    d: Tensor
-
-
-def _sq(t: Tensor) -> Tensor:
-    # Half precision would overflow the square of any norm above 256: square in float32.
-    low = t.dtype in (torch.float16, torch.bfloat16)
-    n = torch.linalg.vector_norm(t, dtype=torch.float32 if low else None)
-    return n * n
-
-
-@dataclass
-class RatioInputs:
-    """:class:`RatioRow` values as vectors over the step's tensors (one row per tensor)."""
-
-    weight_decay: Tensor
-    adapt: Tensor  # bool: does this tensor get a trust ratio?
-    phi_min: Tensor
-    phi_max: Tensor
-    clip_min: Tensor
-    clip_max: Tensor
-    coeff: Tensor
-    eps: Tensor
-    split: Tensor  # bool: ratio_denominator == "split"
-
-
-def ratio_inputs(rows: list[RatioRow], device: torch.device, dtype: torch.dtype) -> RatioInputs:
-    def vec(name: str) -> Tensor:
-        return torch.tensor([getattr(r, name) for r in rows], dtype=dtype, device=device)
-
-    return RatioInputs(
-        weight_decay=vec("weight_decay"),
-        adapt=torch.tensor([r.adapt for r in rows], device=device),
-        phi_min=vec("phi_min"),
-        phi_max=vec("phi_max"),
-        clip_min=vec("clip_min"),
-        clip_max=vec("clip_max"),
-        coeff=vec("coeff"),
-        eps=vec("eps"),
-        split=torch.tensor([r.split for r in rows], device=device),
-    )
-
-
-def trust_ratios(w_norm: Tensor, u_norm: Tensor, d_norm: Tensor, x: RatioInputs) -> Tensor:
-    """Stage 5: one ratio per tensor from the norms of its layer.
-
-    p = φ(‖w‖) = clamp(‖w‖, φ_min, φ_max) (identity: no clamp; the LAMB paper's φ);
-    q = ‖u‖, or ‖d‖ + λ‖w‖ for the LARS denominator;
-    r = clamp(c·p/(q + eps_r), trust_clip) (DeepSpeed [0.01, 10], timm LAMBC (0, 1));
-    r = 1 if p = 0 or the gradient-side norm is 0 (every implementation's zero guard), and
-    r = 1 for tensors that ``adapt`` leaves out.
-    """
-    p = torch.clamp(w_norm, x.phi_min, x.phi_max)
-    q = torch.where(x.split, d_norm + x.weight_decay * w_norm, u_norm)
-    ratio = torch.clamp(x.coeff * p / (q + x.eps), x.clip_min, x.clip_max)
-    guard = (p > 0) & (torch.where(x.split, d_norm, u_norm) > 0)
-    one = torch.ones_like(ratio)
-    return torch.where(guard & x.adapt, ratio, one)
 
 
 @dataclass

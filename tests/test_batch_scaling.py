@@ -49,7 +49,7 @@ def test_the_committed_study_has_every_batch_two_seeds_and_the_ranked_best_point
 
 @pytest.mark.slow
 def test_the_batch_scaling_notebook_draws_its_figures_from_the_committed_study(tmp_path):
-    from ablations.analysis import figures
+    from ablations.analysis import notebooks as figures
 
     out = tmp_path / "figures"
     figures.execute(figures.Job("batch_scaling", "batch_nvlamb"), COMMITTED, out)

@@ -11,7 +11,7 @@ from optuna.trial import TrialState, create_trial
 
 from ablations.core.internals import loss_scale, study_storage, trial_id
 from ablations.core.journal import open_journal
-from ablations.run.train import AtomicCheckpointIO
+from ablations.run.checkpoints import AtomicCheckpointIO
 
 
 def test_a_studys_storage_and_trial_ids_claim_a_waiting_trial_once(tmp_path):

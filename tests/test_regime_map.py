@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 import lamb_variants
-from ablations.studies import regime
+from ablations.studies import regime, selection
 from ablations.sweep.reuse import run_key
 from ablations.sweep.spec import load_sweep
 
@@ -26,8 +26,9 @@ def _configs(name: str) -> dict[str, object]:
 
 def test_lr_sweep_spans_1_5_decades_with_6_values_for_every_curve_in_both_modes():
     curves: dict[tuple[str, str], set[float]] = {}
+    plan = MAP.plans["lr_sensitivity"]
     for variant, config in _configs("lr_sensitivity").items():
-        key = (config.optimizer.preset, regime.intervention(variant))
+        key = (config.optimizer.preset, regime.intervention(plan.toggles(variant)))
         curves.setdefault(key, set()).add(config.phases[0].lr)
     modes = {m for m, _ in curves}
     assert modes == {"apex", "nvlamb"}
@@ -38,9 +39,10 @@ def test_lr_sweep_spans_1_5_decades_with_6_values_for_every_curve_in_both_modes(
 
 
 def test_each_intervention_changes_only_its_knob():
+    plan = MAP.plans["lr_sensitivity"]
     for variant, config in _configs("lr_sensitivity").items():
         overrides = config.optimizer.overrides
-        name = regime.intervention(variant)
+        name = regime.intervention(plan.toggles(variant))
         assert overrides["prenorm"] == ("none" if name == "no_prenorm" else "clip")
         assert overrides["bias_correction"] is (name != "no_bias_correction")
 
@@ -83,11 +85,12 @@ def test_identical_configurations_are_shared_between_experiments():
     assert {"lr_sensitivity", "eps_calibrated"} in shared
 
 
-def test_every_regime_row_names_variants_of_its_experiment():
+def test_every_regime_row_picks_one_variant_of_its_experiment_on_each_side():
     for row in regime.ROWS:
-        variants = MAP.plans[row.experiment].variants
-        assert row.a in variants and row.b in variants, row
-        assert row.a != row.b
+        plan = MAP.plans[row.experiment]
+        toggles = pd.DataFrame([{"variant": v, **plan.toggles(v)} for v in plan.variants])
+        a, b = selection.variant_with(toggles, row.a), selection.variant_with(toggles, row.b)
+        assert a is not None and b is not None and a != b, row
 
 
 def _points() -> pd.DataFrame:
@@ -230,7 +233,7 @@ def test_the_committed_map_holds_what_the_issue_asks():
 
 @pytest.mark.slow
 def test_the_regime_notebook_draws_every_figure_from_the_committed_map(tmp_path):
-    from ablations.analysis import figures
+    from ablations.analysis import notebooks as figures
 
     out = tmp_path / "figures"
     figures.execute(figures.Job("regime_map", "lr_sensitivity"), COMMITTED, out)

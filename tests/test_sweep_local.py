@@ -74,7 +74,7 @@ def test_six_local_workers_every_trial_once_and_divergence_is_a_result(tmp_path,
     # the collect step's tables agree with the study and the trial files ...
     import pandas as pd
 
-    from ablations.analysis import figures
+    from ablations.analysis import notebooks as figures
 
     runs = pd.read_parquet(exp_dir / "runs.parquet")
     assert len(runs) == len(trials) and set(runs["trial"]) == {t.number for t in trials}

@@ -17,7 +17,9 @@ import lamb_variants
 from ablations.__main__ import main
 from ablations.config import ConfigError
 from ablations.sweep import study as studies
-from ablations.sweep.spec import load_sweep, plan, time_seconds
+from ablations.sweep.experiment import time_seconds
+from ablations.sweep.slots import slots_ahead, total_slots
+from ablations.sweep.spec import load_sweep, plan
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -699,7 +701,7 @@ def test_every_variant_gets_the_same_points_inside_the_range(method):
     raw = _mutate(f"{E}/search", {"method": method, "budget": 8, "seed": 3})
     raw["experiments"]["e"]["tune"]["optimizer.weight_decay"] = {"low": 0.0, "high": 0.1}
     p = plan(_load(raw), "e")
-    slots = studies.slots_ahead(p)
+    slots = slots_ahead(p)
     assert len(slots) == 2 * 8
     by_variant: dict[str, list] = {}
     for s in slots:
@@ -718,7 +720,7 @@ def test_every_variant_gets_the_same_points_inside_the_range(method):
     other = _mutate(f"{E}/search", {"method": method, "budget": 8, "seed": 4})
     other["experiments"]["e"]["tune"] = raw["experiments"]["e"]["tune"]
     assert plan(_load(other), "e").points != p.points
-    assert studies.total_slots(p) == 2 * (8 + 2)
+    assert total_slots(p) == 2 * (8 + 2)
 
 
 def test_grid_search_and_no_tuning():
@@ -729,11 +731,11 @@ def test_grid_search_and_no_tuning():
     untuned = _mutate(f"{E}/tune", None)
     untuned["experiments"]["e"]["search"] = {"budget": 1}
     q = plan(_load(untuned), "e")
-    assert [(s.stage, s.seed, s.params) for s in studies.slots_ahead(q)][:2] == [
+    assert [(s.stage, s.seed, s.params) for s in slots_ahead(q)][:2] == [
         ("seed", 0, {}),
         ("seed", 1, {}),
     ]
-    assert studies.total_slots(q) == 2 * 2
+    assert total_slots(q) == 2 * 2
 
 
 @pytest.mark.parametrize(

@@ -21,6 +21,9 @@ from sweep_files import TINY
 
 from ablations.core.internals import study_storage
 from ablations.sweep import study as studies
+from ablations.sweep.leases import Claim, Heartbeat, reap
+from ablations.sweep.schedule import claim_next
+from ablations.sweep.slots import best_point, finished, slot_state, total_slots
 from ablations.sweep.spec import load_sweep, plan
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -57,12 +60,12 @@ def _sweep(
     return sweep, plan(sweep, "e"), tmp_path / "out" / "e"
 
 
-def _finish(study: optuna.Study, claim: studies.Claim, value: float, status="complete") -> None:
+def _finish(study: optuna.Study, claim: Claim, value: float, status="complete") -> None:
     study_storage(study).set_trial_user_attr(claim.trial_id, "status", status)
     study.tell(claim.number, values=value)
 
 
-def _value(claim: studies.Claim) -> float:
+def _value(claim: Claim) -> float:
     """A made-up objective: best at lr = 1e-2, worse for the smaller eps."""
     lr = claim.params["phases.0.lr"]
     return abs(math.log10(lr) + 2) + (claim.variant.endswith("1e-07")) * 0.1 + claim.seed * 1e-3
@@ -76,9 +79,9 @@ def _worker(file: str, results: str, out: str) -> None:
     study = studies.load(sweep, p, exp_dir)
     mine = []
     while True:
-        claim = studies.claim_next(study, p, sweep, exp_dir)
+        claim = claim_next(study, p, sweep, exp_dir)
         if claim is None:
-            if studies.finished(study, p, sweep.retry):
+            if finished(study, p, sweep.retry):
                 break
             time.sleep(0.05)
             continue
@@ -105,7 +108,7 @@ def test_six_processes_claim_every_slot_exactly_once(tmp_path):
         q.join(timeout=240)
         assert q.exitcode == 0
     claimed = [s for i in range(6) for s in (tmp_path / f"w{i}.txt").read_text().split()]
-    assert len(claimed) == len(set(claimed)) == studies.total_slots(p) == 3 * (8 + 3)
+    assert len(claimed) == len(set(claimed)) == total_slots(p) == 3 * (8 + 3)
     assert sum(bool((tmp_path / f"w{i}.txt").read_text()) for i in range(6)) >= 2
     study = studies.load(sweep, p, exp_dir)
     trials = study.get_trials()
@@ -144,9 +147,9 @@ def test_a_diverged_point_is_never_the_best():
         )
         trials[-1].number = number
     plan = types.SimpleNamespace(experiment=types.SimpleNamespace(tune={"phases.0.lr": None}))
-    assert studies.best_point(trials, "v", plan) == {"phases.0.lr": 0.001}
+    assert best_point(trials, "v", plan) == {"phases.0.lr": 0.001}
     trials[2].value = math.inf
-    assert studies.best_point(trials, "v", plan) == {"phases.0.lr": 0.01}
+    assert best_point(trials, "v", plan) == {"phases.0.lr": 0.01}
 
 
 def _dead_pid() -> int:
@@ -158,16 +161,16 @@ def _dead_pid() -> int:
 def test_a_trial_whose_worker_died_is_retried_under_its_original_number(tmp_path):
     sweep, p, exp_dir = _sweep(tmp_path, budget=1, seeds=1, variants=1, max_retry=2)
     study = studies.prepare(sweep, p, exp_dir)
-    first = studies.claim_next(study, p, sweep, exp_dir)
+    first = claim_next(study, p, sweep, exp_dir)
     assert first is not None and first.attempts == [first.number] == [first.origin]
     # a live lease (this process) is left alone
-    assert studies.claim_next(study, p, sweep, exp_dir) is None
+    assert claim_next(study, p, sweep, exp_dir) is None
     assert study.get_trials()[0].state == TrialState.RUNNING
     lease = exp_dir / ".leases" / f"{first.number}.json"
     assert lease.exists()
     for attempt in range(1, 3):
         studies.write_json(lease, {**studies.read_json(lease), "pid": _dead_pid()})
-        retry = studies.claim_next(study, p, sweep, exp_dir)
+        retry = claim_next(study, p, sweep, exp_dir)
         assert retry is not None
         assert retry.origin == first.number and retry.slot == first.slot
         assert retry.params == first.params and retry.attempts[0] == first.number
@@ -178,34 +181,34 @@ def test_a_trial_whose_worker_died_is_retried_under_its_original_number(tmp_path
         lease = exp_dir / ".leases" / f"{retry.number}.json"
     # retries exhausted (max_retry=2): the slot is done, failed for good
     studies.write_json(lease, {**studies.read_json(lease), "pid": _dead_pid()})
-    nothing = studies.claim_next(study, p, sweep, exp_dir)
+    nothing = claim_next(study, p, sweep, exp_dir)
     assert nothing is not None and nothing.stage == "seed"  # the seed rerun is queued instead
-    states = studies.slot_state(study.get_trials(), sweep.retry)
+    states = slot_state(study.get_trials(), sweep.retry)
     assert states[first.slot] == "done"
 
 
 def test_a_stale_lease_is_reaped_after_the_grace_period(tmp_path):
     sweep, p, exp_dir = _sweep(tmp_path, budget=1, seeds=1, variants=1)
     study = studies.prepare(sweep, p, exp_dir)
-    claim = studies.claim_next(study, p, sweep, exp_dir)
+    claim = claim_next(study, p, sweep, exp_dir)
     lease = exp_dir / ".leases" / f"{claim.number}.json"
     studies.write_json(lease, {**studies.read_json(lease), "host": "elsewhere"})
-    assert studies.reap(study, sweep, exp_dir) == []  # fresh
+    assert reap(study, sweep, exp_dir) == []  # fresh
     old = time.time() - 10
     os.utime(lease, (old, old))
-    assert studies.reap(study, sweep, exp_dir) == [claim.number]
+    assert reap(study, sweep, exp_dir) == [claim.number]
     assert "not renewed" in study.get_trials()[claim.number].user_attrs["error"]
 
 
 def test_heartbeat_keeps_a_lease_fresh(tmp_path):
     sweep, p, exp_dir = _sweep(tmp_path, budget=1, seeds=1, variants=1)
     study = studies.prepare(sweep, p, exp_dir)
-    claim = studies.claim_next(study, p, sweep, exp_dir)
+    claim = claim_next(study, p, sweep, exp_dir)
     lease = exp_dir / ".leases" / f"{claim.number}.json"
     studies.write_json(lease, {**studies.read_json(lease), "host": "elsewhere"})
-    with studies.Heartbeat(study, claim, exp_dir, sweep, every=0.5):
+    with Heartbeat(study, claim, exp_dir, sweep, every=0.5):
         time.sleep(3.5)  # past grace_seconds=2
-        assert studies.reap(study, sweep, exp_dir) == []
+        assert reap(study, sweep, exp_dir) == []
     assert not lease.exists()
 
 
@@ -215,10 +218,10 @@ def test_tpe_samples_each_variant_from_its_own_trials(tmp_path):
     study = studies.prepare(sweep, p, exp_dir)
     assert study.get_trials() == []  # nothing known in advance
     slots = []
-    while (claim := studies.claim_next(study, p, sweep, exp_dir)) is not None:
+    while (claim := claim_next(study, p, sweep, exp_dir)) is not None:
         slots.append((claim.variant, claim.stage))
         _finish(study, claim, _value(claim))
-    assert studies.finished(study, p, sweep.retry)
+    assert finished(study, p, sweep.retry)
     for variant in p.variants:
         assert slots.count((variant, "tune")) == 6 and slots.count((variant, "seed")) == 1
     lrs = [t.params["phases.0.lr"] for t in study.get_trials()]
@@ -232,11 +235,11 @@ def test_rdb_storage_uses_optunas_heartbeat_and_retry(tmp_path):
     object.__setattr__(sweep, "storage", f"sqlite:///{tmp_path}/s.db")
     study = studies.prepare(sweep, p, exp_dir)
     assert "RDBStorage" in repr(study_storage(study)._backend)
-    claim = studies.claim_next(study, p, sweep, exp_dir)
-    with studies.Heartbeat(study, claim, exp_dir, sweep, every=0.5):
+    claim = claim_next(study, p, sweep, exp_dir)
+    with Heartbeat(study, claim, exp_dir, sweep, every=0.5):
         time.sleep(2.5)
-        assert studies.reap(study, sweep, exp_dir) == []
+        assert reap(study, sweep, exp_dir) == []
     time.sleep(4.5)  # no heartbeat for longer than grace_seconds=2
-    retry = studies.claim_next(study, p, sweep, exp_dir)
+    retry = claim_next(study, p, sweep, exp_dir)
     assert retry is not None and retry.origin == claim.number and retry.slot == claim.slot
     assert study.get_trials()[claim.number].state == TrialState.FAIL

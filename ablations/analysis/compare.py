@@ -12,10 +12,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import matplotlib
 import pandas as pd
 
 from ablations import results
 from ablations.analysis import figures, stats
+from ablations.analysis.locations import REPO
 from ablations.analysis.report import report_table
 from ablations.core.errors import fail
 from ablations.core.fileio import FrozenError, check_writable
@@ -45,9 +47,7 @@ def compare(exp_dir: Path | str, out: Path | str, log: Any = print) -> Path:
     """Print the comparison table and the reference line of an experiment, and draw its loss
     curves (training loss and validation MLM loss per variant) to
     ``<out>/<experiment>/compare.png``; returns the figure's path."""
-    import matplotlib
-
-    matplotlib.use("Agg")
+    matplotlib.use("Agg")  # files only: no display, whatever backend pyplot picked (none drew yet)
     exp_dir = Path(exp_dir)
     check_writable(out)
     runs = results.load_runs(exp_dir)  # collected first if stale: once, for both uses
@@ -79,7 +79,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("exp_dir", type=Path, metavar="EXP_DIR", help="an experiment's folder")
     parser.add_argument(
-        "--out", type=Path, default=figures.REPO / "results" / "figures", help="figure folder"
+        "--out", type=Path, default=REPO / "results" / "figures", help="figure folder"
     )
     args = parser.parse_args(argv)
     try:

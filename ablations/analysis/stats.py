@@ -8,8 +8,10 @@ from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
+import scipy.stats
 
 from ablations.core.status import Status
+from ablations.results.tables import time_to_target as time_to_target  # computed with the tables
 
 
 def select_runs(runs: pd.DataFrame, stage: str | None = "auto") -> pd.DataFrame:
@@ -28,8 +30,6 @@ def t_interval(
     values: Sequence[float] | np.ndarray, confidence: float = 0.95
 ) -> tuple[float, float, float]:
     """``(mean, low, high)``: Student-t confidence interval of the mean (NaN bounds if n < 2)."""
-    from scipy import stats
-
     x = np.asarray(values, dtype=float)
     n = len(x)
     if n == 0:
@@ -37,7 +37,7 @@ def t_interval(
     mean = float(x.mean())
     if n < 2:
         return mean, math.nan, math.nan
-    half = float(stats.t.ppf(0.5 + confidence / 2, n - 1) * x.std(ddof=1) / math.sqrt(n))
+    half = float(scipy.stats.t.ppf(0.5 + confidence / 2, n - 1) * x.std(ddof=1) / math.sqrt(n))
     return mean, mean - half, mean + half
 
 
@@ -47,13 +47,11 @@ def difference(
     """``(mean(a) - mean(b), low, high, p)``: Welch's t-interval of the difference of means and
     its two-sided p-value (unequal variances; seeds of two variants are independent samples).
     NaN where either side has fewer than 2 values."""
-    from scipy import stats
-
     x, y = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
     if len(x) < 2 or len(y) < 2:
         delta = float(x.mean() - y.mean()) if len(x) and len(y) else math.nan
         return delta, math.nan, math.nan, math.nan
-    test = stats.ttest_ind(x, y, equal_var=False)
+    test = scipy.stats.ttest_ind(x, y, equal_var=False)
     ci = test.confidence_interval(confidence)
     return float(x.mean() - y.mean()), float(ci.low), float(ci.high), float(test.pvalue)
 
@@ -145,42 +143,6 @@ def default_target(
     done = runs[runs["status"] == Status.COMPLETE]
     medians = done.groupby("variant", observed=True)[metric].median()
     return float(medians.max()) if len(medians) else math.nan
-
-
-def time_to_target(
-    curves: pd.DataFrame,
-    target: float,
-    *,
-    metric: str = "val/mlm_loss",
-    time: str = "wall_time",
-) -> pd.DataFrame:
-    """Per trial, the ``time`` of the first evaluation with ``metric <= target`` (AlgoPerf: the
-    clock at the first eval that crosses the target); +inf for a trial that never does (one that
-    diverged or failed before, or without any evaluation).
-
-    Returns: one row per trial of ``curves``: trial, variant, seed, stage, time, step.
-    """
-    evals = curves[curves["metric"].astype("str") == metric].sort_values(["trial", "step"])
-    hits = evals[evals["value"] <= target].groupby("trial").head(1).set_index("trial")
-    rows = []
-    for trial, group in curves.groupby("trial", sort=True):
-        first = hits.loc[trial] if trial in hits.index else None
-        rows.append(
-            {
-                "trial": trial,
-                "variant": group["variant"].iloc[0],
-                "seed": group["seed"].iloc[0],
-                "stage": group["stage"].iloc[0],
-                "time": float(first[time]) if first is not None else math.inf,
-                "step": int(first["step"]) if first is not None else None,
-            }
-        )
-    df = pd.DataFrame(rows, columns=["trial", "variant", "seed", "stage", "time", "step"])
-    # typed even with no trial (an experiment with no curves yet): NaN/<NA> for "never"
-    df = df.astype({"time": "float64", "step": "Int64"})
-    if "variant" in curves and isinstance(curves["variant"].dtype, pd.CategoricalDtype):
-        df["variant"] = pd.Categorical(df["variant"], categories=curves["variant"].cat.categories)
-    return df
 
 
 def performance_ratios(

@@ -1,6 +1,6 @@
 """An experiment's Optuna study journal (``study.journal``), opened the one way every writer
 and reader opens it: the sweep's workers and driver (:mod:`ablations.sweep.study`) and collect
-(:mod:`ablations.results.collect`) share the file and its lock."""
+(:mod:`ablations.results.trials`) share the file and its lock."""
 
 from __future__ import annotations
 

@@ -1,10 +1,10 @@
 """The one status vocabulary of a run, and the one exception that stops a run early.
 
 Every status the harness writes or compares is a :class:`Status`: ``status.json`` (written by
-:mod:`ablations.run.train`), the study's ``user_attrs["status"]`` (written by the sweep's worker and
-reaper, :mod:`ablations.sweep`) and ``runs.parquet``'s ``status`` column
-(:mod:`ablations.results.collect`).
-The values are the strings on disk, so committed results still read.
+:mod:`ablations.run.train`), the study's ``user_attrs["status"]`` (written by the sweep's worker
+and reaper, :mod:`ablations.sweep`) and ``runs.parquet``'s ``status`` column
+(:mod:`ablations.results.run_rows`). The values are the strings on disk, so committed results
+still read.
 
 Who writes which value:
 

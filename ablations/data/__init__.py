@@ -7,14 +7,12 @@
 - ``datamodule``: ``BertDataModule``, the LightningDataModule of one phase.
 
 Every bad setting or file raises :class:`DataError` (a ``ValueError``) with a one-line message.
-``BertDataModule`` is imported on first use (it pulls in Lightning).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
 from ablations.data.corpus import Corpus, build_embedded, load_corpus, read_text
+from ablations.data.datamodule import BertDataModule
 from ablations.data.errors import DataError
 from ablations.data.examples import (
     build_examples,
@@ -25,9 +23,6 @@ from ablations.data.examples import (
 )
 from ablations.data.hdf5 import read_shard, to_batch, unigram_entropy, write_shard
 from ablations.data.tokenizer import WordPiece, load_tokenizer, train_wordpiece
-
-if TYPE_CHECKING:
-    from ablations.data.datamodule import BertDataModule
 
 __all__ = [
     "BertDataModule",
@@ -49,11 +44,3 @@ __all__ = [
     "unigram_entropy",
     "write_shard",
 ]
-
-
-def __getattr__(name: str) -> Any:
-    if name == "BertDataModule":
-        from ablations.data.datamodule import BertDataModule
-
-        return BertDataModule
-    raise AttributeError(f"module 'ablations.data' has no attribute {name!r}")

@@ -2,16 +2,15 @@
 
 The tables (``curves``, ``runs``, ``layers``, ``reference``; their columns and the input
 layout) are written by :func:`ablations.results.collect.collect`, re-exported here as
-:func:`collect`
-so that a notebook or script needs this one module. The loaders (:func:`load_curves`,
-:func:`load_runs`, :func:`load_layers`, :func:`reference_lines`, :func:`load_report`) read the
-parquet and collect first when it is missing or older than the trial files; committed results
-without trial directories are read as they are (a missing table there is an error, not an empty
-collection). :func:`load_spec`, :func:`describe` and :func:`variant_table` read sweep.json. The
-statistics notebooks use are in :mod:`ablations.analysis.stats`: ``summarize`` (final-metric mean
-and 95%
-t-interval per variant, divergence rate), ``time_to_target`` and ``performance_profile``
-(AlgoPerf's, r_max = 4).
+:func:`collect` so that a notebook or script needs this one module. The loaders
+(:func:`load_curves`, :func:`load_runs`, :func:`load_layers`, :func:`reference_lines`,
+:func:`load_report`) read the parquet and collect first when it is missing or older than the
+trial files; committed results without trial directories are read as they are (a missing table
+there is an error, not an empty collection). :func:`load_spec`, :func:`describe` and
+:func:`variant_table` read sweep.json. ``time_to_target`` is in :mod:`ablations.results.tables`
+(it fills the runs' ``steps_to_<t>`` columns); the statistics notebooks use are in
+:mod:`ablations.analysis.stats`: ``summarize`` (final-metric mean and 95% t-interval per
+variant, divergence rate) and ``performance_profile`` (AlgoPerf's, r_max = 4).
 
 Command line: ``python -m ablations.results collect results/<experiment> [...] [--force]``: a
 collect never replaces a table with one of fewer trials or rows without ``--force``, and never
@@ -30,7 +29,8 @@ import pandas as pd
 
 from ablations.core.errors import fail
 from ablations.core.fileio import read_json
-from ablations.results.collect import (
+from ablations.results.collect import collect
+from ablations.results.layout import (
     CURVES,
     EXPERIMENT_INPUTS,
     INPUTS,
@@ -40,11 +40,10 @@ from ablations.results.collect import (
     RUNS,
     SCHEMA,
     TABLES,
-    CollectReport,
     ResultsError,
-    collect,
     trial_dirs,
 )
+from ablations.results.report import CollectReport
 
 __all__ = [
     "CURVES",

@@ -1,10 +1,10 @@
 """The results tables' columns, types and rows: curve and layer lines -> frames, one parquet type
-per column.
+per column, and the columns derived from the curves (time to a target loss).
 
-Split from :mod:`ablations.results.collect` (which decides *what* a trial's settings and status
-are) so
-that the shape of the tables, which committed results and notebooks depend on, is in one place.
-The columns are documented in :mod:`ablations.results.collect`.
+Apart from the modules that decide *what* a trial's settings (:mod:`ablations.results.settings`)
+and status (:mod:`ablations.results.run_rows`) are, so that the shape of the tables, which
+committed results and notebooks depend on, is in one place. The columns are documented in
+:mod:`ablations.results.collect`.
 """
 
 from __future__ import annotations
@@ -221,6 +221,42 @@ def categorize(df: pd.DataFrame, variants: list[str]) -> None:
             df[col] = df[col].astype("category")
 
 
+def time_to_target(
+    curves: pd.DataFrame,
+    target: float,
+    *,
+    metric: str = "val/mlm_loss",
+    time: str = "wall_time",
+) -> pd.DataFrame:
+    """Per trial, the ``time`` of the first evaluation with ``metric <= target`` (AlgoPerf: the
+    clock at the first eval that crosses the target); +inf for a trial that never does (one that
+    diverged or failed before, or without any evaluation).
+
+    Returns: one row per trial of ``curves``: trial, variant, seed, stage, time, step.
+    """
+    evals = curves[curves["metric"].astype("str") == metric].sort_values(["trial", "step"])
+    hits = evals[evals["value"] <= target].groupby("trial").head(1).set_index("trial")
+    rows = []
+    for trial, group in curves.groupby("trial", sort=True):
+        first = hits.loc[trial] if trial in hits.index else None
+        rows.append(
+            {
+                "trial": trial,
+                "variant": group["variant"].iloc[0],
+                "seed": group["seed"].iloc[0],
+                "stage": group["stage"].iloc[0],
+                "time": float(first[time]) if first is not None else math.inf,
+                "step": int(first["step"]) if first is not None else None,
+            }
+        )
+    df = pd.DataFrame(rows, columns=["trial", "variant", "seed", "stage", "time", "step"])
+    # typed even with no trial (an experiment with no curves yet): NaN/<NA> for "never"
+    df = df.astype({"time": "float64", "step": "Int64"})
+    if "variant" in curves and isinstance(curves["variant"].dtype, pd.CategoricalDtype):
+        df["variant"] = pd.Categorical(df["variant"], categories=curves["variant"].cat.categories)
+    return df
+
+
 def target_column(kind: str, target: float) -> str:
     """``("steps", 6.1)`` -> ``steps_to_6.1``: a run's column for one declared target."""
     return f"{kind}_to_{target:g}"
@@ -230,10 +266,8 @@ def with_targets(
     runs: pd.DataFrame, curves: pd.DataFrame, targets: Iterable[float], metric: str
 ) -> pd.DataFrame:
     """``runs`` with, per target, the first step and the samples at which the run's validation
-    ``metric`` is at most the target (:func:`ablations.analysis.stats.time_to_target`: the first
-    evaluation that reaches it counts, whatever follows); NaN where it never does."""
-    from ablations.analysis.stats import time_to_target
-
+    ``metric`` is at most the target (:func:`time_to_target`: the first evaluation that reaches
+    it counts, whatever follows); NaN where it never does."""
     for target in targets:
         hits = time_to_target(curves, target, metric=metric, time="samples").set_index("trial")
         step = hits["step"].astype("float64")

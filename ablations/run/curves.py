@@ -3,14 +3,15 @@
 Layout of ``<run_dir>``::
 
     config.yaml     RunConfig.to_dict()
-    meta.json       versions, git SHA, host, device, start time of every attempt; the
-                    optimizer's preset and λ ("optimizer": {"weight_decay", ...}, module.py)
+    meta.json       versions, git SHA, host, device, start time of every attempt
+    resolved.json   what the run trains with: knobs and λ per group, tensors, data (resolved.py)
     status.json     {"status": "running" | "complete" | "diverged" | "failed" | "interrupted"
                     | "pruned", ...} (the vocabulary: ablations/core/status.py)
     metrics.jsonl   one line per optimizer step
     layers.jsonl    per-tensor trust ratios and norms every ``log.layer_every`` steps
     val.jsonl       validation losses every ``log.val_every`` steps and at each phase end
     checkpoints/    phase1/, phase2/: last.ckpt (resume point), end.ckpt (phase complete)
+                    (checkpoints.py)
 
 Every curve line has ``phase`` (1 or 2), ``step`` (optimizer steps since the start of the run,
 1-based and continuous across phases: phase 2's first step is ``phases[0].steps + 1``) and
@@ -66,13 +67,22 @@ from __future__ import annotations
 
 import json
 import math
+import platform
+import re
+import socket
+import subprocess
+import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import lightning
+import torch
+import transformers
 import yaml
 
+import lamb_variants
 from ablations.core.fileio import finite, read_json, write_atomic, write_json
 from ablations.core.status import Status
 
@@ -103,16 +113,6 @@ def write_status(run_dir: Path, status: Status, **fields: Any) -> dict[str, Any]
 def write_meta(run_dir: Path, device: str) -> dict[str, Any]:
     """Record this attempt in ``meta.json``: versions and git SHA of the first attempt, and the
     host, device, start time and command of every attempt (a resume adds one)."""
-    import platform
-    import socket
-    import sys
-
-    import lightning
-    import torch
-    import transformers
-
-    import lamb_variants
-
     path = run_dir / "meta.json"
     meta = read_json(path) or {
         "versions": {
@@ -122,19 +122,56 @@ def write_meta(run_dir: Path, device: str) -> dict[str, Any]:
             "transformers": transformers.__version__,
             "lamb_variants": lamb_variants.__version__,
         },
-        "git": _git(Path(__file__).resolve().parents[1]),
+        "git": _git(Path(__file__).resolve().parents[2]),  # the repository root
         "attempts": [],
     }
     meta["attempts"].append(
-        {"start": _now(), "host": socket.gethostname(), "device": device, "argv": sys.argv}
+        {
+            "start": _now(),
+            "host": socket.gethostname(),
+            "device": device,
+            "argv": sys.argv,
+            "numerics": numerics(),
+        }
     )
     write_json(path, meta)
     return meta
 
 
+def numerics() -> dict[str, Any]:
+    """What decides whether two machines give the same seeded run to the last digit: the CPU
+    model and the kernels torch dispatches to on it (its vector capability), the threads (sums
+    split over threads add in another order), the BLAS/oneDNN versions and, on a GPU, the
+    device and cuDNN. Near a stability edge one ulp of difference grows into a different run,
+    so a run is reproduced exactly only where these agree (README, "Preemption and failures")."""
+    dnn = re.search(r"(?:oneDNN|MKL-DNN)\D*v?([\d.]+)", torch.__config__.show())
+    out: dict[str, Any] = {
+        "cpu": _cpu_model(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "threads": torch.get_num_threads(),
+        "onednn": dnn.group(1) if dnn else None,
+        "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
+    }
+    if torch.cuda.is_available():
+        out["cuda"] = torch.version.cuda
+        out["cudnn"] = torch.backends.cudnn.version()
+        out["gpu"] = torch.cuda.get_device_name()
+    return out
+
+
+def _cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo`` on Linux; ``platform.processor()`` elsewhere)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def _git(repo: Path) -> dict[str, Any] | None:
     """SHA and dirtiness of the git checkout holding the code, or None outside one."""
-    import subprocess
 
     def run(*args: str) -> str:
         return subprocess.run(

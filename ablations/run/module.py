@@ -19,12 +19,16 @@ Manual optimization, so that every part of an optimizer step is explicit:
   (``"fresh"``: a new optimizer).
 - **Telemetry without host syncs.** Per step, the losses, counts and optimizer statistics
   (:mod:`ablations.run.step_stats`) are stacked into one small device tensor (all-reduced under
-  DDP, an
-  asynchronous op on GPU). They are read on the host in one transfer by :meth:`flush`: every step
-  on CPU (where reading a tensor costs nothing), otherwise every ``log.flush_every`` steps, before
-  every checkpoint (so the curves are never behind a checkpoint) and at validation. Divergence is
+  DDP, an asynchronous op on GPU). They are read on the host in one transfer by :meth:`flush`:
+  every step on CPU (where reading a tensor costs nothing), otherwise every ``log.flush_every``
+  steps, before every checkpoint (so the curves are never behind a checkpoint) and at
+  validation, and written as curve lines (:mod:`ablations.run.step_records`). Divergence is
   judged at the flush, identically on every rank; under fp16 the GradScaler reads a flag on the
   host every step anyway.
+- **Validation** at the module's own steps, outside Lightning's loop
+  (:mod:`ablations.run.validation`).
+- **Checkpoints** carry the run's counters and RNG states besides Lightning's state
+  (:mod:`ablations.run.checkpoint_state`).
 """
 
 from __future__ import annotations
@@ -32,58 +36,23 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
-import random
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import lightning as L
-import numpy as np
 import torch
 from torch import Tensor
-from torch.utils.data import DistributedSampler
 
 import lamb_variants
-from ablations.config import ConfigError, RunConfig, load_factory, plain
+from ablations.config import ConfigError, RunConfig, load_factory
 from ablations.core.internals import loss_scale
-from ablations.run import noise, resolved
+from ablations.run import noise, resolved, step_records, validation
+from ablations.run.checkpoint_state import Progress, capture_rng, restore_rng
 from ablations.run.curves import Curves
 from ablations.run.model import BertPretraining
-from ablations.run.step_stats import LAYER, OPTIM, StepStats, all_reduce, restart_steps
-
-#: Per-micro-batch sums accumulated on the device, then all-reduced: loss, mlm_loss, nsp_loss
-#: (each summed over micro-batches), mlm_correct, mlm_count, nsp_correct, real tokens.
-_TRAIN = ("loss", "mlm_loss", "nsp_loss", "mlm_correct", "mlm_count", "nsp_correct", "tokens")
-
-
-@dataclass
-class Progress:
-    """Counters of the run, saved in every checkpoint (``checkpoint["ablations"]``)."""
-
-    phase_step: int = 0  # applied updates in this phase
-    skipped: int = 0  # fp16 windows skipped by the GradScaler, whole run
-    samples: int = 0  # examples of applied updates, whole run
-    tokens: int = 0  # non-padding input tokens of applied updates, whole run
-    wall_time: float = 0.0  # seconds inside fit, whole run, over every attempt
-    first_loss: float | None = None  # loss of step 1 of the run (divergence reference)
-    noise: dict[str, float | None] | None = None  # NoiseScale's averages (log.noise_scale)
-    reached: int | None = None  # the step whose validation reached config.stop_at
-
-
-@dataclass
-class _Step:
-    """One applied update whose numbers are still on the device."""
-
-    step: int
-    phase_step: int
-    lr: float
-    samples: int
-    wall_time: float
-    values: Tensor  # float64 [len(_TRAIN) + len(OPTIM)]
-    layers: Tensor | None  # [len(LAYER), tensors] (every log.layer_every steps)
-    names: tuple[str, ...] = ()
-    layer_names: tuple[str, ...] = ()
+from ablations.run.step_records import PendingStep
+from ablations.run.step_stats import StepStats, all_reduce, restart_steps
 
 
 class PretrainingModule(L.LightningModule):
@@ -127,15 +96,17 @@ class PretrainingModule(L.LightningModule):
         self._pending_rng: dict[str, Any] | None = None
         if init is not None:
             state = init["ablations"]
-            self.progress = Progress(
-                **{**_fields(Progress, state), "phase_step": 0}  # counters go on, steps restart
-            )
+            # the counters go on, the steps restart
+            self.progress = Progress.from_state(state, phase_step=0)
             self.last_metrics, self.last_val = state.get("last_metrics"), state.get("last_val")
             self._pending_rng = state.get("rng")
         self._micro = 0
         self._acc: Tensor | None = None
-        self._steps: list[_Step] = []
+        self._steps: list[PendingStep] = []
         self._val: list[dict[str, Tensor]] | None = None
+        #: Whether this phase's validation batches were read before the checkpoint this module
+        #: resumed from (that read drew a DataLoader seed from the global RNG; see _val_batches).
+        self._val_read_before = False
         self._stats: StepStats | None = None  # the optimizer's numbers (configure_optimizers)
         self._t0 = 0.0
         self._wall0 = 0.0
@@ -187,8 +158,9 @@ class PretrainingModule(L.LightningModule):
         knobs and λ of each group, its tensors and this phase's data, as this phase trains them.
 
         The knobs are the resolution of the config; the groups' λ are read back from the built
-        optimizer, and a preset optimizer's knobs too, so that a resolution that disagreed with
-        what ``lamb_variants.create`` built would fail here instead of mislabelling the run.
+        optimizer, and a preset optimizer's knobs too (:meth:`resolved.Resolved.check_built`), so
+        that a resolution that disagreed with what ``lamb_variants.create`` built fails here
+        instead of mislabelling the run.
         Every phase and attempt rewrites the same values and adds its phase's data.
         """
         if self.curves is None or not self.curves.enabled:
@@ -198,17 +170,7 @@ class PretrainingModule(L.LightningModule):
         mine = plan
         if previous is not None and previous.source == "run":
             mine = dataclasses.replace(mine, data=previous.data)
-        for group, built in zip(mine.groups, opt.param_groups, strict=True):
-            if group.knobs is None:
-                continue  # a factory's groups are its own: λ and knobs as it builds them
-            knobs = group.knobs
-            differs = [k for k, v in knobs.items() if plain(built.get(k, v)) != v]
-            if built.get("weight_decay") != group.weight_decay or differs:
-                raise RuntimeError(
-                    f"resolved.json: group {group.name} resolves to {knobs} with λ "
-                    f"{group.weight_decay}, the optimizer has {built.get('weight_decay')} "
-                    f"(knobs {differs} differ)"
-                )
+        mine.check_built(opt.param_groups)
         identity = getattr(self.trainer.datamodule, "identity", None)
         described = identity() if callable(identity) else {}
         vocab = self.model.vocab_size if self.model is not None else None
@@ -246,24 +208,14 @@ class PretrainingModule(L.LightningModule):
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         if self._pending_rng is not None:  # restored here, right before the first use
-            _set_rng(self._pending_rng)
+            restore_rng(self._pending_rng)
             self._pending_rng = None
         accumulation = self.accumulation
         last = self._micro + 1 == accumulation
         with contextlib.nullcontext() if last else self._no_sync():
             out = self.model(batch)
             self.manual_backward(out["loss"] / accumulation)
-        sums = torch.stack(
-            [
-                out["loss"].detach(),
-                out["mlm_loss"].detach(),
-                out["nsp_loss"].detach(),
-                out["mlm_correct"],
-                out["mlm_count"],
-                out["nsp_correct"],
-                batch["attention_mask"].sum(),
-            ]
-        ).to(torch.float64)
+        sums = step_records.train_sums(out, batch)
         self._acc = sums if self._acc is None else self._acc + sums
         self._micro += 1
         if last:
@@ -302,7 +254,7 @@ class PretrainingModule(L.LightningModule):
         optim = numbers.optim_values(stats, self._loss_scale())
         values = torch.cat([all_reduce(sums), optim, noise_row])
         self._steps.append(
-            _Step(
+            PendingStep(
                 self.step,
                 self.progress.phase_step,
                 lr,
@@ -364,7 +316,7 @@ class PretrainingModule(L.LightningModule):
             "phase": self.phase_index + 1,
             "step": s.step,
             "phase_step": s.phase_step,
-            "train/loss": s.values[0].item() / micro_batches,  # _TRAIN[0], as flush computes it
+            "train/loss": s.values[0].item() / micro_batches,  # TRAIN[0], as flush computes it
             "optim/lr": s.lr,
             "wall_time": s.wall_time,
         }
@@ -379,50 +331,27 @@ class PretrainingModule(L.LightningModule):
         factor = self.config.divergence_factor
         records, layer_records = [], []
         for s, row in zip(steps, rows, strict=True):
-            train = dict(zip(_TRAIN, row[: len(_TRAIN)], strict=True))
-            optim = dict(zip(OPTIM, row[len(_TRAIN) :], strict=True))
+            train, optim = step_records.split_row(row)
             self.progress.tokens += int(train["tokens"]) if math.isfinite(train["tokens"]) else 0
-            loss = train["loss"] / micro_batches
-            record = {
-                "phase": self.phase_index + 1,
-                "step": s.step,
-                "phase_step": s.phase_step,
-                "train/loss": loss,
-                "train/mlm_loss": train["mlm_loss"] / micro_batches,
-                "train/nsp_loss": train["nsp_loss"] / micro_batches,
-                "train/mlm_acc": train["mlm_correct"] / max(train["mlm_count"], 1.0),
-                "train/nsp_acc": train["nsp_correct"] / self.phase.global_batch,
-                "optim/lr": s.lr,
-                "optim/grad_norm": optim["grad_norm"],
-                "optim/moments_grad_norm": optim["moments_grad_norm"],
-                "optim/update_norm": optim["update_norm"],
-                "optim/trust_ratio_min": optim["r_min"],
-                "optim/trust_ratio_p50": optim["r_p50"],
-                "optim/trust_ratio_max": optim["r_max"],
-                "optim/skipped": self.progress.skipped,
-                "samples": s.samples,
-                "tokens": self.progress.tokens,
-                "wall_time": s.wall_time,
-            }
-            if math.isfinite(optim["loss_scale"]):
-                record["optim/loss_scale"] = optim["loss_scale"]
+            record = step_records.metrics_record(
+                self.phase_index + 1,
+                s,
+                train,
+                optim,
+                micro_batches=micro_batches,
+                global_batch=self.phase.global_batch,
+                skipped=self.progress.skipped,
+                tokens=self.progress.tokens,
+            )
             if self.config.log.noise_scale:
                 record.update(self._noise_record(optim["noise_small_sq"], optim["noise_big_sq"]))
             records.append(record)
             if s.layers is not None:
-                layer_records.append(
-                    {
-                        "phase": self.phase_index + 1,
-                        "step": s.step,
-                        "phase_step": s.phase_step,
-                        "tensors": list(s.names),
-                        "layers": list(s.layer_names),
-                        **dict(zip(LAYER, s.layers.tolist(), strict=True)),
-                    }
-                )
+                layer_records.append(step_records.layers_record(self.phase_index + 1, s))
+            loss = record["train/loss"]
             if s.step == 1:
                 self.progress.first_loss = loss if math.isfinite(loss) else None
-            reason = _diverged(loss, self.progress.first_loss, factor)
+            reason = step_records.diverged(loss, self.progress.first_loss, factor)
             if reason is not None:
                 self.outcome = "diverged"
                 self.divergence = {"step": s.step, "phase": self.phase_index + 1, "reason": reason}
@@ -472,69 +401,47 @@ class PretrainingModule(L.LightningModule):
         batches = self._val_batches()
         if batches is None:
             return
-        self.model.eval()
-        sums = torch.zeros(6, dtype=torch.float64, device=self.device)
-        for batch in batches:
-            batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
-            out = self.model(batch)
-            n = batch["next_sentence_labels"].numel()
-            sums += torch.stack(
-                [
-                    out["mlm_loss"].detach() * out["mlm_count"],
-                    out["mlm_count"],
-                    out["nsp_loss"].detach() * n,
-                    torch.tensor(n, device=self.device),
-                    out["mlm_correct"],
-                    out["nsp_correct"],
-                ]
-            ).to(torch.float64)
-        self.model.train()
-        mlm_sum, mlm_count, nsp_sum, count, mlm_correct, nsp_correct = all_reduce(sums).tolist()
-        if count == 0:
+        sums = validation.sums(self.model, batches, self.device)
+        record = validation.record(
+            all_reduce(sums).tolist(),
+            phase=self.phase_index + 1,
+            step=self.step,
+            phase_step=self.progress.phase_step,
+            samples=self.progress.samples,
+            wall_time=self.progress.wall_time,
+        )
+        if record is None:
             return
-        mlm, nsp = mlm_sum / max(mlm_count, 1.0), nsp_sum / count
-        record = {
-            "phase": self.phase_index + 1,
-            "step": self.step,
-            "phase_step": self.progress.phase_step,
-            "val/loss": mlm + nsp,
-            "val/mlm_loss": mlm,
-            "val/nsp_loss": nsp,
-            "val/mlm_acc": mlm_correct / max(mlm_count, 1.0),
-            "val/nsp_acc": nsp_correct / count,
-            "samples": self.progress.samples,
-            "wall_time": self.progress.wall_time,
-        }
         self.last_val = record
         if self.curves is not None:
             self.curves.append("val", [record])
         self._to_loggers([record])
 
     def _val_batches(self) -> list[dict[str, Tensor]] | None:
-        """This rank's share of the first ``log.val_batches`` validation batches (kept on CPU).
+        """This rank's share of the first ``log.val_batches`` validation batches (kept on CPU;
+        :func:`ablations.run.validation.rank_batches`), read once; None when there are none.
 
-        A loader that shards by rank itself (a ``DistributedSampler`` over the ranks) gives each
-        rank its first ``ceil(val_batches / world)`` batches; otherwise rank ``r`` takes batches
-        ``r, r + world, ...`` of the first ``val_batches``.
+        Exact resume: creating a ``DataLoader`` iterator without a ``generator`` draws its base
+        seed from the global torch RNG, the RNG dropout draws from. An uninterrupted phase makes
+        that draw once, at its first validation. A phase resumed from a checkpoint taken after
+        that validation must not draw again, or every dropout mask after its next validation
+        differs from the uninterrupted run's: there the batches are read with the global RNG
+        forked (its state put back after the read). Before the first validation, the read draws
+        as the uninterrupted phase's did.
         """
         if self._val is None:
             dm = self.trainer.datamodule
             limit = self.config.log.val_batches
             get = getattr(dm, "validation_loader", None) or getattr(dm, "val_dataloader", None)
-            loader = get() if get is not None and limit > 0 else None
             rank, world = self.trainer.global_rank, self.trainer.world_size
-            sampler = getattr(loader, "sampler", None)
-            sharded = isinstance(sampler, DistributedSampler) and sampler.num_replicas == world
-            self._val = []
-            for i, batch in enumerate(loader or ()):
-                if sharded:
-                    if i >= -(-limit // world):
-                        break
-                    self._val.append(batch)
-                elif i >= limit:
-                    break
-                elif i % world == rank:
-                    self._val.append(batch)
+            fork = (
+                torch.random.fork_rng(devices=[])
+                if self._val_read_before
+                else contextlib.nullcontext()
+            )
+            with fork:
+                loader = get() if get is not None and limit > 0 else None
+                self._val = validation.rank_batches(loader, limit, rank, world)
         return self._val if self._val or self.trainer.world_size > 1 else None
 
     # --- checkpoints ---------------------------------------------------------------------------
@@ -548,7 +455,8 @@ class PretrainingModule(L.LightningModule):
             "divergence": self.divergence,
             "last_metrics": self.last_metrics,
             "last_val": self.last_val,
-            "rng": _get_rng(),
+            "rng": capture_rng(),
+            "val_read": self._val is not None,
         }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -557,10 +465,11 @@ class PretrainingModule(L.LightningModule):
             raise ValueError(
                 f"checkpoint of phase {state['phase']} given to phase {self.phase_index + 1}"
             )
-        self.progress = Progress(**_fields(Progress, state))
+        self.progress = Progress.from_state(state)
         self.outcome, self.divergence = state["outcome"], state["divergence"]
         self.last_metrics, self.last_val = state["last_metrics"], state["last_val"]
         self._pending_rng = state["rng"]
+        self._val_read_before = bool(state.get("val_read", False))  # older checkpoints: False
 
     def on_train_end(self) -> None:
         self.flush()
@@ -568,38 +477,3 @@ class PretrainingModule(L.LightningModule):
     def teardown(self, stage: str) -> None:
         if self.curves is not None:
             self.curves.close()
-
-
-def _diverged(loss: float, first: float | None, factor: float) -> str | None:
-    if not math.isfinite(loss):
-        return f"non-finite loss ({loss})"
-    if first is not None and loss > factor * first:
-        return f"loss {loss:.6g} > {factor:g} x the first step's loss {first:.6g}"
-    return None
-
-
-def _fields(cls: type, state: dict[str, Any]) -> dict[str, Any]:
-    names = {f.name for f in dataclasses.fields(cls)}
-    return {k: v for k, v in state.items() if k in names}
-
-
-def _get_rng() -> dict[str, Any]:
-    """Global RNG states as tensors and plain values (loadable with ``weights_only=True``)."""
-    name, keys, pos, has_gauss, gauss = np.random.get_state()
-    state = {
-        "torch": torch.get_rng_state(),
-        "python": random.getstate(),
-        "numpy": (name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss),
-    }
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    random.setstate(state["python"])
-    name, keys, pos, has_gauss, gauss = state["numpy"]
-    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])

@@ -131,6 +131,22 @@ class Resolved:
         """The resolution with phase ``phase``'s data identity (1-based)."""
         return replace(self, data={**self.data, f"phase{phase}": dict(identity)})
 
+    def check_built(self, param_groups: Sequence[Mapping[str, Any]]) -> None:
+        """Raise ``RuntimeError`` unless the built optimizer's ``param_groups`` hold each group's
+        λ and knobs: a resolution that disagreed with what ``lamb_variants.create`` built fails
+        the run instead of mislabelling it. A factory's groups (knobs None) are its own."""
+        for group, built in zip(self.groups, param_groups, strict=True):
+            if group.knobs is None:
+                continue  # a factory's groups are its own: λ and knobs as it builds them
+            knobs = group.knobs
+            differs = [k for k, v in knobs.items() if plain(built.get(k, v)) != v]
+            if built.get("weight_decay") != group.weight_decay or differs:
+                raise RuntimeError(
+                    f"resolved.json: group {group.name} resolves to {knobs} with λ "
+                    f"{group.weight_decay}, the optimizer has {built.get('weight_decay')} "
+                    f"(knobs {differs} differ)"
+                )
+
     def tensor_sizes(self) -> dict[str, int]:
         """Elements per tensor of the model (every group's)."""
         return {name: n for g in self.groups for name, n in g.tensors.items()}

@@ -2,8 +2,7 @@
 
 :func:`train` runs the phases of a :class:`~ablations.config.RunConfig` one Lightning
 ``Trainer.fit`` each, writes the run's files (:mod:`ablations.run.curves`), and resumes from the
-last
-checkpoint when called again with the same ``run_dir``::
+last checkpoint (:mod:`ablations.run.checkpoints`) when called again with the same ``run_dir``::
 
     <run_dir>/checkpoints/phase1/last.ckpt   every ``checkpoint_every`` steps (the resume point)
     <run_dir>/checkpoints/phase1/end.ckpt    the phase is complete (last.ckpt is then removed)
@@ -15,21 +14,20 @@ its RNG state, with the step count and LR schedule restarted at phase 2's lr. A 
 phase 2 resumes phase 2. A run whose ``status.json`` says ``complete`` or ``diverged`` is not run
 again; ``train`` returns that status (the statuses: :mod:`ablations.core.status`).
 
-Data. The data module (``ablations.data.datamodule.BertDataModule(data, phase, seed)`` unless one
-is injected) provides examples; the training batches are cut by
-:class:`~ablations.run.sampling.StepBatchSampler` from ``train_dataloader().dataset`` (a map-style
-dataset of examples, collated by the loader's ``collate_fn`` into :mod:`ablations.data.batch`
-dicts),
-so the data order is a function of (seed, optimizer step, rank): restored exactly on resume and the
-same global batches on any number of devices. A data module may define ``epoch_order(epoch)`` (a
-permutation of its training examples, the same on every rank) to set the order within an epoch,
-e.g. shard by shard; the default is a seeded ``randperm``. Exact resumption also needs a data
-pipeline that does not draw from the global RNGs (the model's dropout does, and its RNG state is
-checkpointed).
+Data (:mod:`ablations.run.phase_data`). The data module
+(``ablations.data.datamodule.BertDataModule(data, phase, seed)`` unless one is injected) provides
+examples; the training batches are cut by :class:`~ablations.run.sampling.StepBatchSampler` from
+``train_dataloader().dataset`` (a map-style dataset of examples, collated by the loader's
+``collate_fn`` into :mod:`ablations.data.batch` dicts), so the data order is a function of (seed,
+optimizer step, rank): restored exactly on resume and the same global batches on any number of
+devices. A data module may define ``epoch_order(epoch)`` (a permutation of its training examples,
+the same on every rank) to set the order within an epoch, e.g. shard by shard; the default is a
+seeded ``randperm``. Exact resumption also needs a data pipeline that does not draw from the
+global RNGs (the model's dropout does, and its RNG state is checkpointed).
 
 Progress. Lightning's progress bar when stderr is a terminal, otherwise a status line every
 ``log.status_every_seconds`` (``log.progress``; :mod:`ablations.run.progress`). Both go to stderr:
-stdout carries the CLI's result.
+stdout carries the CLI's result. Loggers: ``log.loggers`` (:mod:`ablations.run.loggers`).
 
 Distributed. ``devices * num_nodes > 1`` uses Lightning's ``"ddp"`` strategy (gloo on CPU, NCCL
 on GPU); under SLURM Lightning's ``SLURMEnvironment`` is detected as usual (``srun`` with
@@ -38,39 +36,27 @@ on GPU); under SLURM Lightning's ``SLURMEnvironment`` is detected as usual (``sr
 
 from __future__ import annotations
 
-import contextlib
-import importlib
-import os
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import Callback, ModelCheckpoint, ProgressBar
-from lightning.pytorch.plugins import TorchCheckpointIO
-from lightning.pytorch.utilities.model_helpers import is_overridden
-from torch.utils.data import DataLoader, IterableDataset
+from lightning.pytorch.callbacks import Callback, ProgressBar
 
-from ablations.config import (
-    ConfigError,
-    DataConfig,
-    PhaseConfig,
-    RunConfig,
-    load_factory,
-)
+from ablations.config import RunConfig, load_factory
 from ablations.core.errors import one_line
-from ablations.core.fileio import read_json, replacing
+from ablations.core.fileio import read_json
 from ablations.core.status import DONE, Status, StopRun
-from ablations.run import resolved
+from ablations.run import checkpoints, resolved
+from ablations.run.checkpoints import AtomicCheckpointIO, PhaseEnd, ResumePoints
 from ablations.run.curves import write_config, write_meta, write_status
+from ablations.run.loggers import check_loggers, end_tracker_runs, lightning_loggers
 from ablations.run.module import PretrainingModule
+from ablations.run.phase_data import DataModuleFactory, PhaseData, phase_datamodule, windows
 from ablations.run.progress import callbacks as progress_callbacks
 from ablations.run.resolved import resolve
-from ablations.run.sampling import StepBatchSampler
-
-DataModuleFactory = Callable[[DataConfig, PhaseConfig, int], L.LightningDataModule]
 
 #: Lightning warnings that do not apply here (each says why in train()).
 _QUIET = (
@@ -136,20 +122,10 @@ def train(
         try:
             result = _train(config, run_dir, datamodule, list(callbacks), list(plugins))
         except BaseException:
-            _end_tracker_runs(config, failed=True)
+            end_tracker_runs(config, failed=True)
             raise
-        _end_tracker_runs(config, failed=False)
+        end_tracker_runs(config, failed=False)
         return result
-
-
-def _end_tracker_runs(config: RunConfig, failed: bool) -> None:
-    """W&B keeps one run per process (Lightning's ``WandbLogger`` reuses an active one, so the
-    phases of a run share it): end it with the run, so that a sweep worker's next trial gets a
-    run of its own. MLflow's logger ends its run itself."""
-    if "wandb" in config.log.loggers:
-        import wandb
-
-        wandb.finish(exit_code=1 if failed else 0)
 
 
 def _train(
@@ -172,7 +148,7 @@ def _train(
                     write_config(run_dir, config.to_dict())
                     write_meta(run_dir, _device(config))
                     write_status(run_dir, Status.RUNNING)
-            end = phase_dir / _PhaseEnd.NAME
+            end = phase_dir / checkpoints.END
             if end.exists():
                 state = _reached(end) if config.stop_at is not None else None
                 if state is not None:  # the run ended at stop_at in this phase
@@ -185,13 +161,12 @@ def _train(
                     }
                     return write_status(run_dir, **result) if rank0 else result
                 continue
-            resume = _resume_path(phase_dir)
+            resume = checkpoints.resume_path(phase_dir)
             init = None
             if resume is None and i > 0:
-                previous = run_dir / "checkpoints" / f"phase{i}" / _PhaseEnd.NAME
-                init = torch.load(previous, map_location="cpu", weights_only=True)
+                init = checkpoints.load(run_dir / "checkpoints" / f"phase{i}" / checkpoints.END)
             module = PretrainingModule(config, i, run_dir=run_dir, init=init)
-            data = PhaseData(_datamodule(datamodule, config, phase), phase, config.seed)
+            data = PhaseData(phase_datamodule(datamodule, config, phase), phase, config.seed)
             trainer.fit(module, datamodule=data, ckpt_path=resume)
             # module.outcome is a plain string: it is saved in checkpoints loaded weights_only
             if module.outcome == Status.DIVERGED:
@@ -208,7 +183,7 @@ def _train(
                 )
         result = _status(module, Status.COMPLETE, step=sum(p.steps for p in config.phases))
         if module is None:  # every phase was complete already: take the numbers from the end
-            state = torch.load(end, map_location="cpu", weights_only=True)["ablations"]
+            state = checkpoints.load(end)["ablations"]
             result.update(metrics=state["last_metrics"], val=state["last_val"])
         return write_status(run_dir, **result) if rank0 else result
     except BaseException as e:
@@ -226,31 +201,6 @@ def _train(
         raise
 
 
-#: The module each of ``log.loggers`` needs, and what installs it.
-_LOGGER_MODULES = {
-    "tensorboard": ("tensorboard", "the harness's dependencies"),
-    "wandb": ("wandb", "the `trackers` extra (make setup; pip install -e '.[trackers]')"),
-    "mlflow": ("mlflow", "the `trackers` extra (make setup; pip install -e '.[trackers]')"),
-}
-
-
-def check_loggers(config: RunConfig) -> None:
-    """Raise a one-line :class:`ConfigError` naming ``log.loggers`` when a logger's package is
-    not importable: at a run's start (and a sweep's, before any trial), not as a traceback from
-    inside Lightning once training has begun."""
-    for name in config.log.loggers:
-        module, source = _LOGGER_MODULES.get(name, (None, ""))
-        if module is None:
-            continue
-        try:
-            importlib.import_module(module)
-        except ImportError:
-            raise ConfigError(
-                f"log.loggers: {name!r} needs the {module!r} package, which is not installed; "
-                f"it comes with {source}"
-            ) from None
-
-
 def _preflight(
     config: RunConfig, datamodule: L.LightningDataModule | DataModuleFactory | None
 ) -> None:
@@ -263,7 +213,7 @@ def _preflight(
     if config.optimizer.factory is not None:
         load_factory(config.optimizer.factory)  # importable and callable, or one line now
     for phase in config.phases:
-        data = _datamodule(datamodule, config, phase)
+        data = phase_datamodule(datamodule, config, phase)
         data.prepare_data()
         data.setup("fit")
         _ = data.vocab_size
@@ -277,7 +227,7 @@ _REACHED = "reached stop_at: val/mlm_loss <= {stop} at step {step}"
 
 def _reached(end: Path) -> dict[str, Any] | None:
     """The ``ablations`` state of a phase's end checkpoint if that phase stopped at stop_at."""
-    state = torch.load(end, map_location="cpu", weights_only=True)["ablations"]
+    state = checkpoints.load(end)["ablations"]
     return state if state.get("reached") is not None else None
 
 
@@ -298,7 +248,7 @@ def _trainer(
     phase = config.phases[phase_index]
     world = config.devices * config.num_nodes
     progress = progress_callbacks(config.log)  # Lightning's bar, status lines, or nothing
-    checkpoint = _ResumePoints(
+    checkpoint = ResumePoints(
         dirpath=phase_dir,
         save_last=True,
         save_top_k=0,  # only last.ckpt: a resume point, not a model selection
@@ -312,12 +262,12 @@ def _trainer(
         num_nodes=config.num_nodes,
         strategy="ddp" if world > 1 else "auto",
         precision=config.precision,
-        max_steps=_windows(phase),
+        max_steps=windows(phase),
         # the curves are ours (append-only, truncated on resume); log.loggers get copies
-        logger=_loggers(config, phase_dir.parent.parent, phase_index) or False,
+        logger=lightning_loggers(config, phase_dir.parent.parent, phase_index) or False,
         enable_progress_bar=any(isinstance(c, ProgressBar) for c in progress),
         enable_model_summary=False,
-        callbacks=[checkpoint, _PhaseEnd(phase_dir), *progress, *callbacks],
+        callbacks=[checkpoint, PhaseEnd(phase_dir), *progress, *callbacks],
         plugins=[AtomicCheckpointIO(), *plugins],
         default_root_dir=phase_dir,  # where SLURM's auto-requeue puts hpc_ckpt_*.ckpt
         use_distributed_sampler=False,  # StepBatchSampler shards by rank
@@ -326,198 +276,7 @@ def _trainer(
     )
 
 
-_PROJECT = "ablations"  # W&B's project and MLflow's experiment
-
-
-def _loggers(config: RunConfig, run_dir: Path, phase_index: int) -> list[Any]:
-    """Lightning's own loggers for ``log.loggers``, writing under ``<run_dir>/logs/``.
-
-    Each phase and each attempt (a resume) writes a folder of its own (``csv/phase1``,
-    ``csv/phase1.1``, ...), so that a logger never truncates what an earlier attempt wrote (the
-    CSV logger rewrites its file); TensorBoard reads the folders together. W&B runs offline
-    (``logs/wandb/offline-run-*``, one W&B run per training run, ``wandb sync`` uploads it);
-    MLflow writes one MLflow run per phase into the run's own SQLite store (``logs/mlflow.db``)
-    unless ``MLFLOW_TRACKING_URI`` names a tracking server. Both are named
-    ``<experiment>/<trial>`` in a sweep (the run directory's last two parts).
-    """
-    out: list[Any] = []
-    root = run_dir / "logs"
-    title = "/".join(run_dir.resolve().parts[-2:])
-    for name in config.log.loggers:
-        version = _version(root / name, f"phase{phase_index + 1}")
-        if name == "csv":
-            from lightning.pytorch.loggers import CSVLogger
-
-            out.append(CSVLogger(root, name="csv", version=version))
-        elif name == "tensorboard":
-            from lightning.pytorch.loggers import TensorBoardLogger
-
-            out.append(TensorBoardLogger(root, name="tensorboard", version=version))
-        elif name == "wandb":
-            from lightning.pytorch.loggers import WandbLogger
-
-            out.append(WandbLogger(name=title, save_dir=str(root), offline=True, project=_PROJECT))
-        elif name == "mlflow":
-            from lightning.pytorch.loggers import MLFlowLogger
-
-            # one store per run: parallel trials never write one SQLite file (MLflow 3 refuses
-            # new file stores, hence SQLite)
-            root.mkdir(parents=True, exist_ok=True)
-            db = (root / "mlflow.db").resolve()
-            uri = os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{db}"
-            run_name = f"{title} phase{phase_index + 1}"
-            out.append(MLFlowLogger(_PROJECT, run_name=run_name, tracking_uri=uri))
-    return out
-
-
-def _version(folder: Path, base: str) -> str:
-    """``base``, or ``base.1``, ``base.2``, ... : the first that ``folder`` does not hold."""
-    n, version = 0, base
-    while (folder / version).exists():
-        n += 1
-        version = f"{base}.{n}"
-    return version
-
-
-def _windows(phase: PhaseConfig) -> int:
-    """Optimizer-step calls allowed in a phase: its steps plus fp16 steps the GradScaler skips."""
-    return phase.steps + max(100, phase.steps)
-
-
-def _resume_path(phase_dir: Path) -> str | None:
-    """The newest of ``last.ckpt`` and SLURM's ``hpc_ckpt_*.ckpt`` in ``phase_dir``."""
-    found = [*phase_dir.glob("last*.ckpt"), *phase_dir.glob("hpc_ckpt_*.ckpt")]
-    return str(max(found, key=lambda p: p.stat().st_mtime)) if found else None
-
-
-def _datamodule(
-    given: L.LightningDataModule | DataModuleFactory | None, config: RunConfig, phase: PhaseConfig
-) -> L.LightningDataModule:
-    if isinstance(given, L.LightningDataModule):
-        return given
-    if given is None:
-        from ablations.data.datamodule import BertDataModule
-
-        given = BertDataModule
-    return given(config.phase_data(phase), phase, config.seed)
-
-
 def _device(config: RunConfig) -> str:
     if config.accelerator != "cpu" and torch.cuda.is_available():
         return torch.cuda.get_device_name()
     return "cpu"
-
-
-class PhaseData(L.LightningDataModule):
-    """A data module's examples, batched by :class:`StepBatchSampler` for one phase."""
-
-    def __init__(self, inner: L.LightningDataModule, phase: PhaseConfig, seed: int) -> None:
-        super().__init__()
-        self.inner, self.phase, self.seed = inner, phase, seed
-
-    @property
-    def vocab_size(self) -> int:
-        return self.inner.vocab_size
-
-    def prepare_data(self) -> None:
-        self.inner.prepare_data()
-
-    def setup(self, stage: str) -> None:
-        self.inner.trainer = self.trainer
-        self.inner.setup(stage)
-
-    def teardown(self, stage: str) -> None:
-        self.inner.teardown(stage)
-
-    def train_dataloader(self) -> DataLoader:
-        base = self.inner.train_dataloader()
-        dataset = base.dataset
-        if isinstance(dataset, IterableDataset) or not hasattr(dataset, "__len__"):
-            raise TypeError("the training dataset must be map-style (__len__ and __getitem__)")
-        trainer = self.trainer
-        sampler = StepBatchSampler(
-            len(dataset),
-            self.phase.micro_batch,
-            self.phase.global_batch,
-            rank=trainer.global_rank,
-            world_size=trainer.world_size,
-            seed=self.seed,
-            windows=_windows(self.phase),
-            start=lambda: trainer.global_step,  # restored before the loader is iterated
-            order=getattr(self.inner, "epoch_order", None),
-        )
-        workers = {}
-        if base.num_workers > 0:
-            workers = {
-                "persistent_workers": base.persistent_workers,
-                "prefetch_factor": base.prefetch_factor,
-                "worker_init_fn": base.worker_init_fn,
-                "multiprocessing_context": base.multiprocessing_context,
-            }
-        return DataLoader(
-            dataset,
-            batch_sampler=sampler,
-            collate_fn=base.collate_fn,
-            num_workers=base.num_workers,
-            pin_memory=base.pin_memory,
-            # its own generator: creating an iterator must not draw from the global RNG
-            generator=torch.Generator().manual_seed(self.seed),
-            **workers,
-        )
-
-    def validation_loader(self) -> Any:
-        """The inner module's validation loader, or None (not Lightning's ``val_dataloader``:
-        the module validates at its own steps, outside Lightning's validation loop)."""
-        if not is_overridden("val_dataloader", self.inner, L.LightningDataModule):
-            return None
-        return self.inner.val_dataloader()
-
-
-class AtomicCheckpointIO(TorchCheckpointIO):
-    """Lightning's checkpoint writer, with files that appear whole: each is written to a
-    temporary file beside ``path`` and renamed over it (``fileio.replacing``), so a job killed
-    mid-write leaves the previous resume point intact. Every checkpoint of a run goes through it
-    (``last.ckpt``, ``end.ckpt``, SLURM's ``hpc_ckpt_*.ckpt``), written by global rank 0 as
-    Lightning's strategies do."""
-
-    def save_checkpoint(
-        self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any | None = None
-    ) -> None:
-        with replacing(Path(path)) as tmp:  # removed if the write fails
-            super().save_checkpoint(checkpoint, tmp, storage_options)
-
-
-class _ResumePoints(ModelCheckpoint):
-    """``ModelCheckpoint`` that writes ``last.ckpt`` every ``checkpoint_every`` steps only."""
-
-    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        """No ``last.ckpt`` at the end of fit: a complete phase has ``end.ckpt`` (_PhaseEnd)."""
-
-
-class _PhaseEnd(Callback):
-    """Saves ``end.ckpt`` when the module completed its phase; then drops the resume points."""
-
-    NAME = "end.ckpt"
-
-    def __init__(self, phase_dir: Path) -> None:
-        self.phase_dir = phase_dir
-
-    def on_train_end(self, trainer: L.Trainer, pl_module: PretrainingModule) -> None:
-        if pl_module.outcome != Status.COMPLETE:
-            return
-        _save_atomic(trainer, str(self.phase_dir / self.NAME))
-        if trainer.is_global_zero:
-            for path in [*self.phase_dir.glob("last*.ckpt"), *self.phase_dir.glob("hpc_ckpt_*")]:
-                with contextlib.suppress(FileNotFoundError):
-                    path.unlink()
-        trainer.strategy.barrier("phase_end")  # every rank sees end.ckpt before phase 2 loads it
-
-
-def save_resume_point(trainer: L.Trainer) -> None:
-    """Write the current phase's ``last.ckpt`` now (every rank calls it, at a step boundary)."""
-    _save_atomic(trainer, str(Path(trainer.default_root_dir) / "last.ckpt"))
-
-
-def _save_atomic(trainer: L.Trainer, filepath: str) -> None:
-    # every rank calls it (hooks, barrier); rank 0 writes, atomically (AtomicCheckpointIO)
-    trainer.save_checkpoint(filepath, weights_only=False)

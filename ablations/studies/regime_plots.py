@@ -7,11 +7,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
 from ablations.analysis import figures
-from ablations.studies.regime import RESOLVED
+from ablations.studies.regime.effects import RESOLVED
+from ablations.studies.selection import BIAS_CORRECTION, EPS, PRENORM
 
 _STYLE = {"baseline": ("C0", "o"), "no_prenorm": ("C1", "s"), "no_bias_correction": ("C3", "^")}
 
@@ -21,8 +23,6 @@ def lr_sensitivity_plot(points: pd.DataFrame, loss0: float) -> Any:
     intervention (mean over seeds, each seed a faint dot); a diverged seed is an ✕ on the top
     edge (the y range is that of the finite losses, so that small differences stay visible; the
     LR sensitivity counts a divergence as ℓ0)."""
-    import matplotlib.pyplot as plt
-
     modes = sorted(points["mode"].unique())
     fig, axes = plt.subplots(1, len(modes), figsize=(5.2 * len(modes), 4), sharey=True)
     axes = np.atleast_1d(axes)
@@ -64,8 +64,6 @@ def lr_sensitivity_plot(points: pd.DataFrame, loss0: float) -> Any:
 def forest_plot(table: pd.DataFrame) -> Any:
     """Paired effects (intervention − recipe) with 95% intervals, one panel per claim, one row
     per regime; the ±0.01-nat band is the resolution the map asks for."""
-    import matplotlib.pyplot as plt
-
     claims = list(dict.fromkeys(table["claim"]))
     heights = [max(len(table[table["claim"] == c]), 1) for c in claims]
     fig, axes = plt.subplots(
@@ -92,15 +90,21 @@ def forest_plot(table: pd.DataFrame) -> Any:
     return fig
 
 
-def eps_dominance_plot(layers: pd.DataFrame, sizes: dict[str, int]) -> Any:
+def eps_dominance_plot(layers: pd.DataFrame, sizes: dict[str, int], runs: pd.DataFrame) -> Any:
     """The share of the model's elements with √v̂ ≤ ε over training (each tensor's fraction
     weighted by its ``sizes``, mean over seeds), one panel per ε of ``eps_calibrated``, one
-    line per toggle setting."""
-    import matplotlib.pyplot as plt
-
-    df = layers.dropna(subset=["eps_dominated"]).assign(variant=layers["variant"].astype(str))
-    df["eps"] = df["variant"].str.extract(r"eps=([^,]+)")[0]
-    df["toggles"] = df["variant"].str.replace(r"^eps=[^,]+,", "", regex=True)
+    line per setting of pre-normalization and bias correction, read from ``runs`` (their
+    setting columns, by trial)."""
+    df = layers.dropna(subset=["eps_dominated"])
+    settings = runs.set_index("trial")
+    eps = df["trial"].map(settings[EPS].astype(float)).map(lambda e: f"{e:g}")
+    toggles = df["trial"].map(
+        settings[PRENORM].astype(str)
+        + ", bias correction "
+        + settings[BIAS_CORRECTION].map({True: "on", False: "off"})
+    )
+    toggles = "prenorm " + toggles
+    df = df.assign(eps=eps, toggles=toggles)
     df["w"] = df["tensor"].astype(str).map(sizes).astype(float)
     df["wf"] = df["w"] * df["eps_dominated"]
     sums = df.groupby(["eps", "toggles", "trial", "step"])[["wf", "w"]].sum()
@@ -109,10 +113,10 @@ def eps_dominance_plot(layers: pd.DataFrame, sizes: dict[str, int]) -> Any:
     eps_values = sorted(mean["eps"].unique(), key=float)
     fig, axes = plt.subplots(1, len(eps_values), figsize=(3.6 * len(eps_values), 3.4), sharey=True)
     axes = np.atleast_1d(axes)
-    for ax, eps in zip(axes, eps_values, strict=True):
-        for toggles, g in mean[mean["eps"] == eps].groupby("toggles"):
-            ax.plot(g["step"], 100 * g["eps_dominated"], label=toggles)
-        ax.set(title=f"ε = {eps}", xlabel="step")
+    for ax, value in zip(axes, eps_values, strict=True):
+        for label, g in mean[mean["eps"] == value].groupby("toggles"):
+            ax.plot(g["step"], 100 * g["eps_dominated"], label=label)
+        ax.set(title=f"ε = {value}", xlabel="step")
     axes[0].set_ylabel("elements with √v̂ ≤ ε (% of the model)")
     axes[-1].legend(fontsize="x-small", loc="center left", bbox_to_anchor=(1.0, 0.5))
     fig.tight_layout()
@@ -123,8 +127,6 @@ def nodecay_update_plot(layers: pd.DataFrame, variants: dict[str, str]) -> Any:
     """The applied ‖Δw‖ of the bias and LayerNorm tensors over training (relative update × ‖w‖,
     mean over them and seeds), one line per labelled variant: the real step where no trust
     ratio acts (apex mode)."""
-    import matplotlib.pyplot as plt
-
     df = layers[layers["tensor"].str.contains("bias|LayerNorm")]
     df = df.assign(
         variant=df["variant"].astype(str), step_norm=df["relative_update"] * df["weight_norm"]
@@ -143,8 +145,6 @@ def nodecay_update_plot(layers: pd.DataFrame, variants: dict[str, str]) -> Any:
 
 def decay_plot(curves: pd.DataFrame) -> Any:
     """Validation MLM loss and lr over training for the decay-degree variants (mean over seeds)."""
-    import matplotlib.pyplot as plt
-
     fig, (ax_loss, ax_lr) = plt.subplots(1, 2, figsize=(11, 4))
     df = curves.assign(variant=curves["variant"].astype(str))
     for variant, g in df.groupby("variant", sort=True):

@@ -7,8 +7,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from matplotlib import ticker
 
 from ablations.studies import scaling
 
@@ -20,9 +22,6 @@ def scaling_plot(table: pd.DataFrame, study: scaling.Study, target: float) -> An
     a batch where no seed reached the target is an ✕ near the top edge (one row per optimizer,
     so that they do not hide each other). The fit is drawn from three batches on: through two it
     is only the line joining them."""
-    import matplotlib.pyplot as plt
-    from matplotlib import ticker
-
     steps_col, samples_col = f"steps to {target:g}", f"samples to {target:g}"
     fig, (ax_s, ax_e) = plt.subplots(1, 2, figsize=(11, 4.2))
     column = scaling.target_column("steps", target)
@@ -77,8 +76,6 @@ def noise_plot(study: scaling.Study) -> Any:
     """B_simple over training (the smoothed two-batch estimate), one panel per optimizer, one
     line per batch (mean over seed runs), against the samples seen; the batch sizes of the
     study as horizontal lines, so a batch above the curve is past the noise scale."""
-    import matplotlib.pyplot as plt
-
     c = study.curves[study.curves["metric"] == "noise/b_simple"].dropna(subset=["value"])
     c = c.merge(study.seeds[["optimizer", "trial"]], on=["optimizer", "trial"])  # seed runs
     optimizers = sorted(c["optimizer"].unique())

@@ -14,10 +14,28 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from optuna.trial import TrialState
+from optuna_dashboard import run_server
+
+from ablations import results as tidy
 from ablations.config import ConfigError
 from ablations.core.errors import fail
 from ablations.core.fileio import FrozenError, check_writable, write_json
 from ablations.core.status import Status
+from ablations.data import DataError
+from ablations.sweep import driver, slots, worker
+from ablations.sweep import study as studies
+from ablations.sweep.progress import describe, snapshot
+from ablations.sweep.schedule import queue_retries
+from ablations.sweep.slurm import (
+    SubmitError,
+    collect_script,
+    cost,
+    submissions,
+    submit,
+    worker_script,
+)
+from ablations.sweep.spec import load_sweep, plan
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
@@ -56,11 +74,6 @@ def _common(p: argparse.ArgumentParser, required: bool) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ablations.data import DataError
-    from ablations.sweep import driver
-    from ablations.sweep.slurm import SubmitError
-    from ablations.sweep.spec import load_sweep, plan
-
     try:
         sweep = load_sweep(args.file)
         names = args.experiment or [n for n, e in sweep.experiments.items() if e.default]
@@ -80,8 +93,6 @@ def run(args: argparse.Namespace) -> int:
             return fail(e)
 
     if command == "sweep-worker":
-        from ablations.sweep import worker
-
         return worker.run(sweep, names, results)
     if command == "sweep-status":
         return _status(sweep, plans, results)
@@ -89,11 +100,8 @@ def run(args: argparse.Namespace) -> int:
         return _collect(sweep, args.file, plans, results)
 
     if args.dry_run:
-        from ablations.sweep.slurm import collect_script, cost, worker_script
-        from ablations.sweep.study import total_slots
-
         for p in plans:
-            print(f"{p.name}: {len(p.variants)} variants, {total_slots(p)} trials; {cost(p)}")
+            print(f"{p.name}: {len(p.variants)} variants, {slots.total_slots(p)} trials; {cost(p)}")
             for v, toggles in p.variants.items():
                 print(f"  {v}: {toggles}")
             if args.slurm or (driver.has_slurm() and not args.local):
@@ -113,8 +121,6 @@ def run(args: argparse.Namespace) -> int:
     except (ConfigError, DataError) as e:
         return fail(e)
     if slurm:
-        from ablations.sweep.slurm import submit
-
         for p in plans:
             try:
                 ids = submit(p, args.file, Path.cwd(), results / p.name)
@@ -140,15 +146,11 @@ def _dashboard(sweep: Any, plans: list, results: Path, port: int) -> int:
     Every trial holds its variant, each toggle and each tuned value as an Optuna parameter and
     its validation curve as intermediate values: the slice, parallel-coordinate, importance and
     learning-curve views read them."""
-    from ablations.sweep import study as studies
-
     if len(plans) != 1:
         return fail(ConfigError("--experiment: expected exactly one experiment for the dashboard"))
     exp_dir = results / plans[0].name
     if sweep.storage == "journal" and not (exp_dir / "study.journal").exists():
         return fail(ConfigError(f"{exp_dir}/study.journal: no study yet; run the sweep first"))
-    from optuna_dashboard import run_server
-
     storage = studies.ReadOnlyStorage(studies.open_storage(sweep, exp_dir))
     print(f"optuna-dashboard of {plans[0].name}: http://127.0.0.1:{port}/ (Ctrl-C stops it)")
     run_server(storage, host="127.0.0.1", port=port)
@@ -164,10 +166,6 @@ def _results(sweep: Any, sweep_file: Path) -> Path:
 def _status(sweep: Any, plans: list, results: Path) -> int:
     """One line per experiment: done / running (with steps) / left and an ETA; the ETA assumes
     the experiment's SLURM ``parallelism`` workers (``local.workers`` where there is no SLURM)."""
-    from ablations.sweep import driver
-    from ablations.sweep import study as studies
-    from ablations.sweep.progress import describe, snapshot
-
     slurm = driver.has_slurm()
     for p in plans:
         if not (results / p.name / "sweep.json").exists():
@@ -183,16 +181,12 @@ def _status(sweep: Any, plans: list, results: Path) -> int:
 def _collect(sweep: Any, sweep_file: Path, plans: list, results: Path) -> int:
     """Queue retries; resubmit the array on SLURM while trials are left; then write
     summary.json (:func:`study_summary`) and collect the tables."""
-    from ablations.sweep import driver
-    from ablations.sweep import study as studies
-    from ablations.sweep.slurm import submissions, submit
-
     code = 0
     for p in plans:
         exp_dir = results / p.name
         s = studies.load(sweep, p, exp_dir)
-        studies.queue_retries(s, sweep, exp_dir)
-        if not studies.finished(s, p, sweep.retry):
+        queue_retries(s, sweep, exp_dir)
+        if not slots.finished(s, p, sweep.retry):
             done = submissions(exp_dir)
             if driver.has_slurm() and done and len(done) <= p.experiment.slurm.max_resubmits:
                 ids = submit(p, sweep_file, Path.cwd(), exp_dir)
@@ -202,7 +196,7 @@ def _collect(sweep: Any, sweep_file: Path, plans: list, results: Path) -> int:
                 )
                 continue
             print(
-                f"{p.name}: incomplete: {studies.progress(s, p, sweep.retry)}; "
+                f"{p.name}: incomplete: {slots.progress(s, p, sweep.retry)}; "
                 "`make sweep` again continues it",
                 file=sys.stderr,
             )
@@ -210,10 +204,6 @@ def _collect(sweep: Any, sweep_file: Path, plans: list, results: Path) -> int:
         summary = study_summary(s, p)
         write_json(exp_dir / "summary.json", summary)
         _print_summary(p.name, summary)
-        try:
-            from ablations import results as tidy
-        except ImportError:
-            continue
         try:
             tidy.collect(exp_dir)
         except tidy.ResultsError as e:
@@ -225,10 +215,6 @@ def study_summary(study: Any, p: Any) -> dict[str, Any]:
     """summary.json: per variant, the chosen point, the seed runs' objective values and their
     statuses, read from the study alone (so it exists even where the tables cannot be
     collected); the statistics over the tables are :func:`ablations.analysis.stats.summarize`."""
-    from optuna.trial import TrialState
-
-    from ablations.sweep.study import tuned_params
-
     out: dict[str, Any] = {}
     for variant in p.variants:
         mine = [
@@ -245,7 +231,7 @@ def study_summary(study: Any, p: Any) -> dict[str, Any]:
         finite = [v for v in values if v is not None and math.isfinite(v)]
         out[variant] = {
             "toggles": p.variants[variant],
-            "params": (tuned_params(finals[0].params, p) if finals else None),
+            "params": (slots.tuned_params(finals[0].params, p) if finals else None),
             "tuning_trials": sum(
                 t.user_attrs.get("stage") == "tune"
                 for t in mine

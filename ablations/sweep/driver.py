@@ -23,16 +23,18 @@ from pathlib import Path
 from typing import Any
 
 from ablations.core.fileio import read_json, write_json
+from ablations.data.datamodule import BertDataModule
+from ablations.run.loggers import check_loggers
 from ablations.sweep import study as studies
+from ablations.sweep.plan import Plan
 from ablations.sweep.progress import Display, load_snapshots
-from ablations.sweep.spec import Plan, Sweep, plan
+from ablations.sweep.schedule import queue_retries
+from ablations.sweep.spec import Sweep, plan
 
 
 def prepare_experiments(sweep: Sweep, names: list[str], results: Path) -> list[Plan]:
     """Check every directory and build every experiment's data first (bad input then leaves
     nothing behind), then create and fill the studies."""
-    from ablations.run.train import check_loggers
-
     plans = [plan(sweep, name) for name in names]
     for p in plans:
         for variant in p.variants:  # a logger's missing package: one line, before any trial
@@ -45,7 +47,7 @@ def prepare_experiments(sweep: Sweep, names: list[str], results: Path) -> list[P
         exp_dir = results / p.name
         write_json(exp_dir / "data.json", references[p.name])
         study = studies.prepare(sweep, p, exp_dir)
-        studies.queue_retries(study, sweep, exp_dir)
+        queue_retries(study, sweep, exp_dir)
     return plans
 
 
@@ -57,8 +59,6 @@ def data_reference(p: Plan) -> dict[str, float | int | str]:
     """Build the first variant's data (the cache the workers read) and its reference line; for
     NVIDIA's shards from a sample of :data:`REFERENCE_SHARDS` of them (this runs where the
     sweep is prepared, e.g. a login node), recorded as ``phase<i>_unigram_entropy_from``."""
-    from ablations.data.datamodule import BertDataModule
-
     first = next(iter(p.variants))
     config = p.config(first, p.points[0] if p.points else {}, 0)
     out: dict[str, float | int | str] = {}

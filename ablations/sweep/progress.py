@@ -28,11 +28,13 @@ from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
+from tqdm import tqdm
 
 from ablations.config import RunConfig
 from ablations.run.progress import duration
-from ablations.sweep import study as studies
-from ablations.sweep.spec import Plan, Sweep
+from ablations.sweep import slots
+from ablations.sweep.plan import Plan
+from ablations.sweep.spec import Sweep
 
 #: A running trial's own projection is trusted from this fraction of its steps on.
 MIN_FRACTION = 0.05
@@ -53,7 +55,7 @@ class Running:
 
 @dataclass(frozen=True)
 class Snapshot:
-    """One experiment's progress (slot counts from :func:`ablations.sweep.study.progress`)."""
+    """One experiment's progress (slot counts from :func:`ablations.sweep.slots.progress`)."""
 
     name: str
     total: int
@@ -67,7 +69,7 @@ class Snapshot:
 
     @property
     def finished(self) -> bool:
-        """Every slot done (:func:`ablations.sweep.study.finished`, from this snapshot's counts)."""
+        """Every slot done (:func:`ablations.sweep.slots.finished`, from this snapshot's counts)."""
         return self.done == self.total
 
     @property
@@ -99,7 +101,7 @@ class Snapshot:
 
 def snapshot(study: optuna.Study, plan: Plan, sweep: Sweep, exp_dir: Path) -> Snapshot:
     """The experiment's progress now (reads the study and the running trials' last lines)."""
-    counts = studies.progress(study, plan, sweep.retry)
+    counts = slots.progress(study, plan, sweep.retry)
     trials = study.get_trials(deepcopy=False)
     now = dt.datetime.now()
     running = [_running(t, exp_dir, plan, now) for t in trials if t.state == TrialState.RUNNING]
@@ -130,7 +132,7 @@ def _key(r: Running) -> int:
 
 
 def _running(t: FrozenTrial, exp_dir: Path, plan: Plan, now: dt.datetime) -> Running:
-    number = studies.origin(t)
+    number = slots.origin(t)
     run_dir = exp_dir / str(number)
     total = _total_steps(plan, t)
     step = int((last_line(run_dir / "metrics.jsonl") or {}).get("step", 0))
@@ -143,7 +145,7 @@ def _total_steps(plan: Plan, t: FrozenTrial) -> int:
     try:
         config = plan.config(
             str(t.user_attrs["variant"]),
-            studies.tuned_params(t.params, plan),
+            slots.tuned_params(t.params, plan),
             int(t.user_attrs.get("seed", 0)),
         )
     except Exception:  # a foreign trial in the study: no total, no projection
@@ -233,8 +235,6 @@ class Display:
         self.t0 = self.shown = time.monotonic()
         self.last = ""
         if sys.stderr.isatty() if tty is None else tty:
-            from tqdm import tqdm
-
             width = max(len(n) for n in names)
             self.bars = {
                 name: tqdm(
@@ -269,8 +269,6 @@ class Display:
     def note(self, text: str) -> None:
         """A message between the updates (above the bars on a terminal)."""
         if self.bars:
-            from tqdm import tqdm
-
             tqdm.write(text, file=sys.stderr)
         else:
             print(f"[{self._elapsed()}] {text}", flush=True)

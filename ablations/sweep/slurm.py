@@ -18,7 +18,9 @@ import sys
 from pathlib import Path
 
 from ablations.core.fileio import read_json, write_json
-from ablations.sweep.spec import Plan, SlurmConfig, time_seconds
+from ablations.sweep.experiment import SlurmConfig, time_seconds
+from ablations.sweep.plan import Plan
+from ablations.sweep.slots import total_slots
 
 SUBMISSIONS = "submissions.json"
 
@@ -153,8 +155,6 @@ def cost(p: Plan) -> str:
     """The experiment's compute at most, from its SLURM request: every trial using its whole
     time limit on ``nodes`` nodes (a bound: trials usually end sooner; the measured fit times of
     finished trials are in the study's ``fit_seconds``)."""
-    from ablations.sweep.study import total_slots
-
     s = p.experiment.slurm
     hours = total_slots(p) * time_seconds(s.time) / 3600
     if s.gpus_per_node:

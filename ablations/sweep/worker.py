@@ -12,7 +12,7 @@ phase's ``last.ckpt`` (a resume point), the trial is failed as ``preempted`` (th
 ``SIGUSR1`` it first requeues its own array task (``scontrol requeue``). The retry, on whichever
 worker claims it, resumes in the original trial's directory from that checkpoint, so the curve
 continues without a gap or a duplicate step. A worker killed outright (``kill -9``) leaves a stale
-lease; :func:`ablations.sweep.study.reap` finds it and the trial is retried the same way, from its
+lease; :func:`ablations.sweep.leases.reap` finds it and the trial is retried the same way, from its
 last periodic checkpoint.
 """
 
@@ -31,7 +31,10 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import lightning as L
 import optuna
+import torch
+from lightning.fabric.plugins.environments import SLURMEnvironment
 from optuna.trial import TrialState
 
 from ablations.config import RunConfig
@@ -39,11 +42,17 @@ from ablations.core.errors import one_line
 from ablations.core.fileio import read_json, write_json
 from ablations.core.internals import study_storage
 from ablations.core.status import RETRIED, Status, StopRun
+from ablations.run.checkpoints import save_resume_point
 from ablations.run.curves import Curves
-from ablations.sweep import reuse
+from ablations.run.train import train
+from ablations.sweep import reuse, slots
 from ablations.sweep import study as studies
+from ablations.sweep.experiment import Experiment
+from ablations.sweep.leases import Claim, Heartbeat
+from ablations.sweep.plan import Plan
 from ablations.sweep.progress import total_steps
-from ablations.sweep.spec import Experiment, Plan, Sweep
+from ablations.sweep.schedule import claim_next, queue_retries
+from ablations.sweep.spec import Sweep
 
 log = logging.getLogger("ablations.sweep")
 POLL_SECONDS = 2.0
@@ -77,10 +86,8 @@ def _callbacks(
     prune: bool = False,
     outpaced_at: Callable[[], float] | None = None,
 ) -> list[Any]:
-    """Lightning callbacks (built here: Lightning is imported only once a trial runs)."""
-    import lightning as L
-
-    from ablations.run.train import save_resume_point
+    """Lightning callbacks of one trial (classes built here: they close over its stop flag,
+    trial and plan)."""
 
     class StopAtStep(L.Callback):
         """Checkpoint and stop at the first optimizer step after a signal (all ranks agree)."""
@@ -183,15 +190,13 @@ def outpace_bound(
     return bound
 
 
-def _prunes(plan: Plan, claim: studies.Claim) -> bool:
+def _prunes(plan: Plan, claim: Claim) -> bool:
     """Whether a trial may be pruned (the same answer on every rank: they vote together)."""
     return plan.experiment.pruner.type != "none" and claim.stage == "tune"
 
 
 def _plugins() -> list[Any]:
     """Under SLURM, Lightning must not handle SIGUSR1 itself: the worker does (see above)."""
-    from lightning.fabric.plugins.environments import SLURMEnvironment
-
     if SLURMEnvironment.detect():
         return [SLURMEnvironment(auto_requeue=False)]
     return []
@@ -232,8 +237,6 @@ class _Handoff:
 def run(sweep: Sweep, names: list[str], results: Path) -> int:
     """The worker loop over experiments ``names`` (each already prepared). Returns 0 when
     every slot is finished, 3 when stopped by a signal."""
-    import torch
-
     threads = os.environ.get("SLURM_CPUS_PER_TASK") or os.environ.get("ABLATIONS_THREADS")
     if threads:
         torch.set_num_threads(int(threads))
@@ -263,12 +266,12 @@ def run(sweep: Sweep, names: list[str], results: Path) -> int:
         claimed = None
         t0 = time.monotonic()
         for name, (study, p) in loaded.items():
-            claimed = studies.claim_next(study, p, sweep, results / name)
+            claimed = claim_next(study, p, sweep, results / name)
             if claimed is not None:
                 break
         claim_seconds = time.monotonic() - t0
         if claimed is None:
-            if all(studies.finished(s, p, sweep.retry) for s, p in loaded.values()):
+            if all(slots.finished(s, p, sweep.retry) for s, p in loaded.values()):
                 break
             time.sleep(POLL_SECONDS)
             continue
@@ -283,14 +286,12 @@ def run(sweep: Sweep, names: list[str], results: Path) -> int:
 
 
 def _follow(plans: dict[str, Plan], results: Path, handoff: _Handoff, stop: _Stop) -> int:
-    from ablations.run.train import train
-
     while True:
         message = handoff.receive()
         if message is None:
             return 3 if stop.requested else 0
         p = plans[message["experiment"]]
-        claim = studies.Claim(**message["claim"])
+        claim = Claim(**message["claim"])
         config = p.config(claim.variant, claim.params, claim.seed)
         try:
             train(
@@ -310,15 +311,13 @@ def _run_trial(
     study: optuna.Study,
     p: Plan,
     exp_dir: Path,
-    claim: studies.Claim,
+    claim: Claim,
     stop: _Stop,
     claim_seconds: float,
 ) -> None:
     """Train one claimed trial and report it. ``user_attrs`` get the outcome and the timings
     the overhead benchmark reads: ``fit_seconds`` (inside ``Trainer.fit``), ``trial_seconds``
     (claim to report) and ``claim_seconds`` (finding and claiming it)."""
-    from ablations.run.train import train
-
     run_dir = exp_dir / str(claim.origin)
     info = read_json(run_dir / "trial.json") or {}
     config = p.config(claim.variant, claim.params, claim.seed)
@@ -350,7 +349,7 @@ def _run_trial(
     attrs: dict[str, Any] = {}
     state, value = TrialState.COMPLETE, None
     t0 = time.monotonic()
-    with studies.Heartbeat(study, claim, exp_dir, sweep, sweep.retry.heartbeat_seconds):
+    with Heartbeat(study, claim, exp_dir, sweep, sweep.retry.heartbeat_seconds):
         try:
             result = train(
                 config,
@@ -397,7 +396,7 @@ def _run_trial(
     except (RuntimeError, ValueError) as e:  # reaped meanwhile: its retry owns the slot now
         log.warning("trial %d was finished elsewhere (%s); result dropped", claim.number, e)
     if attrs["status"] in RETRIED:
-        studies.queue_retries(study, sweep, exp_dir)  # at once: this worker is about to exit
+        queue_retries(study, sweep, exp_dir)  # at once: this worker is about to exit
     log.info("trial %d (%s) %s %s", claim.number, claim.slot, attrs.get("status"), value)
     print(
         json.dumps({"trial": claim.number, "slot": claim.slot, **attrs, "value": value}), flush=True

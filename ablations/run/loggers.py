@@ -1,0 +1,102 @@
+"""The run's Lightning loggers (``log.loggers``): checked at the start, built per phase, ended.
+
+The JSONL curves (:mod:`ablations.run.curves`) are the source of truth; the loggers get copies
+of their numbers (``PretrainingModule._to_loggers``) for the usual dashboards: ``csv``,
+``tensorboard``, ``wandb`` (offline) and ``mlflow``, all writing under ``<run_dir>/logs/``.
+
+- :func:`check_loggers`: a logger whose package is missing is a one-line config error at a run's
+  (or a sweep's) start, not a traceback from inside Lightning once training has begun.
+- :func:`lightning_loggers`: the loggers of one phase and attempt.
+- :func:`end_tracker_runs`: ends the W&B run of a training run.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from pathlib import Path
+from typing import Any
+
+from lightning.pytorch.loggers import CSVLogger, MLFlowLogger, TensorBoardLogger, WandbLogger
+
+from ablations.config import ConfigError, RunConfig
+
+#: The module each of ``log.loggers`` needs, and what installs it.
+_LOGGER_MODULES = {
+    "tensorboard": ("tensorboard", "the harness's dependencies"),
+    "wandb": ("wandb", "the `trackers` extra (make setup; pip install -e '.[trackers]')"),
+    "mlflow": ("mlflow", "the `trackers` extra (make setup; pip install -e '.[trackers]')"),
+}
+
+_PROJECT = "ablations"  # W&B's project and MLflow's experiment
+
+
+def check_loggers(config: RunConfig) -> None:
+    """Raise a one-line :class:`ConfigError` naming ``log.loggers`` when a logger's package is
+    not importable: at a run's start (and a sweep's, before any trial), not as a traceback from
+    inside Lightning once training has begun."""
+    for name in config.log.loggers:
+        module, source = _LOGGER_MODULES.get(name, (None, ""))
+        if module is None:
+            continue
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            raise ConfigError(
+                f"log.loggers: {name!r} needs the {module!r} package, which is not installed; "
+                f"it comes with {source}"
+            ) from None
+
+
+def lightning_loggers(config: RunConfig, run_dir: Path, phase_index: int) -> list[Any]:
+    """Lightning's own loggers for ``log.loggers``, writing under ``<run_dir>/logs/``.
+
+    Each phase and each attempt (a resume) writes a folder of its own (``csv/phase1``,
+    ``csv/phase1.1``, ...), so that a logger never truncates what an earlier attempt wrote (the
+    CSV logger rewrites its file); TensorBoard reads the folders together. W&B runs offline
+    (``logs/wandb/offline-run-*``, one W&B run per training run, ``wandb sync`` uploads it);
+    MLflow writes one MLflow run per phase into the run's own SQLite store (``logs/mlflow.db``)
+    unless ``MLFLOW_TRACKING_URI`` names a tracking server. Both are named
+    ``<experiment>/<trial>`` in a sweep (the run directory's last two parts).
+    """
+    out: list[Any] = []
+    root = run_dir / "logs"
+    title = "/".join(run_dir.resolve().parts[-2:])
+    for name in config.log.loggers:
+        version = _version(root / name, f"phase{phase_index + 1}")
+        if name == "csv":
+            out.append(CSVLogger(root, name="csv", version=version))
+        elif name == "tensorboard":
+            out.append(TensorBoardLogger(root, name="tensorboard", version=version))
+        elif name == "wandb":
+            out.append(WandbLogger(name=title, save_dir=str(root), offline=True, project=_PROJECT))
+        elif name == "mlflow":
+            # one store per run: parallel trials never write one SQLite file (MLflow 3 refuses
+            # new file stores, hence SQLite)
+            root.mkdir(parents=True, exist_ok=True)
+            db = (root / "mlflow.db").resolve()
+            uri = os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{db}"
+            run_name = f"{title} phase{phase_index + 1}"
+            out.append(MLFlowLogger(_PROJECT, run_name=run_name, tracking_uri=uri))
+    return out
+
+
+def end_tracker_runs(config: RunConfig, failed: bool) -> None:
+    """W&B keeps one run per process (Lightning's ``WandbLogger`` reuses an active one, so the
+    phases of a run share it): end it with the run, so that a sweep worker's next trial gets a
+    run of its own. MLflow's logger ends its run itself."""
+    if "wandb" in config.log.loggers:
+        # Imported here: wandb is optional (the `trackers` extra), and a run that names it has
+        # passed check_loggers, so only such a run needs it installed.
+        import wandb  # noqa: PLC0415 (optional: the trackers extra)
+
+        wandb.finish(exit_code=1 if failed else 0)
+
+
+def _version(folder: Path, base: str) -> str:
+    """``base``, or ``base.1``, ``base.2``, ... : the first that ``folder`` does not hold."""
+    n, version = 0, base
+    while (folder / version).exists():
+        n += 1
+        version = f"{base}.{n}"
+    return version

@@ -1,0 +1,189 @@
+"""The regime table: each claim's paired effect in each regime of the map, with the mechanism
+the telemetry shows (:mod:`ablations.studies.regime.mechanism`).
+
+A row compares two settings of one experiment, the intervention (``a``) against the recipe
+(``b``): :func:`ablations.analysis.stats.paired_difference` of the final validation MLM loss, a
+minus b, paired by seed; "resolved" when the 95% interval's half-width is at most 0.01 nats (the
+issue's bar). Each side is picked by its settings (:mod:`ablations.studies.selection`), so a
+row holds whatever the sweep named the variant; a row whose runs are missing is left out, never
+invented.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ablations.analysis import stats
+from ablations.core.status import Status
+from ablations.studies.regime.experiments import METRIC, Tables
+from ablations.studies.regime.lr import INTERVENTIONS
+from ablations.studies.regime.mechanism import (
+    eps_dominated_share,
+    lr_mass_ratio,
+    nodecay_step_ratio,
+)
+from ablations.studies.selection import (
+    BIAS_CORRECTION,
+    DECAY_POWER,
+    EPS,
+    EPS_MODE,
+    LR,
+    PRESET,
+    WARMUP,
+    variant_with,
+)
+
+#: The issue's bar for a resolved difference: a 95% interval half-width of at most this (nats).
+RESOLVED = 0.01
+#: The lr the recipe uses (NVIDIA phase 1) and the map's reference point.
+RECIPE_LR = 6.0e-3
+#: The peaks of ``decay_equal_mass`` that give each degree the other's Σlr at :data:`RECIPE_LR`
+#: (sweeps/regime_map.yaml): degree 1.0 peaked up, degree 0.5 peaked down.
+EQUAL_MASS_PEAK = {1.0: 8.2214e-3, 0.5: 4.3788e-3}
+
+
+@dataclass(frozen=True)
+class Row:
+    """One comparison of the regime table: the runs with settings ``a`` minus those with ``b``
+    (toggle path -> value) in ``experiment``; ``lr_mass``: the Σlr ratio is part of it."""
+
+    claim: str
+    regime: str
+    experiment: str
+    a: Mapping[str, Any]
+    b: Mapping[str, Any]
+    lr_mass: bool = False
+
+
+def _lr_row(claim: str, name: str, preset: str) -> Row:
+    """``name``'s intervention against the recipe in ``preset`` mode at the recipe's lr."""
+    at = {PRESET: preset, LR: RECIPE_LR}
+    recipe = {**at, **INTERVENTIONS["baseline"]}
+    return Row(claim, f"{preset}, lr 6e-3", "lr_sensitivity", {**at, **INTERVENTIONS[name]}, recipe)
+
+
+def _eps_rows(claim: str, name: str) -> list[Row]:
+    """``name``'s intervention over ε (``eps_calibrated``) and without it (``eps_free``), against
+    NVIDIA's clip and bias correction."""
+    shares = ((1e-6, "~0%"), (1.8e-5, "BERT-large's ~0.1%"), (1e-4, "~18%"), (1e-3, "~90%"))
+    on, off = INTERVENTIONS[name], INTERVENTIONS["baseline"]
+    rows = [
+        Row(
+            claim,
+            f"nvlamb, ε {eps:g} ({share} ε-dominated)",
+            "eps_calibrated",
+            {EPS: eps, **on},
+            {EPS: eps, **off},
+        )
+        for eps, share in shares
+    ]
+    free = {EPS_MODE: "atan2"}
+    rows.append(Row(claim, "nvlamb, ε-free (atan2)", "eps_free", {**free, **on}, {**free, **off}))
+    return rows
+
+
+def _warmup_rows(claim: str) -> list[Row]:
+    """Bias correction off against on at each warmup of ``warmup_bias_correction`` (apex)."""
+    return [
+        Row(
+            claim,
+            f"apex, warmup {label}",
+            "warmup_bias_correction",
+            {WARMUP: warmup, BIAS_CORRECTION: False},
+            {WARMUP: warmup, BIAS_CORRECTION: True},
+        )
+        for label, warmup in (("0", 0.0), ("3%", 0.03), ("28.43%", 0.2843))
+    ]
+
+
+def _degree(power: float, peak: float = RECIPE_LR) -> dict[str, Any]:
+    return {DECAY_POWER: power, LR: peak}
+
+
+_DECAY = "decay degree 1.0 vs 0.5 (Figure 3)"
+
+#: The regime table, claim by claim: the intervention (a) against the recipe (b).
+ROWS: tuple[Row, ...] = (
+    _lr_row("pre-normalization off (Figure 2)", "no_prenorm", "apex"),
+    _lr_row("pre-normalization off (Figure 2)", "no_prenorm", "nvlamb"),
+    *_eps_rows("pre-normalization off (Figure 2)", "no_prenorm"),
+    _lr_row("bias correction off", "no_bias_correction", "apex"),
+    *_warmup_rows("bias correction off"),
+    _lr_row("bias correction off", "no_bias_correction", "nvlamb"),
+    *_eps_rows("bias correction off", "no_bias_correction"),
+    Row(_DECAY, "nvlamb, equal peak 6e-3", "decay_equal_mass", _degree(1.0), _degree(0.5), True),
+    Row(
+        _DECAY,
+        "nvlamb, equal Σlr (1.0 peaked up)",
+        "decay_equal_mass",
+        _degree(1.0, EQUAL_MASS_PEAK[1.0]),
+        _degree(0.5),
+        True,
+    ),
+    Row(
+        _DECAY,
+        "nvlamb, equal Σlr (0.5 peaked down)",
+        "decay_equal_mass",
+        _degree(1.0),
+        _degree(0.5, EQUAL_MASS_PEAK[0.5]),
+        True,
+    ),
+)
+
+
+def _eps_share(tables: Tables, experiment: str, variant: str) -> float:
+    layers = tables.get(experiment, "layers")
+    if layers is None or "eps_dominated" not in layers or layers["eps_dominated"].isna().all():
+        return math.nan
+    share = eps_dominated_share(layers, tables.sizes(experiment))
+    return float(share.get(variant, math.nan))
+
+
+def regime_table(results_dir: Path | str, rows: Sequence[Row] = ROWS) -> pd.DataFrame:
+    """The regime table: one line per :data:`ROWS` entry whose runs exist (``a`` and ``b``:
+    the variants the settings picked)."""
+    tables = Tables(Path(results_dir))
+    out = []
+    for row in rows:
+        runs = tables.get(row.experiment, "runs")
+        if runs is None:
+            continue
+        finished = runs[runs["status"].isin([Status.COMPLETE, Status.DIVERGED])]
+        a, b = variant_with(finished, row.a), variant_with(finished, row.b)
+        if a is None or b is None:
+            continue  # not run (yet): no row rather than an empty one
+        d = stats.paired_difference(runs, a, b, METRIC)
+        counts = runs[runs["variant"].astype(str).isin([a, b])]
+        diverged = counts[counts["status"] == Status.DIVERGED]["variant"].astype(str)
+        first, median = nodecay_step_ratio(tables.get(row.experiment, "layers"), a, b)
+        curves = tables.get(row.experiment, "curves") if row.lr_mass else None
+        half = (d["high"] - d["low"]) / 2
+        out.append(
+            {
+                "claim": row.claim,
+                "regime": row.regime,
+                "experiment": row.experiment,
+                "a": a,
+                "b": b,
+                "n": d["n"],
+                "delta": d["mean"],
+                "low": d["low"],
+                "high": d["high"],
+                "resolved": bool(np.isfinite(half) and half <= RESOLVED),
+                "diverged_a": int((diverged == a).sum()),
+                "diverged_b": int((diverged == b).sum()),
+                "eps_dominated_b": _eps_share(tables, row.experiment, b),
+                "eps_dominated_a": _eps_share(tables, row.experiment, a),
+                "nodecay_step_first": first,
+                "nodecay_step_median": median,
+                "lr_mass_ratio": lr_mass_ratio(curves, a, b),
+            }
+        )
+    return pd.DataFrame(out)

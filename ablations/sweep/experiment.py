@@ -1,0 +1,193 @@
+"""One experiment of the sweep file: what it compares, how it tunes, where its workers run.
+
+An experiment compares *variants* (a grid of toggles, or a list of named ones) of one workload
+(a :class:`~ablations.config.RunConfig` as plain data). Every variant gets the same tuning
+budget: ``search.budget`` points of the ``tune`` ranges (the same quasi-random points for every
+variant by default, so variants are compared point by point), then the best point of each
+variant is rerun with ``seeds`` fresh seeds. Without ``tune`` the variants are run with seeds
+``0 .. seeds-1`` directly. Toggles, tuned hyperparameters and the workload are all addressed by
+the dotted paths of the run config (``optimizer.overrides.prenorm``, ``phases.0.lr``), the same
+paths as ``python -m ablations train ... key=value``.
+
+These are the blocks' dataclasses, each value checked as it is built
+(:func:`ablations.config.build`); what needs the whole experiment (the workload, its variants and
+tuning points together) is checked when it is resolved (:mod:`ablations.sweep.plan`).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from ablations.config import check
+
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_TIME = re.compile(r"^(?:(\d+)-)?(?:(\d+):)?(\d+)(?::(\d+))?$")
+_MEM = re.compile(r"^\d+[KMGT]?$")
+OBJECTIVES = ("val/mlm_loss", "val/loss")
+
+
+@dataclass(frozen=True)
+class SlurmConfig:
+    """One job array of workers per experiment (plus a dependent collect job).
+
+    ``nodes`` x ``tasks_per_node`` ranks train one trial together (``tasks_per_node`` must equal
+    the workload's ``devices``, ``nodes`` its ``num_nodes``: Lightning's SLURM rules).
+    ``array_size`` workers in all, ``parallelism`` at a time (``--array=0-N%P``). Jobs are
+    submitted with ``--requeue`` and ``--signal=USR1@signal_seconds``: on the signal a worker
+    checkpoints its trial, hands it back to the study and requeues itself.
+    """
+
+    partition: str | None = None
+    account: str | None = None
+    qos: str | None = None
+    nodes: int = 1
+    tasks_per_node: int = 1
+    gpus_per_node: int = 0
+    cpus_per_task: int = 1
+    mem: str = "4G"
+    time: str = "01:00:00"
+    array_size: int = 1
+    parallelism: int | None = None
+    signal_seconds: int = 120
+    #: Times the collect job resubmits workers while trials are left (a killed array).
+    max_resubmits: int = 2
+    extra_sbatch: tuple[str, ...] = ()  # more "#SBATCH ..." lines, e.g. "--constraint=a100"
+    setup: tuple[str, ...] = ()  # shell lines before the workers start, e.g. "module load cuda"
+
+    def __post_init__(self) -> None:
+        for name in ("nodes", "tasks_per_node", "cpus_per_task", "array_size"):
+            check(getattr(self, name) >= 1, name, "an integer >= 1", getattr(self, name))
+        check(self.gpus_per_node >= 0, "gpus_per_node", "an integer >= 0", self.gpus_per_node)
+        check(_MEM.match(self.mem) is not None, "mem", "a size like 4G or 4000M", self.mem)
+        check(
+            _TIME.match(self.time) is not None and time_seconds(self.time) > 0,
+            "time",
+            "a SLURM time like 04:00:00, 90 or 1-00:00:00",
+            self.time,
+        )
+        limit = time_seconds(self.time)
+        check(
+            0 < self.signal_seconds < limit,
+            "signal_seconds",
+            f"seconds in (0, time={limit})",
+            self.signal_seconds,
+        )
+        if self.parallelism is not None:
+            check(
+                1 <= self.parallelism <= self.array_size,
+                "parallelism",
+                f"an integer in [1, array_size={self.array_size}]",
+                self.parallelism,
+            )
+        check(self.max_resubmits >= 0, "max_resubmits", "an integer >= 0", self.max_resubmits)
+        for i, line in enumerate(self.extra_sbatch):
+            check(line.startswith("--"), f"extra_sbatch[{i}]", "an option like --qos=x", line)
+
+
+def time_seconds(text: str) -> int:
+    """Seconds of a SLURM time limit (``[D-]HH:MM:SS``, ``MM:SS``, ``MM``, ``D-HH``)."""
+    m = _TIME.match(text)
+    if m is None:
+        return 0
+    days, a, b, c = (int(g) if g else None for g in m.groups())
+    if days is not None:  # D-HH[:MM[:SS]]
+        parts = [p for p in (a, b, c) if p is not None]
+        hh, mm, ss = (parts + [0, 0, 0])[:3] if a is None else (a, b or 0, c or 0)
+        return days * 86400 + hh * 3600 + mm * 60 + ss
+    if a is None and c is None:
+        return b * 60  # minutes
+    if c is None:
+        return a * 60 + b  # MM:SS
+    return a * 3600 + b * 60 + c
+
+
+@dataclass(frozen=True)
+class Range:
+    """A tuned hyperparameter: ``low``..``high`` (``log`` scale), or ``values`` for a grid."""
+
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    values: tuple[Any, ...] | None = None
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """How the ``budget`` points per variant are chosen.
+
+    ``qmc`` (default): scrambled Halton points, the same for every variant (the tuning
+    playbook's quasi-random search: non-adaptive, so variants are compared point by point).
+    ``random``: seeded uniform points, also shared. ``grid``: every combination of the ranges'
+    ``values``. ``tpe``: Optuna's TPE, adaptive, one model per variant (fit to that variant's
+    finished trials only).
+    """
+
+    method: Literal["qmc", "random", "grid", "tpe"] = "qmc"
+    budget: int = 1
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        check(self.budget >= 1, "budget", "an integer >= 1", self.budget)
+
+
+@dataclass(frozen=True)
+class PrunerConfig:
+    """Optional pruning of tuning trials (never of the seed reruns), on the objective at each
+    validation; the same pruner for every variant, and pruned trials count in the budget.
+    Optuna's pruners compare a trial with all the experiment's trials at the same step, other
+    variants' included: for a comparison that is strictly per variant, leave it off (the
+    default, as AlgoPerf, DeepOBS and Crowded Valley do)."""
+
+    type: Literal["none", "median", "hyperband"] = "none"
+    n_startup_trials: int = 4
+    n_warmup_steps: int = 0
+    min_resource: int = 1
+
+
+@dataclass(frozen=True)
+class Variants:
+    """``grid``: the cartesian product of toggle values; ``named``: variants by name; both:
+    every named variant at every grid point (``no_prenorm,preset=apex,lr=0.003``), e.g. a few
+    interventions each swept over the learning rate."""
+
+    grid: Mapping[str, tuple[Any, ...]] | None = None
+    named: Mapping[str, Mapping[str, Any]] | None = None
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """One study: variants of a workload, an equal tuning budget each, seeds."""
+
+    workload: Mapping[str, Any]
+    variants: Variants
+    description: str = ""
+    #: The published claim this experiment tests (shown next to our result).
+    claim: str = ""
+    #: Run by a plain ``make sweep`` (``false``: only with ``EXPERIMENT=name``).
+    default: bool = True
+    #: Shortcut for ``workload.optimizer.preset``.
+    preset: str | None = None
+    tune: Mapping[str, Range] = field(default_factory=dict)
+    search: SearchConfig = field(default_factory=SearchConfig)
+    seeds: int = 3
+    objective: str = "val/mlm_loss"
+    #: Target values of the objective, declared before the runs: ``runs.parquet`` gets, per
+    #: run, the first step and the samples at which its validation ``objective`` reaches each
+    #: (``steps_to_<t>``, ``samples_to_<t>``; NaN: not reached). A workload's ``stop_at`` ends
+    #: a run at such a target.
+    targets: tuple[float, ...] = ()
+    #: How a trial is ranked (its Optuna value, minimized; the seeds rerun the best tuning
+    #: point): "final": the objective at the run's end; "first_target": the first validation
+    #: step at which the objective reaches the lowest target, a run that never does ranking
+    #: after every one that does, by its final objective (steps x (1 + final - target)). A
+    #: steps-to-target study needs the latter: with ``stop_at`` every run that reaches the
+    #: target ends at about the target's loss, so "final" would pick among them by chance.
+    #: Under "first_target" a tuning run that has not reached the target by the step at which
+    #: a finished tuning run of its variant did stops there (pruned, "outpaced"): it can no
+    #: longer rank first, so the best point is the same at a fraction of the cost.
+    rank: Literal["final", "first_target"] = "final"
+    pruner: PrunerConfig = field(default_factory=PrunerConfig)
+    slurm: SlurmConfig = field(default_factory=SlurmConfig)
