@@ -18,7 +18,9 @@ value            status.json     study user_attrs  runs.parquet
 ``pruned``       yes             yes               final: the study's pruner stopped it
 ``interrupted``  yes                               stopped, not retried yet (any of the three)
 ``preempted``                    yes               read as ``interrupted``
-``lost``                         yes               read as ``interrupted``
+``lost``                         yes               final when given up (lost more than
+                                                   ``retry.max_retry`` times), else
+                                                   ``interrupted``
 ``waiting``                                        queued in the study, never started
 ``missing``                                        neither status.json nor a study verdict
 ===============  ==============  ================  ==============================================
@@ -27,7 +29,9 @@ A stopped run has three words because three parties see it. The run itself only 
 stopped (``interrupted``: a signal, Ctrl-C, or a :class:`StopRun` raised after a checkpoint); the
 sweep must tell a trial its worker stopped at a signal (``preempted``: the worker failed it) from
 one whose worker vanished (``lost``: the reaper failed it); both are retried (:data:`RETRIED`)
-from the run's last checkpoint. Results show all three as ``interrupted`` (:data:`STOPPED`).
+from the run's last checkpoint. Results show all three as ``interrupted`` (:data:`STOPPED`),
+except a trial the sweep gave up on (``given_up``: lost more than ``retry.max_retry`` times;
+preemptions never count), which is ``lost``, final, and makes the sweep exit non-zero.
 """
 
 from __future__ import annotations
@@ -59,7 +63,15 @@ STOPPED = frozenset({Status.INTERRUPTED, *RETRIED})
 #: Statuses of a finished experiment's trials in ``runs.parquet``: anything else is still to run.
 FINAL = (Status.COMPLETE, Status.DIVERGED, Status.PRUNED, Status.FAILED)
 #: The values of ``runs.parquet``'s ``status`` column, in the order collect reports them.
-COLLECTED = (*FINAL, Status.INTERRUPTED, Status.RUNNING, Status.WAITING, Status.MISSING)
+#: (``lost``: given up by the sweep; not final for publishing: ``--retry-lost`` runs it again.)
+COLLECTED = (
+    *FINAL,
+    Status.LOST,
+    Status.INTERRUPTED,
+    Status.RUNNING,
+    Status.WAITING,
+    Status.MISSING,
+)
 
 
 class StopRun(Exception):  # noqa: N818 (a stop, not an error)

@@ -38,8 +38,10 @@ it existed), has_dir, has_status, steps (the last logged), total_steps, phase, s
 wall_time, final_train_loss, final_train_mlm_loss, ``final_``/``best_`` of each val metric
 (``final_val_mlm_loss``, ...) and ``final_val_{loss,mlm_loss}_phase{1,2}``, and for each of the
 experiment's ``targets`` t, ``steps_to_<t>`` and ``samples_to_<t>`` (the first validation
-reaching it; NaN if none does: :func:`ablations.results.tables.with_targets`). A setting whose
-path is a column name (``seed``, ...) is named ``config.<path>``.
+reaching it; NaN if none does: :func:`ablations.results.tables.with_targets`), then outcome
+(trained, failed to train, diverged; null if unfinished), outcome_reason, peak_trust_ratio,
+grad_norm_spike and warning (:mod:`ablations.results.outcomes`). A setting whose path is a column
+name (``seed``, ...) is named ``config.<path>``.
 ``layers``: experiment, trial, attempt, variant, seed, stage, phase, step, phase_step, tensor,
 layer (the tensor's trust-ratio layer), block (embeddings, encoder.<i>, pooler, mlm_head,
 nsp_head), index (the tensor's position in the model), trust_ratio, weight_norm, update_norm,
@@ -67,6 +69,7 @@ from ablations.results.layout import (
     ResultsError,
     experiment_dir,
 )
+from ablations.results.outcomes import with_outcomes
 from ablations.results.reference import read_reference
 from ablations.results.report import CollectReport
 from ablations.results.run_rows import run_row
@@ -119,11 +122,12 @@ def collect(exp_dir: Path | str, *, force: bool = False) -> CollectReport:
     declared = spec.get("experiment") or {}
     objective = declared.get("objective") or "val/mlm_loss"
     runs = tables.with_targets(runs, curves, declared.get("targets") or (), objective)
+    reference = read_reference(exp_dir, name, report)
+    runs = with_outcomes(runs, curves, reference)
     layers = tables.concat(layer_parts, tables.LAYER_COLUMNS)
     variants = tables.variant_order(spec, runs)
     for df in (runs, curves, layers):
         tables.categorize(df, variants)
-    reference = read_reference(exp_dir, name, report)
 
     report.trials = len(runs)
     report.statuses = {s.value: int((runs["status"] == s).sum()) for s in COLLECTED}

@@ -43,6 +43,7 @@ from ablations.results.layout import (
     ResultsError,
     trial_dirs,
 )
+from ablations.results.outcomes import with_outcomes
 from ablations.results.report import CollectReport
 
 __all__ = [
@@ -120,8 +121,14 @@ def load_curves(exp_dir: Path | str) -> pd.DataFrame:
 
 
 def load_runs(exp_dir: Path | str) -> pd.DataFrame:
-    """One row per trial (settings, status, final and best metrics), collected if stale."""
-    return _load(exp_dir, RUNS)
+    """One row per trial (settings, status, final and best metrics, outcome), collected if
+    stale. A table collected before outcomes existed (committed studies without their trial
+    directories) gets them here, from its own curves and reference lines
+    (:func:`ablations.results.outcomes.with_outcomes`): the same computation as collect's."""
+    runs = _load(exp_dir, RUNS)
+    if "outcome" not in runs:
+        runs = with_outcomes(runs, _load(exp_dir, CURVES), _load(exp_dir, REFERENCE))
+    return runs
 
 
 def load_layers(exp_dir: Path | str) -> pd.DataFrame:

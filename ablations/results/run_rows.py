@@ -95,6 +95,8 @@ def _status(trial: Trial, latest: Any) -> Status:
     if state == "COMPLETE":
         return Status.DIVERGED if attrs.get("status") == Status.DIVERGED else Status.COMPLETE
     if state == "FAIL":
+        if attrs.get("given_up"):  # lost more than retry.max_retry times: the sweep gave up
+            return Status.LOST
         return Status.INTERRUPTED if attrs.get("status") in STOPPED else Status.FAILED
     if state in _BY_STATE:
         return _BY_STATE[state]

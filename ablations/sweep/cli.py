@@ -45,6 +45,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     where.add_argument("--local", action="store_true", help="local workers even if sbatch exists")
     where.add_argument("--slurm", action="store_true", help="submit to SLURM (needs sbatch)")
     p.add_argument("--dry-run", action="store_true", help="validate and print the plan only")
+    p.add_argument(
+        "--retry-lost",
+        action="store_true",
+        help="give the trials given up (lost more than retry.max_retry times) another round",
+    )
     for name, text in (
         ("sweep-worker", "one worker: claim and train trials until none is left"),
         ("sweep-collect", "after the workers: retry or resubmit what is left, then summarize"),
@@ -117,7 +122,7 @@ def run(args: argparse.Namespace) -> int:
     if args.slurm and not driver.has_slurm():
         return fail(ConfigError("--slurm: sbatch is not on PATH"))
     try:
-        driver.prepare_experiments(sweep, names, results)
+        driver.prepare_experiments(sweep, names, results, retry_lost=args.retry_lost)
     except (ConfigError, DataError) as e:
         return fail(e)
     if slurm:
@@ -201,9 +206,19 @@ def _collect(sweep: Any, sweep_file: Path, plans: list, results: Path) -> int:
                 file=sys.stderr,
             )
             code = 1
-        summary = study_summary(s, p)
+        summary = study_summary(s, p, sweep.retry)
         write_json(exp_dir / "summary.json", summary)
         _print_summary(p.name, summary)
+        lost = slots.given_up(s, sweep.retry)
+        if lost:  # never silent: the summary counts them, this line names them, exit 1
+            numbers = ", ".join(str(n) for key in sorted(lost) for n in lost[key][-1:])
+            print(
+                f"error: {p.name}: {len(lost)} trial(s) lost more than retry.max_retry = "
+                f"{sweep.retry.max_retry} times and given up (trials {numbers}); "
+                "`make sweep SWEEP_FLAGS=--retry-lost` gives them another round",
+                file=sys.stderr,
+            )
+            code = 1
         try:
             tidy.collect(exp_dir)
         except tidy.ResultsError as e:
@@ -211,11 +226,12 @@ def _collect(sweep: Any, sweep_file: Path, plans: list, results: Path) -> int:
     return code
 
 
-def study_summary(study: Any, p: Any) -> dict[str, Any]:
+def study_summary(study: Any, p: Any, retry: Any) -> dict[str, Any]:
     """summary.json: per variant, the chosen point, the seed runs' objective values and their
     statuses, read from the study alone (so it exists even where the tables cannot be
     collected); the statistics over the tables are :func:`ablations.analysis.stats.summarize`."""
     out: dict[str, Any] = {}
+    lost = slots.given_up(study, retry)
     for variant in p.variants:
         mine = [
             t for t in study.get_trials(deepcopy=False) if t.user_attrs.get("variant") == variant
@@ -241,6 +257,7 @@ def study_summary(study: Any, p: Any) -> dict[str, Any]:
             "mean": sum(finite) / len(finite) if finite else None,
             "diverged": sum(t.user_attrs.get("status") == Status.DIVERGED for t in finals),
             "failed": sum(t.user_attrs.get("status") == Status.FAILED for t in seeds),
+            "lost": sum(key.startswith(f"{variant}/") for key in lost),
         }
     return out
 
@@ -251,5 +268,5 @@ def _print_summary(name: str, summary: dict[str, Any]) -> None:
         mean = "n/a" if row["mean"] is None else f"{row['mean']:.4f}"
         print(
             f"  {variant:40s} mean {mean}  seeds {len(row['seed_values'])}  "
-            f"diverged {row['diverged']}  failed {row['failed']}"
+            f"diverged {row['diverged']}  failed {row['failed']}  lost {row['lost']}"
         )

@@ -28,13 +28,16 @@ from ablations.run.loggers import check_loggers
 from ablations.sweep import study as studies
 from ablations.sweep.plan import Plan
 from ablations.sweep.progress import Display, load_snapshots
-from ablations.sweep.schedule import queue_retries
+from ablations.sweep.schedule import grant_retries, queue_retries
 from ablations.sweep.spec import Sweep, plan
 
 
-def prepare_experiments(sweep: Sweep, names: list[str], results: Path) -> list[Plan]:
+def prepare_experiments(
+    sweep: Sweep, names: list[str], results: Path, retry_lost: bool = False
+) -> list[Plan]:
     """Check every directory and build every experiment's data first (bad input then leaves
-    nothing behind), then create and fill the studies."""
+    nothing behind), then create and fill the studies; ``retry_lost``: give the trials given
+    up another round of retries (``--retry-lost``)."""
     plans = [plan(sweep, name) for name in names]
     for p in plans:
         for variant in p.variants:  # a logger's missing package: one line, before any trial
@@ -47,6 +50,8 @@ def prepare_experiments(sweep: Sweep, names: list[str], results: Path) -> list[P
         exp_dir = results / p.name
         write_json(exp_dir / "data.json", references[p.name])
         study = studies.prepare(sweep, p, exp_dir)
+        if retry_lost and (granted := grant_retries(study, sweep, exp_dir)):
+            print(f"{p.name}: another round of retries for {', '.join(granted)}")
         queue_retries(study, sweep, exp_dir)
     return plans
 

@@ -28,6 +28,7 @@ from optuna.trial import FrozenTrial, TrialState
 from ablations.core.fileio import read_json, write_json
 from ablations.core.internals import study_storage, trial_id
 from ablations.core.status import Status
+from ablations.sweep.slots import GRANTS, crashes
 from ablations.sweep.spec import RetryConfig, Sweep
 
 
@@ -123,6 +124,12 @@ def reap(study: optuna.Study, sweep: Sweep, exp_dir: Path) -> list[int]:
         if why is None:
             continue
         storage, tid = study_storage(study), trial_id(t)
+        slot = t.user_attrs.get("slot")
+        attempts = [x for x in study.get_trials(deepcopy=False) if x.user_attrs.get("slot") == slot]
+        spent = crashes(attempts) + 1 - (study.user_attrs.get(GRANTS) or {}).get(slot, 0)
+        if spent > sweep.retry.max_retry:  # given up: collect reports the trial as lost
+            storage.set_trial_user_attr(tid, "given_up", True)
+            why += f"; lost {spent} times, more than retry.max_retry = {sweep.retry.max_retry}"
         storage.set_trial_user_attr(tid, "status", Status.LOST)
         storage.set_trial_user_attr(tid, "error", why)
         storage.set_trial_state_values(tid, TrialState.FAIL)

@@ -21,8 +21,10 @@ from ablations.core.internals import study_storage, trial_id
 from ablations.sweep.leases import Claim, reap, write_lease
 from ablations.sweep.plan import Plan
 from ablations.sweep.slots import (
+    GRANTS,
     Slot,
     best_point,
+    crashes,
     objective_value,
     origin,
     queue_slots,
@@ -74,6 +76,23 @@ def queue_retries(study: optuna.Study, sweep: Sweep, exp_dir: Path) -> None:
         _reap_and_retry(study, sweep, exp_dir)
 
 
+def grant_retries(study: optuna.Study, sweep: Sweep, exp_dir: Path) -> list[str]:
+    """``--retry-lost``: give every slot given up another ``retry.max_retry`` retries (its crashes
+    so far stop counting) and queue its retry now; returns the slots granted."""
+    with locked(exp_dir):
+        reap(study, sweep, exp_dir)
+        trials = study.get_trials(deepcopy=False)
+        grants = dict(study.user_attrs.get(GRANTS) or {})
+        states = slot_state(trials, sweep.retry, grants)
+        lost = sorted(key for key, state in states.items() if state == "lost")
+        for key in lost:
+            grants[key] = crashes([t for t in trials if t.user_attrs.get("slot") == key])
+        if lost:
+            study.set_user_attr(GRANTS, grants)
+            _reap_and_retry(study, sweep, exp_dir)
+        return lost
+
+
 def _reap_and_retry(
     study: optuna.Study, sweep: Sweep, exp_dir: Path
 ) -> tuple[list[FrozenTrial], dict[str, str]]:
@@ -81,7 +100,7 @@ def _reap_and_retry(
     slot states seen before the retries were queued (a "retry" slot is not "done" either way)."""
     reap(study, sweep, exp_dir)
     trials = study.get_trials(deepcopy=False)
-    states = slot_state(trials, sweep.retry)
+    states = slot_state(trials, sweep.retry, study.user_attrs.get(GRANTS))
     _retry_lost(study, trials, states)
     return trials, states
 

@@ -133,9 +133,26 @@ def retry_history(trial: FrozenTrial) -> list[int]:
     return list(trial.system_attrs.get("retry_history", []))
 
 
-def slot_state(trials: list[FrozenTrial], retry: RetryConfig) -> dict[str, str]:
+#: The study's user attribute of the retries granted by ``make sweep SWEEP_FLAGS=--retry-lost``:
+#: slot -> the crashes counted when the grant was made (``retry.max_retry`` more from there).
+GRANTS = "retry_grants"
+
+
+def crashes(attempts: list[FrozenTrial]) -> int:
+    """How many of a slot's attempts were lost (the worker vanished: a crash, a kill -9, a
+    hung node). Preemptions (``preempted``: the scheduler's signal, a checkpoint taken) never
+    count: they do not use up the retries meant for crashes."""
+    return sum(t.user_attrs.get("status") == Status.LOST for t in attempts)
+
+
+def slot_state(
+    trials: list[FrozenTrial], retry: RetryConfig, grants: Mapping[str, int] | None = None
+) -> dict[str, str]:
     """Each slot's state: "pending" (waiting/running), "done" (complete, pruned, or failed for
-    good) or "retry" (failed as lost with retries left but no retry queued yet)."""
+    good by training), "retry" (stopped: preempted, or lost with retries left; no retry queued
+    yet) or "lost" (lost more than ``retry.max_retry`` times since the last grant: given up,
+    reported by the sweep, never silent)."""
+    grants = grants or {}
     by_slot: dict[str, list[FrozenTrial]] = {}
     for t in trials:
         if "slot" in t.user_attrs:
@@ -149,9 +166,26 @@ def slot_state(trials: list[FrozenTrial], retry: RetryConfig) -> dict[str, str]:
             out[key] = "done"
         else:
             last = max(ts, key=lambda t: t.number)
-            lost = last.user_attrs.get("status") in RETRIED
-            out[key] = "retry" if lost and len(ts) <= retry.max_retry else "done"
+            status = last.user_attrs.get("status")
+            if status not in RETRIED:
+                out[key] = "done"  # training failed: final, a result of its own
+            elif status == Status.PREEMPTED:
+                out[key] = "retry"
+            else:
+                spent = crashes(ts) - grants.get(key, 0)
+                out[key] = "retry" if spent <= retry.max_retry else "lost"
     return out
+
+
+def given_up(study: optuna.Study, retry: RetryConfig) -> dict[str, list[int]]:
+    """The slots given up (:func:`slot_state` "lost"), each with its trials' numbers."""
+    trials = study.get_trials(deepcopy=False)
+    states = slot_state(trials, retry, study.user_attrs.get(GRANTS))
+    return {
+        key: sorted(t.number for t in trials if t.user_attrs.get("slot") == key)
+        for key, state in states.items()
+        if state == "lost"
+    }
 
 
 def best_point(trials: list[FrozenTrial], variant: str, plan: Plan) -> dict[str, Any]:
@@ -179,14 +213,16 @@ def objective_value(t: FrozenTrial) -> float:
 
 
 def progress(study: optuna.Study, plan: Plan, retry: RetryConfig) -> dict[str, int]:
-    """Slot counts: total, done (complete/pruned/failed for good), running, diverged, failed."""
+    """Slot counts: total, done (complete/pruned/failed for good, or given up), lost (given up),
+    running, diverged, failed."""
     trials = study.get_trials(deepcopy=False)
-    states = slot_state(trials, retry)
+    states = slot_state(trials, retry, study.user_attrs.get(GRANTS))
     running = sum(t.state == TrialState.RUNNING for t in trials)
     status = [t.user_attrs.get("status") for t in trials if t.state in FINISHED]
     return {
         "total": total_slots(plan),
-        "done": sum(s == "done" for s in states.values()),
+        "done": sum(s in ("done", "lost") for s in states.values()),  # nothing left to run
+        "lost": sum(s == "lost" for s in states.values()),
         "running": running,
         "diverged": status.count(Status.DIVERGED),
         "failed": status.count(Status.FAILED),

@@ -5,7 +5,10 @@ loss over the lr grid, E_η[min(ℓ(η), ℓ0) − min_η ℓ(η)], where ℓ0 i
 and a diverged run counts as ℓ0. ℓ0 here: the mean training MLM loss of step 1 over the
 experiment's runs (computed before any update, so it is the initial loss of each seed's weights).
 Reported per curve as the mean over seeds with a t-interval, with the best loss (the lowest mean
-over seeds across the grid), its lr, and the largest lr at which no seed diverged.
+over seeds across the grid), its lr, and the stability edge from the runs' outcomes
+(:mod:`ablations.results.outcomes`): the largest lr at which no seed failed to train or diverged,
+the first lr above it at which one did, and whether the grid brackets that edge or is censored
+at one of its ends. Telemetry warning signs are counted beside, not mixed in.
 
 A run's intervention is read from its settings (:data:`INTERVENTIONS`), its mode from its preset
 and its lr from its phase-1 lr: never from its variant's name.
@@ -22,6 +25,7 @@ import pandas as pd
 
 from ablations.analysis import stats
 from ablations.core.status import Status
+from ablations.results.outcomes import FAILED_TO_TRAIN
 from ablations.studies.regime.experiments import METRIC, Tables
 from ablations.studies.selection import BIAS_CORRECTION, LR, PRENORM, PRESET, matching
 
@@ -51,7 +55,8 @@ def initial_loss(curves: pd.DataFrame) -> float:
 
 def lr_points(runs: pd.DataFrame) -> pd.DataFrame:
     """One row per finished run of ``lr_sensitivity`` with the settings of an intervention:
-    mode, intervention, lr, seed, status, loss (NaN when diverged)."""
+    mode, intervention, lr, seed, diverged, failed (finished without training), warned (a
+    telemetry warning sign), loss (NaN when diverged)."""
     done = runs[runs["status"].isin([Status.COMPLETE, Status.DIVERGED])]
     names = pd.Series(pd.NA, index=done.index, dtype="object")
     for name, settings in INTERVENTIONS.items():
@@ -64,10 +69,36 @@ def lr_points(runs: pd.DataFrame) -> pd.DataFrame:
             "lr": done[LR].astype(float),
             "seed": done["seed"].astype(int),
             "diverged": done["status"] == Status.DIVERGED,
+            "failed": done["outcome"] == FAILED_TO_TRAIN,
+            "warned": done["warning"].notna(),
             "loss": done[METRIC].astype(float).where(done["status"] == Status.COMPLETE),
         }
     )
     return out.sort_values(["mode", "intervention", "lr", "seed"]).reset_index(drop=True)
+
+
+def stability_edge(bad: pd.Series) -> dict[str, Any]:
+    """The stability edge of one curve from ``bad`` (lr -> runs that failed to train or
+    diverged): ``max_trained_lr``, the largest lr at which no seed failed or diverged (NaN when
+    every lr has a failure); ``first_failed_lr``, the smallest lr at which one did (NaN when
+    none did); ``edge``: "bracketed" when the first failure lies above a clean lr, "censored
+    above" when no lr of the grid failed (the edge is past its top: extend lr up), "censored
+    below" when the grid's lowest lr already failed (extend lr down)."""
+    lrs = bad.sort_index()
+    clean, failing = lrs[lrs == 0], lrs[lrs > 0]
+    first = float(failing.index.min()) if len(failing) else math.nan
+    below = clean[clean.index < first] if len(failing) else clean
+    if not len(failing):
+        edge = "censored above"
+    elif not len(below):
+        edge = "censored below"
+    else:
+        edge = "bracketed"
+    return {
+        "max_trained_lr": float(below.index.max()) if len(below) else math.nan,
+        "first_failed_lr": first,
+        "edge": edge,
+    }
 
 
 def lr_sensitivity(points: pd.DataFrame, loss0: float) -> pd.DataFrame:
@@ -83,8 +114,7 @@ def lr_sensitivity(points: pd.DataFrame, loss0: float) -> pd.DataFrame:
         )
         per_seed[(mode, name)] = sens
         curve = g.groupby("lr")["loss"].mean()
-        stable = g.groupby("lr")["diverged"].sum()
-        stable = stable[stable == 0]
+        bad = (g["diverged"] | g["failed"]).groupby(g["lr"]).sum()
         mean, low, high = stats.t_interval(sens.to_numpy())
         rows.append(
             {
@@ -94,8 +124,10 @@ def lr_sensitivity(points: pd.DataFrame, loss0: float) -> pd.DataFrame:
                 "seeds": int(g["seed"].nunique()),
                 "best_loss": float(curve.min()) if curve.notna().any() else math.nan,
                 "best_lr": float(curve.idxmin()) if curve.notna().any() else math.nan,
-                "max_stable_lr": float(stable.index.max()) if len(stable) else math.nan,
+                **stability_edge(bad),
                 "diverged": int(g["diverged"].sum()),
+                "failed": int(g["failed"].sum()),
+                "warned": int(g["warned"].sum()),
                 "runs": len(g),
                 "sensitivity": mean,
                 "sensitivity_low": low,

@@ -56,6 +56,16 @@ def regime_markdown(table: pd.DataFrame) -> str:
     return pd.DataFrame(lines).to_markdown(index=False)
 
 
+def _edge(r: pd.Series) -> str:
+    """The stability edge as an interval: ``(largest trained lr, first failing lr]``, or
+    censored at the grid's end it lies beyond."""
+    if r["edge"] == "censored above":
+        return f"> {r['max_trained_lr']:.3g} (censored: none failed)"
+    if r["edge"] == "censored below":
+        return f"≤ {r['first_failed_lr']:.3g} (censored: the lowest lr failed)"
+    return f"({r['max_trained_lr']:.3g}, {r['first_failed_lr']:.3g}]"
+
+
 def lr_markdown(table: pd.DataFrame) -> str:
     """The README's LR-sensitivity table."""
     lines = []
@@ -71,8 +81,9 @@ def lr_markdown(table: pd.DataFrame) -> str:
                 "mode": r["mode"],
                 "intervention": r["intervention"],
                 "best loss (lr)": f"{r['best_loss']:.4f} ({r['best_lr']:.3g})",
-                "largest stable lr": _num(r["max_stable_lr"], 3),
-                "diverged": f"{r['diverged']}/{r['runs']}",
+                "stability edge": _edge(r),
+                "failed · diverged": f"{r['failed']} · {r['diverged']} of {r['runs']}",
+                "warning signs": f"{r['warned']}/{r['runs']}",
                 "LR sensitivity": f"{r['sensitivity']:.3f}",
                 "Δ vs baseline [95% CI]": delta,
             }
