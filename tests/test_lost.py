@@ -8,12 +8,24 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
+from pathlib import Path
 
 import optuna
 import pandas as pd
 import pytest
 from optuna.trial import TrialState, create_trial
-from sweep_files import python, start_worker, steps, study, wait_for, workload, write_sweep
+from sweep_files import (
+    REPO,
+    python,
+    start_worker,
+    steps,
+    study,
+    wait_for,
+    workload,
+    write_sweep,
+)
 
 from ablations.core.status import Status
 from ablations.sweep import driver, slots
@@ -100,3 +112,82 @@ def test_a_trial_lost_past_its_retries_fails_the_sweep_loudly_until_retried(
     runs = pd.read_parquet(exp_dir / "runs.parquet")
     assert list(runs["status"]) == [Status.COMPLETE]
     assert json.loads((exp_dir / "summary.json").read_text())["only"]["lost"] == 0
+
+
+def live_lease(exp_dir: Path, dead: list[int]) -> int | None:
+    """The pid of the worker holding a lease now (a retry runs under a new trial number)."""
+    for path in (exp_dir / ".leases").glob("*.json"):
+        try:
+            pid = json.loads(path.read_text())["pid"]
+        except (OSError, ValueError, KeyError):
+            continue
+        if pid not in dead and Path(f"/proc/{pid}").exists():
+            return pid
+    return None
+
+
+@pytest.mark.slow
+def test_the_local_driver_outlives_more_worker_deaths_than_it_has_workers(tmp_path, embedded_cache):
+    """Four ``kill -9`` of the one local worker (the old driver gave up after one restart per
+    worker): each is restarted after a backoff, the trial resumes, and the sweep completes."""
+    cache, _ = embedded_cache
+    file = write_sweep(
+        tmp_path,
+        {
+            "only": {
+                "workload": workload(cache, steps=60, checkpoint_every=4),
+                "variants": {"named": {"only": {}}},
+                "seeds": 1,
+            }
+        },
+        retry={"max_retry": 10, "heartbeat_seconds": 1, "grace_seconds": 30},
+        local={"workers": 1, "threads_per_worker": 1},
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    driver_proc = subprocess.Popen(
+        [sys.executable, "-m", "ablations", "sweep", "--file", str(file), "--local"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    exp_dir = tmp_path / "results" / "only"
+    run = exp_dir / "0"
+    killed = []
+    try:
+        for k in range(4):
+            at = len(steps(run)) + 5
+            wait_for(lambda at=at: len(steps(run)) >= at, 300, f"step {at} before kill {k + 1}")
+            pid = wait_for(lambda: live_lease(exp_dir, killed), 120, "a live worker's lease")
+            os.kill(pid, signal.SIGKILL)
+            killed.append(pid)
+        out, err = driver_proc.communicate(timeout=600)
+    finally:
+        driver_proc.kill()
+    assert driver_proc.returncode == 0, out + err
+    assert len(set(killed)) == 4  # four different worker processes, each restarted
+    assert steps(run) == list(range(1, 61))  # every step once
+    trials = study(exp_dir).get_trials()
+    assert [t.user_attrs.get("status") for t in trials[:-1]] == ["lost"] * 4
+    assert trials[-1].state == TrialState.COMPLETE
+    assert pd.read_parquet(exp_dir / "runs.parquet")["status"].tolist() == [Status.COMPLETE]
+
+
+@pytest.mark.parametrize(
+    ("trials", "loop"),
+    [
+        ([None] * 5, "5 workers in a row exited before taking a trial"),
+        ([7] * 5, "trial 7 killed its worker 5 times in a row"),
+        ([7, 7, 8, 7, 7], None),  # different trials: the retries decide, not a loop
+        ([None] * 4, None),
+    ],
+)
+def test_restarts_back_off_and_stop_only_on_a_crash_loop(trials, loop):
+    keeper = driver.Restarts(workers=1)
+    delays = []
+    for trial in trials:
+        delays.append(keeper.died(0, -9, trial))
+        keeper.restart_at.clear()  # restarted (as due() would, once its delay passed)
+    assert delays == [min(driver.BACKOFF_MAX, 2.0**k) for k in range(len(trials))]
+    assert (keeper.crash_loop() is None) if loop is None else (loop in keeper.crash_loop())

@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -130,7 +131,6 @@ def run_local(sweep: Sweep, sweep_file: Path, plans: list[Plan], results: Path) 
     logs.mkdir(parents=True, exist_ok=True)
     env = _local_env(sweep.local.threads_per_worker)
     procs: list[subprocess.Popen] = []
-    restarts = sweep.local.workers
 
     def start(i: int) -> subprocess.Popen:
         out = open(logs / f"worker-{i}.log", "a")  # noqa: SIM115 (kept open for the child)
@@ -145,6 +145,7 @@ def run_local(sweep: Sweep, sweep_file: Path, plans: list[Plan], results: Path) 
         )
 
     procs = [start(i) for i in range(sweep.local.workers)]
+    keeper = Restarts(len(procs))
     loaded = [(studies.load(sweep, p, results / p.name), p) for p in plans]
     display = Display(names, sweep.local.workers)
     # SIGTERM (kill, timeout, a batch system) stops the sweep as Ctrl-C does: the workers are
@@ -159,19 +160,26 @@ def run_local(sweep: Sweep, sweep_file: Path, plans: list[Plan], results: Path) 
             alive = [q for q in procs if q.poll() is None]
             if done and not alive:
                 break
-            if not done:
-                for i, q in enumerate(procs):
-                    if q.poll() is not None and q.returncode != 0 and restarts > 0:
-                        restarts -= 1
-                        display.note(
-                            f"worker {i} exited with {q.returncode}; restarting it "
-                            f"(log: {logs / f'worker-{i}.log'})"
-                        )
-                        procs[i] = start(i)
-                if not [q for q in procs if q.poll() is None]:
+            if done:
+                continue
+            for i, q in enumerate(procs):
+                if q.poll() is None:
+                    continue
+                if q.returncode == 0 and alive:
+                    continue  # no work it could claim now; the others may leave some
+                delay = keeper.died(i, q.returncode, trial_of(results, names, q.pid))
+                if delay is None:
+                    continue  # restart already scheduled
+                if keeper.crash_loop():
                     display.close()
-                    print(f"error: every worker exited with work left; see {logs}", file=sys.stderr)
+                    print(f"error: {keeper.crash_loop()}; see {logs}", file=sys.stderr)
                     return 1
+                display.note(
+                    f"worker {i} exited with {q.returncode}; restarting it in {delay:.0f} s "
+                    f"(log: {logs / f'worker-{i}.log'})"
+                )
+            for i in keeper.due():
+                procs[i] = start(i)
     except KeyboardInterrupt:
         display.close()
         for q in procs:
@@ -184,6 +192,71 @@ def run_local(sweep: Sweep, sweep_file: Path, plans: list[Plan], results: Path) 
         signal.signal(signal.SIGTERM, previous)
     display.close()
     return 0
+
+
+#: Seconds before a dead worker is restarted: doubling per death in a row, capped.
+BACKOFF_MAX = 30.0
+#: A worker that lived this long was not in a crash loop: its backoff starts over.
+HEALTHY_SECONDS = 60.0
+#: Deaths in a row, with no trial or of one trial, that stop the sweep as a crash loop.
+CRASH_LOOP = 5
+
+
+class Restarts:
+    """When to restart the local workers: as long as work is left, after a backoff that doubles
+    with each death in a row (1, 2, 4, ... up to :data:`BACKOFF_MAX` s), stopping only on a crash
+    loop: :data:`CRASH_LOOP` deaths in a row of workers that held no trial (they die at start)
+    or that all held the same trial. A trial that keeps killing its workers is otherwise given
+    up by the retries (``retry.max_retry``), so the sweep ends, loudly, either way."""
+
+    def __init__(self, workers: int) -> None:
+        self.started = [time.monotonic()] * workers
+        self.deaths = [0] * workers
+        self.restart_at: dict[int, float] = {}
+        self.recent: list[int | None] = []  # the trial of each death in a row (None: none)
+
+    def died(self, i: int, code: int, trial: int | None) -> float | None:
+        """Note worker ``i``'s death (exit ``code``, holding ``trial``); the seconds until its
+        restart, or None when one is already scheduled."""
+        if i in self.restart_at:
+            return None
+        now = time.monotonic()
+        if now - self.started[i] >= HEALTHY_SECONDS:
+            self.deaths[i] = 0
+            self.recent = []
+        self.deaths[i] += 1
+        self.recent.append(trial)
+        delay = min(BACKOFF_MAX, 2.0 ** (self.deaths[i] - 1))
+        self.restart_at[i] = now + delay
+        return delay
+
+    def crash_loop(self) -> str | None:
+        """Why the workers are in a crash loop, or None."""
+        last = self.recent[-CRASH_LOOP:]
+        if len(last) < CRASH_LOOP or len(set(last)) != 1:
+            return None
+        if last[0] is None:
+            return f"crash loop: {CRASH_LOOP} workers in a row exited before taking a trial"
+        return f"crash loop: trial {last[0]} killed its worker {CRASH_LOOP} times in a row"
+
+    def due(self) -> list[int]:
+        """The workers whose restart time has come (each then counts as started)."""
+        now = time.monotonic()
+        ready = [i for i, at in self.restart_at.items() if at <= now]
+        for i in ready:
+            del self.restart_at[i]
+            self.started[i] = now
+        return ready
+
+
+def trial_of(results: Path, names: list[str], pid: int) -> int | None:
+    """The trial whose lease worker ``pid`` held (a lease outlives its killed worker)."""
+    for name in names:
+        for path in sorted((results / name / ".leases").glob("*.json")):
+            lease = read_json(path, tolerant=True) or {}
+            if lease.get("pid") == pid and lease.get("host") == socket.gethostname():
+                return int(path.stem)
+    return None
 
 
 def _raise_interrupt(signum: int, frame: Any) -> None:
