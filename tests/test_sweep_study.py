@@ -179,12 +179,13 @@ def test_a_trial_whose_worker_died_is_retried_under_its_original_number(tmp_path
         assert lost.state == TrialState.FAIL and lost.user_attrs["status"] == "lost"
         assert "is gone" in lost.user_attrs["error"]
         lease = exp_dir / ".leases" / f"{retry.number}.json"
-    # retries exhausted (max_retry=2): the slot is done, failed for good
+    # retries exhausted (max_retry=2): the slot is given up (reported as lost, never silent)
     studies.write_json(lease, {**studies.read_json(lease), "pid": _dead_pid()})
     nothing = claim_next(study, p, sweep, exp_dir)
     assert nothing is not None and nothing.stage == "seed"  # the seed rerun is queued instead
     states = slot_state(study.get_trials(), sweep.retry)
-    assert states[first.slot] == "done"
+    assert states[first.slot] == "lost"
+    assert study.get_trials()[retry.number].user_attrs["given_up"] is True
 
 
 def test_a_stale_lease_is_reaped_after_the_grace_period(tmp_path):

@@ -24,6 +24,7 @@ from lightning.pytorch.plugins import TorchCheckpointIO
 
 from ablations.core.fileio import replacing
 from ablations.core.status import Status
+from ablations.run import writer
 from ablations.run.module import PretrainingModule
 
 #: The checkpoint of a complete phase (phase 2 starts from phase 1's).
@@ -51,6 +52,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     def save_checkpoint(
         self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any | None = None
     ) -> None:
+        writer.check()
         with replacing(Path(path)) as tmp:  # removed if the write fails
             super().save_checkpoint(checkpoint, tmp, storage_options)
 

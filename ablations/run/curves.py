@@ -85,6 +85,7 @@ import yaml
 import lamb_variants
 from ablations.core.fileio import finite, read_json, write_atomic, write_json
 from ablations.core.status import Status
+from ablations.run import writer
 
 CURVES = ("metrics", "layers", "val")
 #: ``layers.jsonl``'s per-tensor values, in the order the module writes them
@@ -100,12 +101,14 @@ LAYER_VALUES = (
 
 
 def write_config(run_dir: Path, config: Mapping[str, Any]) -> None:
+    writer.check()
     write_atomic(run_dir / "config.yaml", yaml.safe_dump(dict(config), sort_keys=False))
 
 
 def write_status(run_dir: Path, status: Status, **fields: Any) -> dict[str, Any]:
     """Replace ``status.json``; returns what was written."""
     data = {"status": status, **fields, "updated": _now()}
+    writer.check()
     write_json(run_dir / "status.json", data)
     return json.loads(json.dumps(finite(data)))
 
@@ -134,6 +137,7 @@ def write_meta(run_dir: Path, device: str) -> dict[str, Any]:
             "numerics": numerics(),
         }
     )
+    writer.check()
     write_json(path, meta)
     return meta
 
@@ -199,6 +203,7 @@ class Curves:
         """Keep only lines with ``step <= step`` (and no torn line) in every curve file."""
         if not self.enabled:
             return
+        writer.check()
         self.close()
         for kind in CURVES:
             path = self.path(kind)
@@ -218,6 +223,7 @@ class Curves:
         """Append ``records`` to ``<kind>.jsonl`` and flush them to the OS."""
         if not self.enabled or not records:
             return
+        writer.check()  # a writer whose lease was taken stops here, before the line
         f = self._files.get(kind)
         if f is None:
             self.run_dir.mkdir(parents=True, exist_ok=True)

@@ -38,6 +38,7 @@ import yaml
 import lamb_variants
 from ablations.config import FACTORY_WEIGHT_DECAY, ConfigError, RunConfig, plain
 from ablations.core.fileio import read_json, write_json
+from ablations.run import writer
 from ablations.run.model import BertPretraining
 
 FILE = "resolved.json"
@@ -230,6 +231,7 @@ def same_run(a: Mapping[str, Any], b: RunConfig) -> bool:
 
 def write(run_dir: Path, resolved: Resolved) -> None:
     """Write ``<run_dir>/resolved.json`` atomically."""
+    writer.check()
     write_json(run_dir / FILE, resolved.to_dict())
 
 

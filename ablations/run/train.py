@@ -49,7 +49,7 @@ from ablations.config import RunConfig, load_factory
 from ablations.core.errors import one_line
 from ablations.core.fileio import read_json
 from ablations.core.status import DONE, Status, StopRun
-from ablations.run import checkpoints, resolved
+from ablations.run import checkpoints, resolved, writer
 from ablations.run.checkpoints import AtomicCheckpointIO, PhaseEnd, ResumePoints
 from ablations.run.curves import write_config, write_meta, write_status
 from ablations.run.loggers import check_loggers, end_tracker_runs, lightning_loggers
@@ -116,16 +116,20 @@ def train(
         _preflight(config, datamodule)
 
     L.seed_everything(config.seed, verbose=False)
-    with warnings.catch_warnings():
-        for message in _QUIET:
-            warnings.filterwarnings("ignore", message=message)
-        try:
-            result = _train(config, run_dir, datamodule, list(callbacks), list(plugins))
-        except BaseException:
-            end_tracker_runs(config, failed=True)
-            raise
-        end_tracker_runs(config, failed=False)
-        return result
+    try:
+        hold = writer.exclusive(run_dir)  # one writer (reentrant: a sweep worker holds it)
+        with hold, warnings.catch_warnings():
+            for message in _QUIET:
+                warnings.filterwarnings("ignore", message=message)
+            try:
+                result = _train(config, run_dir, datamodule, list(callbacks), list(plugins))
+            except BaseException:
+                end_tracker_runs(config, failed=True)
+                raise
+            end_tracker_runs(config, failed=False)
+            return result
+    except writer.WriterBusy as e:
+        raise RunDirError(str(e)) from None
 
 
 def _train(

@@ -18,6 +18,7 @@ import socket
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -65,6 +66,23 @@ def write_lease(exp_dir: Path, number: int) -> None:
             "claimed": time.time(),
         },
     )
+
+
+def fence(exp_dir: Path, number: int) -> Callable[[], str | None]:
+    """The fence of trial ``number``'s writer (:mod:`ablations.run.writer`): None while its
+    lease file exists and names this process, else why not (reaped as lost: the retry owns the
+    run directory)."""
+    path = _lease_path(exp_dir, number)
+
+    def owned() -> str | None:
+        lease = read_json(path, tolerant=True)
+        if lease is None:
+            return f"the lease of trial {number} was taken (reaped as lost)"
+        if lease.get("pid") != os.getpid() or lease.get("host") != socket.gethostname():
+            return f"the lease of trial {number} belongs to another process"
+        return None
+
+    return owned
 
 
 class Heartbeat:

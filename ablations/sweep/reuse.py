@@ -21,6 +21,7 @@ from pathlib import Path
 from ablations.config import RunConfig
 from ablations.core.fileio import read_json, write_json
 from ablations.core.status import DONE
+from ablations.run import writer
 from ablations.run.resolved import resolve
 
 INDEX = ".runs"
@@ -55,7 +56,8 @@ def adopt(source: Path, run_dir: Path) -> None:
     """Link (or copy) every file of ``source`` into ``run_dir``, ``status.json`` last, so an
     interrupted adoption is an unfinished run that trains normally; ``trial.json`` is the
     trial's own and is kept."""
-    files = [p for p in sorted(source.rglob("*")) if p.is_file() and p.name != "trial.json"]
+    own = ("trial.json", writer.LOCK)  # the trial's own claim, and its own writer lock
+    files = [p for p in sorted(source.rglob("*")) if p.is_file() and p.name not in own]
     files.sort(key=lambda p: p.relative_to(source) == Path("status.json"))
     for src in files:
         dst = run_dir / src.relative_to(source)

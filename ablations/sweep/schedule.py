@@ -113,7 +113,7 @@ def _slots_now(plan: Plan, trials: list[FrozenTrial], states: dict[str, str]) ->
     out = []
     for variant in plan.variants:
         keys = [f"{variant}/tune/{i}" for i in range(budget)]
-        if all(states.get(k) == "done" for k in keys):
+        if all(states.get(k) in ("done", "lost") for k in keys):  # lost: given up, reported
             point = best_point(trials, variant, plan)
             out += [
                 Slot(f"{variant}/seed/{s}", variant, "seed", s, point)

@@ -42,10 +42,11 @@ from ablations.core.errors import one_line
 from ablations.core.fileio import read_json, write_json
 from ablations.core.internals import study_storage
 from ablations.core.status import RETRIED, Status, StopRun
+from ablations.run import writer
 from ablations.run.checkpoints import save_resume_point
 from ablations.run.curves import Curves
 from ablations.run.train import train
-from ablations.sweep import reuse, slots
+from ablations.sweep import leases, reuse, slots
 from ablations.sweep import study as studies
 from ablations.sweep.experiment import Experiment
 from ablations.sweep.leases import Claim, Heartbeat
@@ -315,9 +316,41 @@ def _run_trial(
     stop: _Stop,
     claim_seconds: float,
 ) -> None:
-    """Train one claimed trial and report it. ``user_attrs`` get the outcome and the timings
-    the overhead benchmark reads: ``fit_seconds`` (inside ``Trainer.fit``), ``trial_seconds``
-    (claim to report) and ``claim_seconds`` (finding and claiming it)."""
+    """Train one claimed trial and report it, as the one writer of its run directory
+    (:mod:`ablations.run.writer`): the directory's lock is taken before anything is written
+    (waiting up to ``retry.grace_seconds`` for a reaped holder to stop), and every write checks
+    that this worker's lease is still its own. A worker whose trial was reaped while it was
+    stopped stops at its next write and ends the trial quietly: the retry owns it."""
+    run_dir = exp_dir / str(claim.origin)
+    fence = leases.fence(exp_dir, claim.number)
+    try:
+        with writer.exclusive(run_dir, fence, wait=sweep.retry.grace_seconds):
+            _run_owned(sweep, study, p, exp_dir, claim, stop, claim_seconds)
+    except writer.LeaseLost as e:
+        log.warning(
+            "trial %d: %s; stopped without writing (its retry owns the run)", claim.number, e
+        )
+    except writer.WriterBusy as e:  # a reaped holder still runs: hand the trial back, uncounted
+        storage = study_storage(study)
+        storage.set_trial_user_attr(claim.trial_id, "status", Status.PREEMPTED)
+        storage.set_trial_user_attr(claim.trial_id, "error", one_line(e, limit=500))
+        study.tell(claim.number, state=TrialState.FAIL)
+        queue_retries(study, sweep, exp_dir)
+        log.warning("trial %d: %s; handed back", claim.number, e)
+
+
+def _run_owned(
+    sweep: Sweep,
+    study: optuna.Study,
+    p: Plan,
+    exp_dir: Path,
+    claim: Claim,
+    stop: _Stop,
+    claim_seconds: float,
+) -> None:
+    """:func:`_run_trial`'s work, under the run directory's lock. ``user_attrs`` get the
+    outcome and the timings the overhead benchmark reads: ``fit_seconds`` (inside
+    ``Trainer.fit``), ``trial_seconds`` (claim to report) and ``claim_seconds``."""
     run_dir = exp_dir / str(claim.origin)
     info = read_json(run_dir / "trial.json") or {}
     config = p.config(claim.variant, claim.params, claim.seed)
@@ -325,6 +358,7 @@ def _run_trial(
     if source is not None:
         reuse.adopt(source, run_dir)
         info["reused_from"] = os.path.relpath(source, exp_dir.parent)
+    writer.check()
     write_json(
         run_dir / "trial.json",
         {
