@@ -39,9 +39,11 @@ def trial_settings(
 ) -> dict[str, Any]:
     """Variant, seed, stage, slot, toggles and hyperparameters of a trial.
 
-    From trial.json, or, for a trial without a directory yet (queued, or claimed a moment ago),
-    the study's user attributes and params (the worker writes both from the same claim). A
-    toggle or hyperparameter the trial does not set is what its config.yaml resolves to.
+    Variant, seed, stage and slot from trial.json, or, for a trial without a directory yet
+    (queued, or claimed a moment ago), the study's user attributes (the worker writes both from
+    the same claim). Every toggle and hyperparameter is what the run trains with: its
+    ``resolved.json`` (:mod:`ablations.run.resolved`), one file per run; only a trial with no
+    run directory yet falls back to what it was queued with (its variant's toggles, its params).
     """
     info = trial.info
     attrs: dict[str, Any] = {}
@@ -63,7 +65,9 @@ def trial_settings(
         "slot": info.get("slot", attrs.get("slot")),
     }
     for path, given in [(p, toggles) for p in toggle_cols] + [(p, params) for p in param_cols]:
-        value = given[path] if path in given else _lookup(trial.resolved, path)
+        value = _lookup(trial.resolved, path)
+        if trial.resolved is None:  # not started: what the study queued it with
+            value = given.get(path)
         out[column(path)] = json.dumps(value) if isinstance(value, list | dict) else value
     return out
 
