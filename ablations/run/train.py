@@ -36,6 +36,7 @@ on GPU); under SLURM Lightning's ``SLURMEnvironment`` is detected as usual (``sr
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -43,6 +44,7 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.fabric.utilities.rank_zero import rank_zero_only
 from lightning.pytorch.callbacks import Callback, ProgressBar
 
 from ablations.config import RunConfig, load_factory
@@ -117,7 +119,10 @@ def train(
 
     L.seed_everything(config.seed, verbose=False)
     try:
-        hold = writer.exclusive(run_dir)  # one writer (reentrant: a sweep worker holds it)
+        # one writer: global rank 0 (the only rank that writes; reentrant: a sweep worker
+        # holds it already); the other ranks of a multi-process run write nothing
+        rank = getattr(rank_zero_only, "rank", 0)
+        hold = writer.exclusive(run_dir) if rank == 0 else contextlib.nullcontext()
         with hold, warnings.catch_warnings():
             for message in _QUIET:
                 warnings.filterwarnings("ignore", message=message)
