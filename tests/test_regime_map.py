@@ -110,6 +110,8 @@ def _points() -> pd.DataFrame:
                     "lr": lr,
                     "seed": seed,
                     "diverged": loss is None,
+                    "failed": loss is not None and loss >= 7.0,  # above this data's entropy
+                    "warned": False,
                     "loss": math.nan if loss is None else loss,
                 }
             )
@@ -118,7 +120,8 @@ def _points() -> pd.DataFrame:
 
 def test_lr_sensitivity_by_hand():
     """Wortsman's statistic: per seed, mean over the grid of min(ℓ, ℓ0) - min ℓ, a divergence
-    counting as ℓ0; best loss of the seed-mean curve; largest lr with no divergence."""
+    counting as ℓ0; best loss of the seed-mean curve; the stability edge from failures and
+    divergences (censored above for a curve that never fails)."""
     loss0 = 6.9
     table = regime.lr_sensitivity(_points(), loss0).set_index("intervention")
     base_seeds = [
@@ -131,9 +134,13 @@ def test_lr_sensitivity_by_hand():
     assert table.loc["baseline", "best_loss"] == pytest.approx(6.05)
     assert table.loc["baseline", "best_lr"] == 4e-3
     assert table.loc["no_bc", "best_lr"] == 2e-3
-    assert table.loc["baseline", "max_stable_lr"] == 8e-3
-    assert table.loc["no_bc", "max_stable_lr"] == 2e-3
-    assert table.loc["no_bc", "diverged"] == 3
+    assert table.loc["baseline", "max_trained_lr"] == 8e-3
+    assert table.loc["baseline", "edge"] == "censored above"
+    assert math.isnan(table.loc["baseline", "first_failed_lr"])
+    assert table.loc["no_bc", "max_trained_lr"] == 2e-3
+    assert table.loc["no_bc", "first_failed_lr"] == 4e-3
+    assert table.loc["no_bc", "edge"] == "bracketed"
+    assert table.loc["no_bc", "diverged"] == 3 and table.loc["no_bc", "failed"] == 1
     d = np.array(nobc_seeds) - np.array(base_seeds)
     assert table.loc["no_bc", "delta_sensitivity"] == pytest.approx(d.mean())
     half = 12.706204736 * d.std(ddof=1) / math.sqrt(2)  # t(0.975, 1 df)

@@ -63,14 +63,15 @@ STOPPED = frozenset({Status.INTERRUPTED, *RETRIED})
 #: Statuses of a finished experiment's trials in ``runs.parquet``: anything else is still to run.
 FINAL = (Status.COMPLETE, Status.DIVERGED, Status.PRUNED, Status.FAILED)
 #: The values of ``runs.parquet``'s ``status`` column, in the order collect reports them.
-#: (``lost``: given up by the sweep; not final for publishing: ``--retry-lost`` runs it again.)
+#: (``lost``, given up by the sweep, is last: reports collected before it existed end before it;
+#: it is not in FINAL: ``--retry-lost`` runs it again.)
 COLLECTED = (
     *FINAL,
-    Status.LOST,
     Status.INTERRUPTED,
     Status.RUNNING,
     Status.WAITING,
     Status.MISSING,
+    Status.LOST,
 )
 
 
