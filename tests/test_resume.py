@@ -21,6 +21,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 from ablations.config import RunConfig
+from ablations.run.checkpoints import save_resume_point
 from ablations.run.curves import Curves
 from ablations.run.train import train
 
@@ -40,13 +41,16 @@ CONFIG = {
 
 class StopAfter(Callback):
     """Raise (the process dies with nothing saved, as under SIGKILL) once step ``step`` of the
-    run is done and its end-of-step work (curve lines, checkpoint) with it."""
+    run is done and its end-of-step work (curve lines, checkpoint) with it; with ``save``, first
+    write a resume point there, as the sweep's worker does at a signal."""
 
-    def __init__(self, step: int) -> None:
-        self.step = step
+    def __init__(self, step: int, save: bool = False) -> None:
+        self.step, self.save = step, save
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         if pl_module.step == self.step:
+            if self.save:
+                save_resume_point(trainer)
             raise RuntimeError(f"stopped after step {self.step}")
 
 
@@ -73,15 +77,19 @@ CASES = {
     "between_checkpoints": [5],  # checkpoint 3, after validation 4
     "in_phase_2": [14],  # phase 2's checkpoint at its step 3, after its validation at 2 (step 12)
     "after_a_second_resume": [7, 15],  # resumed once, stopped again in phase 2
+    # resumed from 6 (validation 4 read before), a signal's checkpoint at 7 before the next
+    # read: it must carry "read before" on, or the third attempt's read at 8 redraws
+    "signal_right_after_a_resume": [7, (7, "save")],
 }
 
 
 @pytest.mark.parametrize("stops", list(CASES.values()), ids=list(CASES))
 def test_a_resumed_run_writes_the_uninterrupted_runs_curves(tmp_path, uninterrupted, stops):
     config = RunConfig.from_dict(CONFIG)
-    for step in stops:
+    for stop in stops:
+        step, save = (stop[0], True) if isinstance(stop, tuple) else (stop, False)
         with pytest.raises(RuntimeError, match=f"stopped after step {step}"):
-            train(config, tmp_path, synthetic.make, callbacks=[StopAfter(step)])
+            train(config, tmp_path, synthetic.make, callbacks=[StopAfter(step, save)])
         assert max(r["step"] for r in Curves(tmp_path).read("metrics")) >= step
     assert train(config, tmp_path, synthetic.make)["status"] == "complete"
     meta = json.loads((tmp_path / "meta.json").read_text())

@@ -455,8 +455,10 @@ class PretrainingModule(L.LightningModule):
             "divergence": self.divergence,
             "last_metrics": self.last_metrics,
             "last_val": self.last_val,
-            "rng": capture_rng(),
-            "val_read": self._val is not None,
+            # a checkpoint taken after a restore and before the first step (a preemption
+            # right after a resume) saves the restored state, not the unrestored global one
+            "rng": self._pending_rng if self._pending_rng is not None else capture_rng(),
+            "val_read": self._val is not None or self._val_read_before,
         }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
