@@ -6,10 +6,17 @@ marker, so every number there comes from committed tables by a command anyone ca
     <!-- end generated -->
 
     python -m ablations.analysis.readme check [README.md]    # exit 1 naming each block that differs
+                                                             # and each prose citation of a verdict
+                                                             # that a generated block does not give
     python -m ablations.analysis.readme update [README.md]   # rewrite the blocks (the one writer)
 
 Only ``python -m ablations...`` commands are run (this interpreter, the repository as working
 directory); ``update`` writes the file atomically and only when a block changed.
+
+Prose states findings by citing verdicts (:mod:`ablations.analysis.verdicts`) as
+``` `id: answer` ``` code spans; generated blocks print their verdicts the same way, and
+``check`` fails on a citation outside the blocks whose id no block gives or whose answer
+differs from the block's.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ablations.analysis.locations import REPO
+from ablations.analysis.verdicts import check_citations, cited
 from ablations.core.errors import fail
 from ablations.core.fileio import write_atomic
 
@@ -65,6 +73,24 @@ def stale(path: Path) -> list[str]:
     return [b.command for b in blocks(path.read_text()) if output(b.command) != b.body]
 
 
+def citations(text: str) -> list[str]:
+    """One line per verdict cited in the prose of ``text`` (outside the generated blocks) that
+    the generated blocks do not give with the same answer (or give with two answers)."""
+    found = blocks(text)
+    given: dict[str, str] = {}
+    problems = []
+    for b in found:
+        for id, answer in cited(b.body):
+            if given.setdefault(id, answer) != answer:
+                problems.append(f"`{id}` is generated as both {given[id]!r} and {answer!r}")
+    prose, last = [], 0
+    for b in found:
+        prose.append(text[last : b.start])
+        last = b.end
+    prose.append(text[last:])
+    return problems + check_citations("".join(prose), given)
+
+
 def update(path: Path) -> list[str]:
     """Rewrite every block with its command's output; returns the commands that changed."""
     text = path.read_text()
@@ -90,11 +116,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         result = stale(args.path) if args.command == "check" else update(args.path)
+        problems = citations(args.path.read_text()) if args.command == "check" else []
     except (OSError, RuntimeError) as e:
         return fail(e)
     for command in result:
         print(f"{'stale' if args.command == 'check' else 'updated'}: {command}")
-    return 1 if args.command == "check" and result else 0
+    for line in problems:
+        print(f"citation: {line}")
+    return 1 if args.command == "check" and (result or problems) else 0
 
 
 if __name__ == "__main__":

@@ -56,6 +56,25 @@ def difference(
     return float(x.mean() - y.mean()), float(ci.low), float(ci.high), float(test.pvalue)
 
 
+def paired_differences(
+    runs: pd.DataFrame,
+    a: str,
+    b: str,
+    metric: str = "final_val_mlm_loss",
+    *,
+    stage: str | None = "auto",
+) -> np.ndarray:
+    """Variant ``a`` minus variant ``b`` per seed, over the seeds where both completed (the
+    variants of an experiment share seeds, hence initial weights and data order, so seed noise
+    cancels in the difference; a divergence has no finite value and leaves its seed out)."""
+    chosen = select_runs(runs, stage)
+    done = chosen[chosen["status"] == Status.COMPLETE]
+    table = done.pivot_table(index="seed", columns="variant", values=metric, observed=True)
+    if a not in table or b not in table:
+        return np.array([], dtype=float)
+    return (table[a] - table[b]).dropna().to_numpy(dtype=float)
+
+
 def paired_difference(
     runs: pd.DataFrame,
     a: str,
@@ -65,16 +84,9 @@ def paired_difference(
     stage: str | None = "auto",
     confidence: float = 0.95,
 ) -> dict[str, float]:
-    """Variant ``a`` minus variant ``b``, paired by seed (the variants of an experiment share
-    seeds, hence initial weights and data order, so seed noise cancels in the difference):
-    ``{"n", "mean", "low", "high"}``, the Student-t interval of the per-seed differences over the
-    seeds where both completed (a divergence has no finite value and leaves its seed out)."""
-    chosen = select_runs(runs, stage)
-    done = chosen[chosen["status"] == Status.COMPLETE]
-    table = done.pivot_table(index="seed", columns="variant", values=metric, observed=True)
-    if a not in table or b not in table:
-        return {"n": 0, "mean": math.nan, "low": math.nan, "high": math.nan}
-    d = (table[a] - table[b]).dropna().to_numpy(dtype=float)
+    """:func:`paired_differences` summarized: ``{"n", "mean", "low", "high"}``, the Student-t
+    interval of the per-seed differences."""
+    d = paired_differences(runs, a, b, metric, stage=stage)
     mean, low, high = t_interval(d, confidence)
     return {"n": len(d), "mean": mean, "low": low, "high": high}
 

@@ -35,7 +35,7 @@ from __future__ import annotations
 import argparse
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -129,12 +129,14 @@ def bootstrap(
 @dataclass(frozen=True)
 class Study:
     """The seed runs of every ``batch_<optimizer>`` experiment under a folder (``optimizer``:
-    the name after the prefix), the tuning runs, the validation and noise curves, the targets."""
+    the name after the prefix), the finished tuning runs, the validation and noise curves, the
+    targets, and every tuning point that ran (``tried``: pruned ones too, which lost)."""
 
     seeds: pd.DataFrame
     tuning: pd.DataFrame
     curves: pd.DataFrame
     targets: tuple[float, ...]
+    tried: pd.DataFrame = field(default_factory=pd.DataFrame)
 
 
 def load(results_dir: Path | str) -> Study:
@@ -164,11 +166,13 @@ def load(results_dir: Path | str) -> Study:
     allr = pd.concat(runs, ignore_index=True)
     allr[BATCH] = allr[BATCH].astype(int)
     done = allr[allr["status"].isin(["complete", "diverged"])]
+    ran = allr[allr["status"].isin(["complete", "diverged", "pruned"])]
     return Study(
         seeds=done[done["stage"] == "seed"].reset_index(drop=True),
         tuning=done[done["stage"] == "tune"].reset_index(drop=True),
         curves=pd.concat(curves, ignore_index=True),
         targets=tuple(sorted(targets.pop(), reverse=True)),
+        tried=ran[ran["stage"] == "tune"].reset_index(drop=True),
     )
 
 

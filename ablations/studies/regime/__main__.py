@@ -5,6 +5,8 @@
     python -m ablations.studies.regime lr RESULTS_DIR [--format md|csv]      # the LR-sensitivity
     table
     python -m ablations.studies.regime decay RESULTS_DIR [--format md|csv]   # did the loss flatten?
+    python -m ablations.studies.regime edge RESULTS_DIR [--format md|csv]    # H1's stability
+    edges, lr_sensitivity and stability_edge pooled, with their verdicts
     python -m ablations.studies.regime calibrate RUN_DIR|EXP_DIR --variant V|FILE.json [--json]
                                                                      # √v̂ quantiles -> matched ε
 
@@ -26,6 +28,7 @@ from ablations.core.errors import fail
 from ablations.core.fileio import FrozenError, check_writable, write_json
 from ablations.studies.regime.calibration import calibration_text, load_calibration
 from ablations.studies.regime.decay import flattening
+from ablations.studies.regime.edge import edge_markdown, edges, pooled_points
 from ablations.studies.regime.effects import regime_table
 from ablations.studies.regime.experiments import Tables
 from ablations.studies.regime.lr import lr_table
@@ -37,7 +40,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ``error:`` line on bad input."""
     parser = argparse.ArgumentParser(prog="python -m ablations.studies.regime", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    for name in ("table", "lr", "decay"):
+    for name in ("table", "lr", "decay", "edge"):
         p = sub.add_parser(name)
         p.add_argument("results", type=Path)
         p.add_argument("--format", choices=("md", "csv"), default="md")
@@ -72,6 +75,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         table = flattening(curves) if curves is not None else pd.DataFrame()
     elif args.command == "table":
         table = regime_table(args.results)
+    elif args.command == "edge":
+        points = pooled_points(args.results)
+        table = edges(points) if len(points) else pd.DataFrame()
     else:
         table = lr_table(args.results)
     if table.empty:
@@ -84,6 +90,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(table.to_csv(index=False), end="")
     elif args.command == "decay":
         print(table.to_markdown(index=False, floatfmt=".4f"))
+    elif args.command == "edge":
+        print(edge_markdown(table))
     else:
         print(regime_markdown(table) if args.command == "table" else lr_markdown(table))
     return 0

@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from ablations.analysis import stats
+from ablations.analysis.verdicts import paired
 from ablations.core.status import Status
 from ablations.studies.regime.experiments import METRIC, Tables
 from ablations.studies.regime.lr import INTERVENTIONS
@@ -60,18 +61,25 @@ class Row:
     a: Mapping[str, Any]
     b: Mapping[str, Any]
     lr_mass: bool = False
+    #: (verdict id, predicted sign of a − b: "lower", "higher" or "none") where a hypothesis of
+    #: sweeps/regime_map.yaml, stated before the runs, predicts this row
+    verdict: tuple[str, str] | None = None
 
 
 def _lr_row(claim: str, name: str, preset: str) -> Row:
-    """``name``'s intervention against the recipe in ``preset`` mode at the recipe's lr."""
+    """``name``'s intervention against the recipe in ``preset`` mode at the recipe's lr (H1:
+    in nvlamb mode, no effect at any lr)."""
     at = {PRESET: preset, LR: RECIPE_LR}
     recipe = {**at, **INTERVENTIONS["baseline"]}
-    return Row(claim, f"{preset}, lr 6e-3", "lr_sensitivity", {**at, **INTERVENTIONS[name]}, recipe)
+    verdict = (f"H1.nvlamb.{name}.lr6e-3", "none") if preset == "nvlamb" else None
+    a = {**at, **INTERVENTIONS[name]}
+    return Row(claim, f"{preset}, lr 6e-3", "lr_sensitivity", a, recipe, verdict=verdict)
 
 
 def _eps_rows(claim: str, name: str) -> list[Row]:
     """``name``'s intervention over ε (``eps_calibrated``) and without it (``eps_free``), against
-    NVIDIA's clip and bias correction."""
+    NVIDIA's clip and bias correction (H3: no effect at ε 1e-6 nor without ε; its "growing with
+    the ε-dominated share" is read from the rows, not given a verdict)."""
     shares = ((1e-6, "~0%"), (1.8e-5, "BERT-large's ~0.1%"), (1e-4, "~18%"), (1e-3, "~90%"))
     on, off = INTERVENTIONS[name], INTERVENTIONS["baseline"]
     rows = [
@@ -81,16 +89,30 @@ def _eps_rows(claim: str, name: str) -> list[Row]:
             "eps_calibrated",
             {EPS: eps, **on},
             {EPS: eps, **off},
+            verdict=(f"H3.{name}.eps1e-6", "none") if eps == 1e-6 else None,
         )
         for eps, share in shares
     ]
     free = {EPS_MODE: "atan2"}
-    rows.append(Row(claim, "nvlamb, ε-free (atan2)", "eps_free", {**free, **on}, {**free, **off}))
+    verdict = (f"H3.{name}.atan2", "none")
+    rows.append(
+        Row(
+            claim,
+            "nvlamb, ε-free (atan2)",
+            "eps_free",
+            {**free, **on},
+            {**free, **off},
+            False,
+            verdict,
+        )
+    )
     return rows
 
 
 def _warmup_rows(claim: str) -> list[Row]:
-    """Bias correction off against on at each warmup of ``warmup_bias_correction`` (apex)."""
+    """Bias correction off against on at each warmup of ``warmup_bias_correction`` (apex; H2:
+    removing it hurts without warmup, does nothing with NVIDIA's 28.43%)."""
+    h2 = {0.0: ("H2.warmup0", "higher"), 0.2843: ("H2.warmup28", "none")}
     return [
         Row(
             claim,
@@ -98,6 +120,7 @@ def _warmup_rows(claim: str) -> list[Row]:
             "warmup_bias_correction",
             {WARMUP: warmup, BIAS_CORRECTION: False},
             {WARMUP: warmup, BIAS_CORRECTION: True},
+            verdict=h2.get(warmup),
         )
         for label, warmup in (("0", 0.0), ("3%", 0.03), ("28.43%", 0.2843))
     ]
@@ -118,7 +141,16 @@ ROWS: tuple[Row, ...] = (
     *_warmup_rows("bias correction off"),
     _lr_row("bias correction off", "no_bias_correction", "nvlamb"),
     *_eps_rows("bias correction off", "no_bias_correction"),
-    Row(_DECAY, "nvlamb, equal peak 6e-3", "decay_equal_mass", _degree(1.0), _degree(0.5), True),
+    # H4: degree 0.5 ahead at equal peak (1.0 − 0.5 > 0), no difference at equal Σlr
+    Row(
+        _DECAY,
+        "nvlamb, equal peak 6e-3",
+        "decay_equal_mass",
+        _degree(1.0),
+        _degree(0.5),
+        True,
+        ("H4.equal_peak", "higher"),
+    ),
     Row(
         _DECAY,
         "nvlamb, equal Σlr (1.0 peaked up)",
@@ -126,6 +158,7 @@ ROWS: tuple[Row, ...] = (
         _degree(1.0, EQUAL_MASS_PEAK[1.0]),
         _degree(0.5),
         True,
+        ("H4.equal_mass.up", "none"),
     ),
     Row(
         _DECAY,
@@ -134,6 +167,7 @@ ROWS: tuple[Row, ...] = (
         _degree(1.0),
         _degree(0.5, EQUAL_MASS_PEAK[0.5]),
         True,
+        ("H4.equal_mass.down", "none"),
     ),
 )
 
@@ -159,7 +193,13 @@ def regime_table(results_dir: Path | str, rows: Sequence[Row] = ROWS) -> pd.Data
         a, b = variant_with(finished, row.a), variant_with(finished, row.b)
         if a is None or b is None:
             continue  # not run (yet): no row rather than an empty one
-        d = stats.paired_difference(runs, a, b, METRIC)
+        diffs = stats.paired_differences(runs, a, b, METRIC)
+        mean, low, high = stats.t_interval(diffs)
+        d = {"n": len(diffs), "mean": mean, "low": low, "high": high}
+        verdict = None
+        if row.verdict is not None:
+            id, predicted = row.verdict
+            verdict = paired(id, row.claim, diffs, predicted, resolution=RESOLVED)
         counts = runs[runs["variant"].astype(str).isin([a, b])]
         diverged = counts[counts["status"] == Status.DIVERGED]["variant"].astype(str)
         first, median = nodecay_step_ratio(tables.get(row.experiment, "layers"), a, b)
@@ -184,6 +224,7 @@ def regime_table(results_dir: Path | str, rows: Sequence[Row] = ROWS) -> pd.Data
                 "nodecay_step_first": first,
                 "nodecay_step_median": median,
                 "lr_mass_ratio": lr_mass_ratio(curves, a, b),
+                "verdict": verdict,
             }
         )
     return pd.DataFrame(out)

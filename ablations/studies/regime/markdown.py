@@ -7,6 +7,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from ablations.analysis.verdicts import Answer, Verdict
+
 
 def _num(x: float, digits: int = 4, sign: bool = False) -> str:
     if x is None or not np.isfinite(x):
@@ -51,9 +53,19 @@ def regime_markdown(table: pd.DataFrame) -> str:
                 "seeds": int(r["n"]),
                 "diverged": f"{r['diverged_a']} / {r['diverged_b']}",
                 "mechanism (reference → intervention)": "; ".join(mech) or "–",
+                "verdict (hypothesis)": _verdict(r.get("verdict")),
             }
         )
     return pd.DataFrame(lines).to_markdown(index=False)
+
+
+def _verdict(v: Verdict | None) -> str:
+    """A row's verdict as a citable ``id: answer`` span, with the MDE when unresolved."""
+    if v is None:
+        return "–"
+    if v.answer == Answer.UNRESOLVED and v.mde is not None and np.isfinite(v.mde):
+        return f"`{v.id}: {v.answer}` (MDE {v.mde:.3f})"
+    return f"`{v.id}: {v.answer}`"
 
 
 def _edge(r: pd.Series) -> str:

@@ -1,0 +1,167 @@
+"""The batch-scaling question as a verdict (issue 20): does a LAMB variant keep linear scaling to a
+larger batch than AdamW (You et al. 2019), reported under every reasonable reading of the data.
+
+B_noise (:func:`ablations.studies.scaling.fit`: S = S_min (1 + B_noise/B)) orders the optimizers,
+larger first (a larger B_noise keeps scaling further). The ordering is computed under:
+
+* ``absolute``: least squares on S (the large steps counts of the small batches dominate);
+* ``relative``: least squares on S/S_fit − 1 (each batch counts alike: weights 1/S, the
+  first-order form of a fit in log space);
+* ``drop <B>``: the absolute fit without batch B, for every batch whose removal leaves 3;
+* ``model-free``: the ratio S·B / (S₀·B₀) at the largest batch both optimizers reached, B₀ the
+  smallest batch (1 is perfect linear scaling; the smaller ratio scales further).
+
+Verdict (:func:`ablations.analysis.verdicts.ordering`): ``depends on the fit`` when these
+orderings disagree. ``censored`` first, when the best tuning point of either optimizer at some
+batch is the largest or smallest lr tried there: that batch's steps are an upper bound, not its
+tuned value, so no ordering built on it is stated. All on the seed runs' mean steps to the fit
+table's target (the lowest loss by default); a batch where a seed missed it is left out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ablations.analysis.verdicts import Answer, Verdict, ordering
+from ablations.core.errors import fail
+from ablations.results.tables import target_column
+from ablations.studies.scaling import BATCH, Study, fit, load
+
+LR = "phases.0.lr"
+#: The claim's pairs: a LAMB variant, predicted to scale further than AdamW.
+PAIRS = (("nvlamb", "adamw"), ("apex", "adamw"))
+
+
+def mean_steps(study: Study, optimizer: str, target: float) -> pd.Series:
+    """Batch -> mean steps to ``target`` over the seeds that reached it, for batches where
+    every seed did (an unreached seed makes the mean a lower bound)."""
+    g = study.seeds[study.seeds["optimizer"] == optimizer]
+    column = target_column("steps", target)
+    all_reached = g.groupby(BATCH)[column].apply(lambda s: bool(s.notna().all()))
+    means = g.groupby(BATCH)[column].mean()
+    return means[all_reached].sort_index()
+
+
+def relative_fit_b_noise(batches: np.ndarray, steps: np.ndarray) -> float:
+    """B_noise from the fit of S = a + b/B weighted by 1/S (relative residuals); NaN when the
+    intercept is not positive or fewer than two batches."""
+    if len(np.unique(batches)) < 2:
+        return math.nan
+    slope, intercept = np.polyfit(1.0 / batches, steps, 1, w=1.0 / steps)
+    return float(slope / intercept) if intercept > 0 else math.nan
+
+
+def fits(study: Study, optimizers: Sequence[str], target: float) -> dict[str, dict[str, float]]:
+    """Fit name -> optimizer -> B_noise (the model-free entry: minus the ratio, so that larger
+    is further in every entry), for the fits defined for every one of ``optimizers``."""
+    steps = {o: mean_steps(study, o, target) for o in optimizers}
+    out: dict[str, dict[str, float]] = {"absolute": {}, "relative": {}}
+    for o, s in steps.items():
+        b, v = s.index.to_numpy(dtype=float), s.to_numpy(dtype=float)
+        out["absolute"][o] = fit(b, v).b_noise
+        out["relative"][o] = relative_fit_b_noise(b, v)
+    common = sorted(set.intersection(*(set(s.index) for s in steps.values())))
+    for drop in common:
+        if len(common) - 1 < 3:
+            break
+        out[f"drop {drop}"] = {
+            o: fit(s.drop(drop).index.to_numpy(dtype=float), s.drop(drop).to_numpy()).b_noise
+            for o, s in steps.items()
+        }
+    if len(common) >= 2:
+        b0, top = common[0], common[-1]
+        out[f"model-free at {top}"] = {
+            o: -float(s[top] * top / (s[b0] * b0)) for o, s in steps.items()
+        }
+    return {k: v for k, v in out.items() if all(np.isfinite(x) for x in v.values())}
+
+
+def edge_points(study: Study) -> list[str]:
+    """``optimizer at batch B: lr X is the largest (smallest) tried`` for every (optimizer,
+    batch) whose seed runs use the largest or smallest lr of its tuning points."""
+    out = []
+    for (opt, batch), seeds in study.seeds.groupby(["optimizer", BATCH], sort=True):
+        if study.tried.empty:
+            continue
+        tried = study.tried[(study.tried["optimizer"] == opt) & (study.tried[BATCH] == batch)][LR]
+        if tried.nunique() < 2:
+            continue
+        best = float(seeds[LR].iloc[0])
+        if np.isclose(best, tried.max()):
+            out.append(f"{opt} at batch {batch}: lr {best:.3g} is the largest tried (extend up)")
+        elif np.isclose(best, tried.min()):
+            out.append(f"{opt} at batch {batch}: lr {best:.3g} is the smallest tried (extend down)")
+    return out
+
+
+def verdicts(study: Study, target: float | None = None) -> list[Verdict]:
+    """The claim per pair of :data:`PAIRS` present in ``study``."""
+    target = min(study.targets) if target is None else target
+    present = set(study.seeds["optimizer"])
+    edges = edge_points(study)
+    out = []
+    for lamb, adam in PAIRS:
+        if not {lamb, adam} <= present:
+            continue
+        id = f"scaling.{lamb}_vs_adamw"
+        claim = f"{lamb} keeps linear scaling to a larger batch than {adam} (You et al. 2019)"
+        v = ordering(id, claim, fits(study, (lamb, adam), target), [lamb, adam])
+        mine = [e for e in edges if e.startswith((f"{lamb} ", f"{adam} "))]
+        if mine:
+            v = Verdict(
+                id,
+                claim,
+                Answer.CENSORED,
+                f"best tuning point at a range edge: {'; '.join(mine)}; the fits: {v.evidence}",
+                extend="lr past each edge named",
+            )
+        out.append(v)
+    return out
+
+
+def verdict_table(study: Study, target: float | None = None) -> pd.DataFrame:
+    """:func:`verdicts` as a table: the verdict as a citable ``id: answer`` span, the
+    ordering under each fit and what to run next."""
+    return pd.DataFrame(
+        [
+            {
+                "claim": v.claim,
+                "verdict": f"`{v.id}: {v.answer}`",
+                "evidence": v.evidence,
+                "next": v.extend or "–",
+            }
+            for v in verdicts(study, target)
+        ]
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m ablations.studies.scaling_verdicts RESULTS [--target T]``: the verdict table
+    (Markdown) of the batch-scaling study under ``RESULTS``; one ``error:`` line on bad input."""
+    parser = argparse.ArgumentParser(
+        prog="python -m ablations.studies.scaling_verdicts", description=__doc__
+    )
+    parser.add_argument("results", type=Path, help="the folder of the batch_* experiments")
+    parser.add_argument("--target", type=float, help="the target (default: the lowest)")
+    args = parser.parse_args(argv)
+    try:
+        study = load(args.results)
+        if args.target is not None and args.target not in study.targets:
+            raise ValueError(f"--target {args.target:g}: expected one of {list(study.targets)}")
+        table = verdict_table(study, args.target)
+    except (OSError, ValueError, KeyError) as e:
+        return fail(e)
+    if table.empty:
+        return fail(ValueError(f"{args.results}: no pair of {PAIRS} has seed runs"))
+    print(table.to_markdown(index=False))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
