@@ -123,7 +123,7 @@ def _seeds_for(x: np.ndarray, effect: float) -> int | None:
     if not (effect > 0 and np.isfinite(s) and s > 0):
         return None
     for n in range(2, 65):
-        if mde(np.array([0.0, s * math.sqrt(2)]) if n == 2 else _spread(s, n)) < effect:
+        if mde(_spread(s, n)) < effect:
             return n
     return None
 
