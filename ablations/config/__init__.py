@@ -12,8 +12,11 @@ What a config *resolves to* (every optimizer knob per parameter group, λ, tenso
 from ablations.config.build import build, check, check_key, plain
 from ablations.config.run import (
     FACTORY_WEIGHT_DECAY,
+    GROUP_NAMES,
+    LR_SCALE_BIAS_CORRECTION,
     MODEL_SIZES,
     DataConfig,
+    GroupOverrides,
     LogConfig,
     ModelConfig,
     OptimizerConfig,
@@ -26,9 +29,12 @@ from ablations.core.errors import ConfigError
 
 __all__ = [
     "FACTORY_WEIGHT_DECAY",
+    "GROUP_NAMES",
+    "LR_SCALE_BIAS_CORRECTION",
     "MODEL_SIZES",
     "ConfigError",
     "DataConfig",
+    "GroupOverrides",
     "LogConfig",
     "ModelConfig",
     "OptimizerConfig",

@@ -47,7 +47,7 @@ from torch import Tensor
 import lamb_variants
 from ablations.config import ConfigError, RunConfig, load_factory
 from ablations.core.internals import loss_scale
-from ablations.run import noise, resolved, step_records, validation
+from ablations.run import group_lr, noise, resolved, step_records, validation
 from ablations.run.checkpoint_state import Progress, capture_rng, restore_rng
 from ablations.run.curves import Curves
 from ablations.run.model import BertPretraining
@@ -137,6 +137,8 @@ class PretrainingModule(L.LightningModule):
                     "expected a torch.optim.Optimizer"
                 )
         else:
+            for group, name in zip(groups, resolved.GROUPS, strict=False):
+                group.update(opt_config.groups.knobs(name))  # a group's knobs win over defaults
             opt = lamb_variants.create(
                 opt_config.preset, groups, lr=phase.lr, **dict(opt_config.overrides)
             )
@@ -151,7 +153,8 @@ class PretrainingModule(L.LightningModule):
         schedule = lamb_variants.PolyWarmup.from_proportion(
             phase.steps, phase.warmup, decay_power=phase.decay_power, relative_to=phase.schedule
         )
-        return [opt], [lamb_variants.start_phase(opt, schedule, lr=phase.lr)]
+        scales = [g.lr_scale for g in plan.groups][: len(opt.param_groups)]
+        return [opt], [group_lr.start_phase(opt, schedule, lr=phase.lr, scales=scales)]
 
     def _record_resolution(self, plan: resolved.Resolved, opt: torch.optim.Optimizer) -> None:
         """Write ``resolved.json`` (:mod:`ablations.run.resolved`; global rank 0 only): the

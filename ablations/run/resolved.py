@@ -36,18 +36,19 @@ import torch
 import yaml
 
 import lamb_variants
-from ablations.config import FACTORY_WEIGHT_DECAY, ConfigError, RunConfig, plain
+from ablations.config import FACTORY_WEIGHT_DECAY, GROUP_NAMES, ConfigError, RunConfig, plain
 from ablations.core.fileio import read_json, write_json
 from ablations.run import writer
 from ablations.run.model import BertPretraining
 
 FILE = "resolved.json"
 #: NVIDIA's two parameter groups, in :func:`lamb_variants.nvidia_param_groups`' order.
-GROUPS = ("decay", "no_decay")
+GROUPS = GROUP_NAMES
 #: ``log`` keys that change what is shown, not the run: a run resumes under other values
 #: (``progress_bar`` is their predecessor, still in the config.yaml of older run directories).
 DISPLAY_KEYS = ("progress", "status_every_seconds", "progress_bar", "loggers")
 _OVERRIDE = "optimizer.overrides."
+_GROUP = "optimizer.groups."
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,9 @@ class Group:
     knobs: Mapping[str, Any] | None
     #: Tensor name -> elements, in the group's order; empty until the model is known.
     tensors: Mapping[str, int] = field(default_factory=dict)
+    #: The group's lr over the phase's scheduled lr: a number, or "c_t" (the bias-correction
+    #: ratio, :data:`ablations.config.LR_SCALE_BIAS_CORRECTION`).
+    lr_scale: float | str = 1.0
 
 
 @dataclass(frozen=True)
@@ -85,11 +89,9 @@ class Resolved:
         """What decides the run: two configs with equal identities train the same run."""
         config = json.loads(json.dumps(self.config))  # a deep copy of plain data
         optimizer = config["optimizer"]
-        for key in ("preset", "overrides", "weight_decay"):  # replaced by the groups
+        for key in ("preset", "overrides", "weight_decay", "groups"):  # replaced by the groups
             optimizer.pop(key, None)
-        optimizer["groups"] = [
-            {"name": g.name, "weight_decay": g.weight_decay, "knobs": g.knobs} for g in self.groups
-        ]
+        optimizer["groups"] = [_group_identity(g) for g in self.groups]
         return config
 
     def key(self) -> str:
@@ -101,12 +103,19 @@ class Resolved:
         """What the dotted config ``path`` resolves to for this run.
 
         ``optimizer.overrides.<knob>``: the knob the groups train with (the ``decay`` group's
-        when groups differ; None for a factory); ``optimizer.weight_decay``: the decayed group's
-        λ; any other path: the config's value (list items by index), None if absent.
+        when groups differ; None for a factory); ``optimizer.groups.<group>.<knob>``: that
+        group's knob (or ``lr_scale``); ``optimizer.weight_decay``: the decayed group's λ; any
+        other path: the config's value (list items by index), None if absent.
         """
         if path.startswith(_OVERRIDE):
             knobs = self.groups[0].knobs
             return None if knobs is None else knobs.get(path[len(_OVERRIDE) :])
+        if path.startswith(_GROUP) and path.count(".") == 3:
+            name, knob = path[len(_GROUP) :].split(".")
+            group = next((g for g in self.groups if g.name == name), None)
+            if group is None or knob == "lr_scale":
+                return None if group is None else group.lr_scale
+            return None if group.knobs is None else group.knobs.get(knob)
         if path == "optimizer.weight_decay":
             return self.groups[0].weight_decay
         node: Any = self.config
@@ -168,7 +177,13 @@ class Resolved:
     def from_dict(cls, raw: Mapping[str, Any], source: str = "run") -> Resolved:
         opt = raw["optimizer"]
         groups = tuple(
-            Group(g["name"], float(g["weight_decay"]), g["knobs"], dict(g.get("tensors") or {}))
+            Group(
+                g["name"],
+                float(g["weight_decay"]),
+                g["knobs"],
+                dict(g.get("tensors") or {}),
+                g.get("lr_scale", 1.0),
+            )
             for g in opt["groups"]
         )
         return cls(
@@ -182,16 +197,26 @@ class Resolved:
         )
 
 
+def _group_identity(group: Group) -> dict[str, Any]:
+    """A group as :meth:`Resolved.identity` compares it; ``lr_scale`` only when it is not 1, so
+    that runs resolved before per-group lr existed keep their identity (and reuse key)."""
+    out = {"name": group.name, "weight_decay": group.weight_decay, "knobs": group.knobs}
+    if group.lr_scale != 1.0:
+        out["lr_scale"] = group.lr_scale
+    return out
+
+
 def resolve(config: RunConfig) -> Resolved:
     """The resolution of ``config`` without a model (groups' knobs and λ; no tensors yet)."""
     opt = config.optimizer
+    knobs: dict[str, Any] = {name: None for name in GROUPS}
     if opt.factory is not None:
-        knobs = None
         decay, source = FACTORY_WEIGHT_DECAY, "factory default"
     else:
         resolved = {**lamb_variants.PRESETS[opt.preset].resolved(), **dict(opt.overrides)}
         decay, source = float(resolved.pop("weight_decay")), "preset"
-        knobs = plain(resolved)  # tuples as lists, as JSON and YAML overrides hold them
+        for name in GROUPS:  # tuples as lists, as JSON and YAML overrides hold them
+            knobs[name] = plain({**resolved, **opt.groups.knobs(name)})
     if opt.weight_decay is not None:  # the one place for λ: set, or the preset's upstream λ
         decay, source = opt.weight_decay, "workload"
     raw = config.to_dict()
@@ -200,7 +225,10 @@ def resolve(config: RunConfig) -> Resolved:
         config=raw,
         preset=opt.preset if opt.factory is None else None,
         factory=opt.factory,
-        groups=(Group(GROUPS[0], decay, knobs), Group(GROUPS[1], 0.0, knobs)),
+        groups=tuple(
+            Group(name, wd, knobs[name], lr_scale=opt.groups.lr_scale(name))
+            for name, wd in zip(GROUPS, (decay, 0.0), strict=True)
+        ),
         weight_decay_from=source,
     )
 
