@@ -207,3 +207,28 @@ def test_the_batch_scaling_verdict_is_censored_where_the_tuning_hit_its_range_to
     assert {"absolute", "relative"} <= set(fits)
     order = {k: v["nvlamb"] > v["adamw"] for k, v in fits.items()}
     assert len(set(order.values())) == 2  # the fits disagree: without censoring, "depends"
+
+
+def test_the_fit_table_is_what_the_verdicts_order_recomputed_independently():
+    """``--fits``: B_noise of the relative fit against scipy's least squares on (S - fit)/S, and
+    the model-free ratio against the seed runs' mean steps, for each optimizer of the claim."""
+    from scipy.optimize import least_squares
+
+    from ablations.results.tables import target_column
+    from ablations.studies import scaling, scaling_verdicts
+
+    study = scaling.load("reproduction/batch_scaling")
+    table = scaling_verdicts.fit_table(study).set_index("optimizer")
+    target = min(study.targets)
+    steps = target_column("steps", target)
+    for opt in ("nvlamb", "apex", "adamw"):
+        seeds = study.seeds[study.seeds["optimizer"] == opt]
+        reached = seeds.groupby(scaling.BATCH)[steps].apply(lambda s: bool(s.notna().all()))
+        mean = seeds.groupby(scaling.BATCH)[steps].mean()[reached]
+        b, s = mean.index.to_numpy(dtype=float), mean.to_numpy(dtype=float)
+        fit = least_squares(lambda p, b=b, s=s: (s - p[0] - p[1] / b) / s, x0=[s.min(), 1.0])
+        assert table.loc[opt, "B_noise, relative"] == pytest.approx(fit.x[1] / fit.x[0], rel=1e-6)
+        (ratio_col,) = [c for c in table.columns if c.startswith("S·B/(S₀·B₀) at ")]
+        top = int(ratio_col.rsplit(" ", 1)[1])
+        want = mean[top] * top / (mean[16] * 16)
+        assert table.loc[opt, ratio_col] == pytest.approx(want, rel=1e-12)

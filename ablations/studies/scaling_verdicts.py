@@ -141,25 +141,47 @@ def verdict_table(study: Study, target: float | None = None) -> pd.DataFrame:
     )
 
 
+def fit_table(study: Study, target: float | None = None) -> pd.DataFrame:
+    """What the verdicts order, per optimizer of :data:`PAIRS`: B_noise under each fit of
+    :func:`fits` and the model-free ratio S·B / (S₀·B₀) (1: perfect linear scaling), at the
+    batches every one of them reached ``target`` at (the lowest target by default)."""
+    target = min(study.targets) if target is None else target
+    present = set(study.seeds["optimizer"])
+    optimizers = sorted({o for pair in PAIRS for o in pair} & present)
+    table = fits(study, optimizers, target)
+    rows = []
+    for o in optimizers:
+        row: dict[str, object] = {"optimizer": o, "target": target}
+        for name, values in table.items():
+            if name.startswith("model-free"):
+                row[f"S·B/(S₀·B₀) {name.removeprefix('model-free ')}"] = -values[o]
+            else:
+                row[f"B_noise, {name}"] = values[o]
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m ablations.studies.scaling_verdicts RESULTS [--target T]``: the verdict table
-    (Markdown) of the batch-scaling study under ``RESULTS``; one ``error:`` line on bad input."""
+    """``python -m ablations.studies.scaling_verdicts RESULTS [--target T] [--fits]``: the
+    verdict table (Markdown) of the batch-scaling study under ``RESULTS``, or with ``--fits``
+    the numbers it orders (:func:`fit_table`); one ``error:`` line on bad input."""
     parser = argparse.ArgumentParser(
         prog="python -m ablations.studies.scaling_verdicts", description=__doc__
     )
     parser.add_argument("results", type=Path, help="the folder of the batch_* experiments")
     parser.add_argument("--target", type=float, help="the target (default: the lowest)")
+    parser.add_argument("--fits", action="store_true", help="B_noise under each fit instead")
     args = parser.parse_args(argv)
     try:
         study = load(args.results)
         if args.target is not None and args.target not in study.targets:
             raise ValueError(f"--target {args.target:g}: expected one of {list(study.targets)}")
-        table = verdict_table(study, args.target)
+        table = (fit_table if args.fits else verdict_table)(study, args.target)
     except (OSError, ValueError, KeyError) as e:
         return fail(e)
     if table.empty:
         return fail(ValueError(f"{args.results}: no pair of {PAIRS} has seed runs"))
-    print(table.to_markdown(index=False))
+    print(table.to_markdown(index=False, floatfmt=".3g"))
     return 0
 
 
