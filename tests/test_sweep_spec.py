@@ -250,7 +250,7 @@ MALFORMED = [
         f"{E}/variants",
         {"named": {"a": {"optimizer.overides.prenorm": "none"}}},
         r"experiments\.e\.variants\.named\.a\.optimizer\.overides: unknown key; expected "
-        r"one of \['factory', 'overrides', 'phase2', 'preset', 'weight_decay'\]",
+        r"one of \['factory', 'groups', 'overrides', 'phase2', 'preset', 'weight_decay'\]",
     ),
     (
         f"{E}/variants",

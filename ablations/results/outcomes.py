@@ -64,16 +64,9 @@ def with_outcomes(
             continue
         final, phase = float(finals.at[trial, "value"]), finals.at[trial, "phase"]
         line = per_phase.get(phase, per_phase.get(1, math.nan))
-        rise = final - float(best[trial])
-        if math.isfinite(line) and final > line + ABOVE_REFERENCE:
-            outcomes.append(FAILED_TO_TRAIN)
-            reasons.append(f"final val MLM loss {final:.3f} above the unigram entropy {line:.3f}")
-        elif rise > RISE_MARGIN:
-            outcomes.append(FAILED_TO_TRAIN)
-            reasons.append(f"final val MLM loss {final:.3f} rose {rise:.3f} from its best")
-        else:
-            outcomes.append(TRAINED)
-            reasons.append(None)
+        outcome, reason = finished_outcome(final, float(best[trial]), line)
+        outcomes.append(outcome)
+        reasons.append(reason)
     out["outcome"] = pd.Series(outcomes, index=out.index, dtype="object")
     out["outcome_reason"] = pd.Series(reasons, index=out.index, dtype="object")
     trust = _per_trial(curves, "optim/trust_ratio_max", "max")
@@ -86,6 +79,22 @@ def with_outcomes(
     ]
     out["warning"] = pd.Series(signs, index=out.index, dtype="object")
     return out
+
+
+def finished_outcome(final: float, best: float, line: float) -> tuple[str, str | None]:
+    """The outcome of a run that finished (not diverged) with validation MLM loss ``final`` at
+    its end and ``best`` at its lowest, against the reference ``line`` (NaN: none): trained or
+    failed to train, with the reason. The thresholds' one home (:func:`with_outcomes` and the
+    sweep's ``extend`` rule use it)."""
+    if math.isfinite(line) and final > line + ABOVE_REFERENCE:
+        return (
+            FAILED_TO_TRAIN,
+            f"final val MLM loss {final:.3f} above the unigram entropy {line:.3f}",
+        )
+    rise = final - best
+    if rise > RISE_MARGIN:
+        return FAILED_TO_TRAIN, f"final val MLM loss {final:.3f} rose {rise:.3f} from its best"
+    return TRAINED, None
 
 
 def _per_trial(curves: pd.DataFrame, metric: str, how: str) -> pd.Series:

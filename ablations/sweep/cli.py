@@ -190,7 +190,7 @@ def _collect(sweep: Any, sweep_file: Path, plans: list, results: Path) -> int:
     for p in plans:
         exp_dir = results / p.name
         s = studies.load(sweep, p, exp_dir)
-        queue_retries(s, sweep, exp_dir)
+        queue_retries(s, sweep, exp_dir, p)
         if not slots.finished(s, p, sweep.retry):
             done = submissions(exp_dir)
             if driver.has_slurm() and done and len(done) <= p.experiment.slurm.max_resubmits:
@@ -232,7 +232,8 @@ def study_summary(study: Any, p: Any, retry: Any) -> dict[str, Any]:
     collected); the statistics over the tables are :func:`ablations.analysis.stats.summarize`."""
     out: dict[str, Any] = {}
     lost = slots.given_up(study, retry)
-    for variant in p.variants:
+    ran = {t.user_attrs.get("variant") for t in study.get_trials(deepcopy=False)}
+    for variant in [v for v in p.all_variants if v in p.variants or v in ran]:  # extend's too
         mine = [
             t for t in study.get_trials(deepcopy=False) if t.user_attrs.get("variant") == variant
         ]
@@ -246,7 +247,7 @@ def study_summary(study: Any, p: Any, retry: Any) -> dict[str, Any]:
         values = [t.value for t in finals]
         finite = [v for v in values if v is not None and math.isfinite(v)]
         out[variant] = {
-            "toggles": p.variants[variant],
+            "toggles": p.all_variants[variant],
             "params": (slots.tuned_params(finals[0].params, p) if finals else None),
             "tuning_trials": sum(
                 t.user_attrs.get("stage") == "tune"

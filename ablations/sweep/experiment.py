@@ -158,6 +158,50 @@ class Variants:
 
 
 @dataclass(frozen=True)
+class ExtendConfig:
+    """A design that extends itself until its edges are bracketed (issue 20; rule and records in
+    :mod:`ablations.sweep.extend`).
+
+    ``axis`` is a numeric path of ``variants.grid`` (e.g. ``phases.0.lr``); a *curve* is the set
+    of variants that differ only in it. After each round (every slot of a curve finished), a
+    curve whose best value (``bracket: optimum``: the lowest mean ranked objective over seeds)
+    or whose first failing value (``failure``: the smallest at which a seed failed to train or
+    diverged; none yet counts as "beyond the top") lies at an end of its values gets the next
+    value beyond that end: ``factor`` times the largest, or the smallest divided by it, up to
+    ``max_steps`` values beyond each end. With ``against`` (a named variant), a variant whose
+    paired difference from ``against`` at the same grid point has a 95% interval wider than
+    ``± half_width`` gets one more seed (both sides of the pair), up to ``max_seeds``.
+    """
+
+    axis: str
+    factor: float
+    max_steps: int = 3
+    bracket: tuple[Literal["optimum", "failure"], ...] = ("optimum",)
+    against: str | None = None
+    half_width: float | None = None
+    max_seeds: int | None = None
+
+    def __post_init__(self) -> None:
+        check(1 < self.factor < float("inf"), "factor", "a number > 1", self.factor)
+        check(self.max_steps >= 1, "max_steps", "an integer >= 1", self.max_steps)
+        check(
+            len(set(self.bracket)) == len(self.bracket),
+            "bracket",
+            "distinct values of ['optimum', 'failure']",
+            list(self.bracket),
+        )
+        seeds = (self.against, self.half_width, self.max_seeds)
+        check(
+            all(x is None for x in seeds) or all(x is not None for x in seeds),
+            "against",
+            "'against', 'half_width' and 'max_seeds' together, or none of them",
+            self.against,
+        )
+        if self.half_width is not None:
+            check(self.half_width > 0, "half_width", "a number > 0", self.half_width)
+
+
+@dataclass(frozen=True)
 class Experiment:
     """One study: variants of a workload, an equal tuning budget each, seeds."""
 
@@ -191,3 +235,6 @@ class Experiment:
     rank: Literal["final", "first_target"] = "final"
     pruner: PrunerConfig = field(default_factory=PrunerConfig)
     slurm: SlurmConfig = field(default_factory=SlurmConfig)
+    #: Points added beyond the grid's edges and seeds added to wide comparisons, from finished
+    #: trials (:class:`ExtendConfig`); None: the design as written.
+    extend: ExtendConfig | None = None

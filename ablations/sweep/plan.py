@@ -15,7 +15,7 @@ import copy
 import itertools
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -42,22 +42,32 @@ class Plan:
     variants: dict[str, dict[str, Any]]  # variant name -> {path: value}
     points: list[dict[str, Any]] | None  # shared tuning points; None: tpe samples them
     base: RunConfig  # the workload, defaults filled in: what variants and points override
+    #: The variants ``extend`` may add (:mod:`ablations.sweep.extend`): every value up to
+    #: ``max_steps`` beyond each end of its axis, known in advance so that a study's parameters
+    #: keep one set of choices (Optuna's RDB storages refuse a categorical that grows).
+    candidates: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def tuned(self) -> bool:
         return bool(self.experiment.tune)
 
+    @property
+    def all_variants(self) -> dict[str, dict[str, Any]]:
+        """The file's variants, then the candidates ``extend`` may add."""
+        return {**self.variants, **self.candidates}
+
     def config(self, variant: str, params: Mapping[str, Any], seed: int) -> RunConfig:
         """The run config of one trial: the workload with the variant's toggles, ``params``
         and ``seed`` set."""
-        return with_overrides(self.base, {**self.variants[variant], **params, "seed": seed})
+        toggles = self.all_variants[variant]
+        return with_overrides(self.base, {**toggles, **params, "seed": seed})
 
     def toggles(self, variant: str) -> dict[str, Any]:
         """Every toggle path of the experiment (the union over its variants) with the value
         ``variant`` runs: its own, or what its config resolves to (an optimizer knob left to the
         preset: the preset's, ``Preset.resolved``). What the study stores per trial."""
         paths = dict.fromkeys(p for toggles in self.variants.values() for p in toggles)
-        own = self.variants[variant]
+        own = self.all_variants[variant]
         resolution = None
         out = {}
         for path in paths:
@@ -70,12 +80,15 @@ class Plan:
 
     def to_dict(self) -> dict[str, Any]:
         """What ``sweep.json`` of the experiment holds (compared on every restart)."""
-        return {
+        out = {
             "name": self.name,
             "experiment": plain(self.experiment),
             "variants": self.variants,
             "points": self.points,
         }
+        if self.candidates:  # only with extend: older sweep.json files stay equal
+            out["candidates"] = self.candidates
+        return out
 
 
 def resolve_experiment(name: str, exp: Experiment) -> Plan:
@@ -127,7 +140,47 @@ def resolve_experiment(name: str, exp: Experiment) -> Plan:
         _check_distinct(variant, resolve(config).identity(), runs, key)
         for point in probes[:64]:  # on the variant's config: tuned paths never overlap toggles
             with_overrides(config, point, f"{where}.tune", variant)
-    return Plan(name, exp, variants, points, base)
+    candidates = _candidates(exp, variants, f"{where}.extend")
+    for variant, toggles in candidates.items():  # the values extend may add build too
+        with_overrides(base, toggles, f"{where}.extend", variant)
+    return Plan(name, exp, variants, points, base, candidates)
+
+
+def _candidates(
+    exp: Experiment, variants: dict[str, dict[str, Any]], where: str
+) -> dict[str, dict[str, Any]]:
+    """The variants ``extend`` may add: the grid with its axis continued ``max_steps`` values
+    beyond each end (× or ÷ ``factor``; 6 significant digits, as tuning points), minus the
+    file's own variants."""
+    ext = exp.extend
+    if ext is None:
+        return {}
+    grid = dict(exp.variants.grid or {})
+    check(
+        not exp.tune,
+        f"{where}",
+        "an experiment without 'tune' (extend continues a grid axis)",
+        dict(exp.tune),
+    )
+    check(ext.axis in grid, f"{where}.axis", f"a path of variants.grid {sorted(grid)}", ext.axis)
+    values = grid[ext.axis]
+    numeric = all(isinstance(v, int | float) and not isinstance(v, bool) and v > 0 for v in values)
+    check(numeric, f"{where}.axis", "a grid path whose values are numbers > 0", list(values))
+    if ext.against is not None:
+        named = sorted(exp.variants.named or {})
+        check(ext.against in named, f"{where}.against", f"a named variant of {named}", ext.against)
+        check(
+            ext.max_seeds is not None and ext.max_seeds > exp.seeds,
+            f"{where}.max_seeds",
+            f"an integer > seeds={exp.seeds}",
+            ext.max_seeds,
+        )
+    lo, hi = min(values), max(values)
+    beyond = [float(f"{hi * ext.factor**k:.6g}") for k in range(1, ext.max_steps + 1)]
+    beyond += [float(f"{lo / ext.factor**k:.6g}") for k in range(1, ext.max_steps + 1)]
+    grid[ext.axis] = (*values, *beyond)
+    every = _variants(Variants(grid=grid, named=exp.variants.named), "")
+    return {name: toggles for name, toggles in every.items() if name not in variants}
 
 
 #: Run-config paths the sweep sets for every trial itself: a variant or tuned value there would

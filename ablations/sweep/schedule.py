@@ -11,13 +11,16 @@ number: the retry resumes in the original trial's directory, from its checkpoint
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from ablations.core.fileio import read_json
 from ablations.core.internals import study_storage, trial_id
+from ablations.sweep import extend
 from ablations.sweep.leases import Claim, reap, write_lease
 from ablations.sweep.plan import Plan
 from ablations.sweep.slots import (
@@ -42,6 +45,7 @@ def claim_next(study: optuna.Study, plan: Plan, sweep: Sweep, exp_dir: Path) -> 
     with locked(exp_dir):
         trials, states = _reap_and_retry(study, sweep, exp_dir)
         queue_slots(study, plan, _slots_now(plan, trials, states))
+        _extend(study, plan, trials, states, exp_dir)
         waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
         if not waiting and plan.points is None:
             waiting = _sample_tpe(study, plan, sweep)
@@ -70,10 +74,37 @@ def _claim(t: FrozenTrial, plan: Plan) -> Claim:
     )
 
 
-def queue_retries(study: optuna.Study, sweep: Sweep, exp_dir: Path) -> None:
-    """Reap lost trials and queue their retries now (a preempted worker, the collect job)."""
+def queue_retries(
+    study: optuna.Study, sweep: Sweep, exp_dir: Path, plan: Plan | None = None
+) -> None:
+    """Reap lost trials and queue their retries now (a preempted worker, the collect job); with
+    ``plan``, also what ``extend`` adds from the finished trials."""
     with locked(exp_dir):
-        _reap_and_retry(study, sweep, exp_dir)
+        trials, states = _reap_and_retry(study, sweep, exp_dir)
+        if plan is not None:
+            _extend(study, plan, trials, states, exp_dir)
+
+
+def _extend(
+    study: optuna.Study,
+    plan: Plan,
+    trials: list[FrozenTrial],
+    states: dict[str, str],
+    exp_dir: Path,
+) -> None:
+    """Queue what the ``extend`` rule adds (:func:`ablations.sweep.extend.decide`), each slot
+    with its reason, and append the decisions to the study's record."""
+    if plan.experiment.extend is None:
+        return
+    data = read_json(exp_dir / "data.json", tolerant=True)
+    line = extend.reference_line(data, len(plan.base.phases))
+    added = extend.decide(plan, extend.results_of(trials, plan, line), states)
+    if not added:
+        return
+    queue_slots(study, plan, [dataclasses.replace(slot, reason=why) for slot, why in added])
+    record = list(study.user_attrs.get(extend.RECORD) or [])
+    record += [{"slot": slot.key, "reason": why} for slot, why in added]
+    study.set_user_attr(extend.RECORD, record)
 
 
 def grant_retries(study: optuna.Study, sweep: Sweep, exp_dir: Path) -> list[str]:

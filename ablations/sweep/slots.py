@@ -37,6 +37,8 @@ class Slot:
     stage: str  # "tune" | "seed"
     seed: int
     params: dict[str, Any] | None  # None: sampled when claimed (tpe)
+    #: Why ``extend`` added it (:mod:`ablations.sweep.extend`); the trial's ``added_by``.
+    reason: str | None = None
 
 
 def slots_ahead(plan: Plan) -> list[Slot]:
@@ -54,6 +56,8 @@ def slots_ahead(plan: Plan) -> list[Slot]:
 
 
 def total_slots(plan: Plan) -> int:
+    """The slots the file's design has (``extend`` may add more: :func:`progress` counts them
+    once queued)."""
     exp = plan.experiment
     per_variant = exp.seeds + (exp.search.budget if plan.tuned else 0)
     if plan.tuned and plan.points is not None:
@@ -78,13 +82,13 @@ def _choice(value: Any) -> Any:
 
 def _toggle_params(plan: Plan) -> dict[str, dict[str, Any]]:
     """Per variant, every toggle path with its value, as categorical choices."""
-    return {v: {k: _choice(x) for k, x in plan.toggles(v).items()} for v in plan.variants}
+    return {v: {k: _choice(x) for k, x in plan.toggles(v).items()} for v in plan.all_variants}
 
 
 def _distributions(plan: Plan, toggles: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """The study's parameters: ``variant``, one categorical per toggle path (what the
     dashboard's slice, parallel-coordinate and importance views read) and the tuned ones."""
-    dists: dict[str, Any] = {"variant": CategoricalDistribution(list(plan.variants))}
+    dists: dict[str, Any] = {"variant": CategoricalDistribution(list(plan.all_variants))}
     for path in dict.fromkeys(p for values in toggles.values() for p in values):
         choices = list(dict.fromkeys(values[path] for values in toggles.values()))
         dists[path] = CategoricalDistribution(choices)
@@ -115,6 +119,7 @@ def queue_slots(study: optuna.Study, plan: Plan, slots: list[Slot]) -> None:
                     "variant": slot.variant,
                     "stage": slot.stage,
                     "seed": slot.seed,
+                    **({"added_by": slot.reason} if slot.reason else {}),
                 },
             )
         )
@@ -220,7 +225,7 @@ def progress(study: optuna.Study, plan: Plan, retry: RetryConfig) -> dict[str, i
     running = sum(t.state == TrialState.RUNNING for t in trials)
     status = [t.user_attrs.get("status") for t in trials if t.state in FINISHED]
     return {
-        "total": total_slots(plan),
+        "total": max(total_slots(plan), len(states)),  # with the slots extend added
         "done": sum(s in ("done", "lost") for s in states.values()),  # nothing left to run
         "lost": sum(s == "lost" for s in states.values()),
         "running": running,

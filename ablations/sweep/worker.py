@@ -369,7 +369,7 @@ def _run_owned(
             "stage": claim.stage,
             "seed": claim.seed,
             "slot": claim.slot,
-            "toggles": p.variants[claim.variant],
+            "toggles": p.all_variants[claim.variant],
             "params": claim.params,
             **({"reused_from": info["reused_from"]} if "reused_from" in info else {}),
         },
@@ -412,6 +412,8 @@ def _run_owned(
                 value = first_target_rank(Curves(run_dir).read("val"), p.experiment, config)
             status = Status.DIVERGED if diverged else Status.COMPLETE
             attrs = {"status": status, "step": result.get("step")}
+            if not diverged:  # what extend's outcome reads (the value may be a rank)
+                attrs["final"] = float(objective)
             if result.get("reason"):
                 attrs["reason"] = result["reason"]
             fit = (result.get("metrics") or {}).get("wall_time")
