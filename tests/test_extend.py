@@ -122,6 +122,27 @@ def test_a_curve_with_a_pending_slot_waits_and_the_budget_ends_the_extension():
     assert {slot.variant for slot, _ in got} == {"base,lr=0.016"}
 
 
+def test_a_settled_optimum_gets_best_seeds_at_its_best_value_only():
+    plan = make_plan(seeds=1, best_seeds=3)
+    top = {0.001: 6.3, 0.002: 6.2, 0.004: 6.1}
+    slots = base_slots(plan, seeds=1)
+    got = decide(plan, curve("base", FLAT, seeds=1) + curve("off", top, seeds=1), slots)
+    # base's optimum is inside: seeds 1 and 2 at lr 0.002; off's is at the top: a new value
+    assert {slot.key for slot, _ in got} == {
+        "base,lr=0.002/seed/1",
+        "base,lr=0.002/seed/2",
+        "off,lr=0.008/seed/0",
+    }
+    best = [why for slot, why in got if slot.variant == "base,lr=0.002"]
+    assert all("best value of base" in why and "seeds up to 3" in why for why in best)
+    slots.update({"base,lr=0.002/seed/1": "done", "base,lr=0.002/seed/2": "done"})
+    slots["off,lr=0.008/seed/0"] = "pending"
+    results = curve("base", FLAT, seeds=1) + curve("off", top, seeds=1)
+    results += [Result("base,lr=0.002", s, 6.2, TRAINED) for s in (1, 2)]
+    assert decide(plan, results, slots) == []  # base settled, off waits for its new value
+    assert decide(plan, [], base_slots(plan, seeds=1)) == []  # nothing finished: no optimum
+
+
 def test_decisions_are_a_function_of_the_results_not_their_order():
     plan = make_plan(bracket=["optimum", "failure"])
     results = curve("base", {0.001: 6.3, 0.002: 6.2, 0.004: 6.1}) + curve(

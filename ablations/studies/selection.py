@@ -26,6 +26,8 @@ EPS_MODE = "optimizer.overrides.eps_mode"
 LR = "phases.0.lr"
 WARMUP = "phases.0.warmup"
 DECAY_POWER = "phases.0.decay_power"
+NODECAY_BIAS_CORRECTION = "optimizer.groups.no_decay.bias_correction"
+NODECAY_LR_SCALE = "optimizer.groups.no_decay.lr_scale"
 
 
 def matching(frame: pd.DataFrame, settings: Mapping[str, Any]) -> pd.Series:

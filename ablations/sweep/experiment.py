@@ -170,7 +170,8 @@ class ExtendConfig:
     value beyond that end: ``factor`` times the largest, or the smallest divided by it, up to
     ``max_steps`` values beyond each end. With ``against`` (a named variant), a variant whose
     paired difference from ``against`` at the same grid point has a 95% interval wider than
-    ``± half_width`` gets one more seed (both sides of the pair), up to ``max_seeds``.
+    ``± half_width`` gets one more seed (both sides of the pair), up to ``max_seeds``. With
+    ``best_seeds``, a curve whose optimum is settled gets that many seeds at its best value.
     """
 
     axis: str
@@ -180,9 +181,14 @@ class ExtendConfig:
     against: str | None = None
     half_width: float | None = None
     max_seeds: int | None = None
+    #: Seeds of each curve's best value once its optimum is bracketed (or its end's budget
+    #: spent): the rest of the curve keeps ``seeds``. None: every value keeps ``seeds``.
+    best_seeds: int | None = None
 
     def __post_init__(self) -> None:
         check(1 < self.factor < float("inf"), "factor", "a number > 1", self.factor)
+        best = self.best_seeds
+        check(best is None or best >= 1, "best_seeds", "an integer >= 1", best)
         check(self.max_steps >= 1, "max_steps", "an integer >= 1", self.max_steps)
         check(
             len(set(self.bracket)) == len(self.bracket),

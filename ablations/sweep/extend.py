@@ -17,11 +17,14 @@ Definitions, per *curve* (the variants that differ only in ``axis``) over its *a
 * a value's score: the mean over its seeds of the ranked objective (the trial's value: the
   final objective, or the first-target rank); a diverged seed scores inf;
 * ``optimum``: the value of lowest score (ties: the smaller value); at the largest active value
-  the next value up is added, at the smallest the next value down;
+  the next value up is added, at the smallest the next value down; a curve with no finite
+  score (every run diverged or was given up) has no optimum;
 * ``failure``: a value *fails* when one of its seeds diverged or failed to train
   (:func:`ablations.results.outcomes.finished_outcome`: above the data's reference line, or
   risen from its best); with no failing value the next value up is added (the edge lies above);
   when the smallest value fails, the next value down (the edge lies below);
+* ``best_seeds``: when a curve adds no value (its optimum and edge bracketed, or the budget
+  spent), its best value gets seeds ``0 .. best_seeds-1``;
 * seeds (``against``): for a variant ``n,g`` and ``against,g`` (the same grid point), the paired
   differences over the seeds both finished with finite values; when there are at least two and
   the 95% t-interval's half-width exceeds ``half_width``, seed ``k`` (the next) is added to
@@ -101,11 +104,14 @@ def decide(
         on = [(value, v) for value, v in members if v in active]
         if not on or any(v in busy for _, v in on):
             continue
-        for add, why in _extend_curve(plan, members, on, by_variant):
+        added = _extend_curve(plan, members, on, by_variant)
+        for add, why in added:
             out += [
                 (Slot(f"{add}/seed/{s}", add, "seed", s, {}), why)
                 for s in range(plan.experiment.seeds)
             ]
+        if ext.best_seeds is not None and not added and len(on) > 1:
+            out += _best_seeds(plan, on, by_variant, slots)
     if ext.against is not None:
         out += _more_seeds(plan, by_variant, busy, slots)
     seen = set(slots)
@@ -147,7 +153,7 @@ def _extend_curve(
             return  # the budget: max_steps values beyond this end are active already
         out.append((step[1], f"{why}; next {axis}={step[0]:g}"))
 
-    if "optimum" in ext.bracket:
+    if "optimum" in ext.bracket and any(math.isfinite(x) for x in scores.values()):
         best = min(scores, key=lambda x: (scores[x], x))
         where = f"mean {metric} {scores[best]:.4g} over {len(by_variant.get(_at(on, best), []))}"
         if best == hi and len(on) > 1:
@@ -157,7 +163,7 @@ def _extend_curve(
                 down,
                 f"optimum at the bottom of {_curve_name(label, axis)}: {axis}={best:g} ({where})",
             )
-    if "failure" in ext.bracket:
+    if "failure" in ext.bracket and all(by_variant.get(v) for _, v in on):
         failing = [x for x, v in on if _fails(by_variant.get(v, []))]
         if not failing:
             add(
@@ -171,6 +177,32 @@ def _extend_curve(
                 f"first failing value at the bottom of {_curve_name(label, axis)}: {axis}={lo:g}",
             )
     return out
+
+
+def _best_seeds(
+    plan: Plan,
+    on: list[tuple[float, str]],
+    by_variant: Mapping[str, list[Result]],
+    slots: Mapping[str, str],
+) -> list[tuple[Slot, str]]:
+    """Seeds up to ``best_seeds`` at a settled curve's best value (its optimum bracketed, or
+    the budget beyond its end spent)."""
+    ext = plan.experiment.extend
+    scores = {x: _score(by_variant.get(v, [])) for x, v in on}
+    if not any(math.isfinite(x) for x in scores.values()):
+        return []  # nothing trained (or nothing finished): no best value to seed
+    best = min(scores, key=lambda x: (scores[x], x))
+    variant = _at(on, best)
+    have = {int(k.rsplit("/", 1)[1]) for k in slots if k.startswith(f"{variant}/seed/")}
+    why = (
+        f"best value of {_curve_name(variant, ext.axis)}: {ext.axis}={best:g} (mean "
+        f"{plan.experiment.objective} {scores[best]:.4g}); seeds up to {ext.best_seeds}"
+    )
+    return [
+        (Slot(f"{variant}/seed/{s}", variant, "seed", s, {}), why)
+        for s in range(ext.best_seeds)
+        if s not in have
+    ]
 
 
 def _more_seeds(

@@ -36,6 +36,8 @@ from ablations.studies.selection import (
     EPS,
     EPS_MODE,
     LR,
+    NODECAY_BIAS_CORRECTION,
+    NODECAY_LR_SCALE,
     PRESET,
     WARMUP,
     variant_with,
@@ -126,6 +128,55 @@ def _warmup_rows(claim: str) -> list[Row]:
     ]
 
 
+#: ``bias_correction_cause``'s arms (sweeps/regime_map.yaml, H5): bias correction everywhere and
+#: in each group, and the no-decay group's lr scale (c_t, or its lr-weighted mean 2.1281).
+_ARMS: dict[str, dict[str, Any]] = {
+    "recipe": {BIAS_CORRECTION: True, NODECAY_BIAS_CORRECTION: True, NODECAY_LR_SCALE: 1.0},
+    "off": {BIAS_CORRECTION: False, NODECAY_BIAS_CORRECTION: False, NODECAY_LR_SCALE: 1.0},
+    "no_decay off": {BIAS_CORRECTION: True, NODECAY_BIAS_CORRECTION: False, NODECAY_LR_SCALE: 1.0},
+    "no_decay lr×c_t": {
+        BIAS_CORRECTION: True,
+        NODECAY_BIAS_CORRECTION: True,
+        NODECAY_LR_SCALE: "c_t",
+    },
+    "no_decay lr×2.13": {
+        BIAS_CORRECTION: True,
+        NODECAY_BIAS_CORRECTION: True,
+        NODECAY_LR_SCALE: 2.1281,
+    },
+}
+
+
+def _cause_rows(claim: str) -> list[Row]:
+    """H5 at lr 6e-3 and 1.2e-2 (apex): (a) bias correction off on the no-decay group alone
+    against off everywhere (predicted: no difference); (b) that group's lr × c_t against (a)'s
+    arm (no difference: equal at ε = 0 by construction); (c) a constant × 2.13 on that group's
+    lr against the recipe (lower at 6e-3, none at 1.2e-2); and, without a verdict, the
+    bias-correction effect itself and the no-decay group's share of it."""
+    rows = []
+    for lr, label, c in ((RECIPE_LR, "6e-3", "lower"), (1.2e-2, "1.2e-2", "none")):
+        at = {PRESET: "apex", LR: lr}
+        pairs = (
+            ("off", "recipe", None),
+            ("no_decay off", "recipe", None),
+            ("no_decay off", "off", (f"H5.a.lr{label}", "none")),
+            ("no_decay lr×c_t", "no_decay off", (f"H5.b.lr{label}", "none")),
+            ("no_decay lr×2.13", "recipe", (f"H5.c.lr{label}", c)),
+        )
+        rows += [
+            Row(
+                claim,
+                f"apex, lr {label}: {a} − {b}",
+                "bias_correction_cause",
+                {**at, **_ARMS[a]},
+                {**at, **_ARMS[b]},
+                verdict=verdict,
+            )
+            for a, b, verdict in pairs
+        ]
+    return rows
+
+
 def _degree(power: float, peak: float = RECIPE_LR) -> dict[str, Any]:
     return {DECAY_POWER: power, LR: peak}
 
@@ -139,6 +190,7 @@ ROWS: tuple[Row, ...] = (
     *_eps_rows("pre-normalization off (Figure 2)", "no_prenorm"),
     _lr_row("bias correction off", "no_bias_correction", "apex"),
     *_warmup_rows("bias correction off"),
+    *_cause_rows("bias correction off: the no-decay group's lr (H5)"),
     _lr_row("bias correction off", "no_bias_correction", "nvlamb"),
     *_eps_rows("bias correction off", "no_bias_correction"),
     # H4: degree 0.5 ahead at equal peak (1.0 − 0.5 > 0), no difference at equal Σlr
