@@ -106,7 +106,11 @@ def run(args: argparse.Namespace) -> int:
 
     if args.dry_run:
         for p in plans:
-            print(f"{p.name}: {len(p.variants)} variants, {slots.total_slots(p)} trials; {cost(p)}")
+            more = f" (extend: up to {len(p.candidates)} more variants)" if p.candidates else ""
+            print(
+                f"{p.name}: {len(p.variants)} variants{more}, {slots.total_slots(p)} trials; "
+                f"{cost(p)}"
+            )
             for v, toggles in p.variants.items():
                 print(f"  {v}: {toggles}")
             if args.slurm or (driver.has_slurm() and not args.local):
