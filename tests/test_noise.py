@@ -110,3 +110,31 @@ def test_noise_scale_needs_two_batch_sizes():
     raw["phases"] = [{**raw["phases"][0], "micro_batch": 8}]
     RunConfig.from_dict({**raw, "devices": 2})  # two ranks of 8: b = 8 < B = 16
     RunConfig.from_dict(raw)  # accumulation of 2
+
+
+def test_the_pooled_ratio_of_sums_is_consistent_where_the_ema_ratio_is_not():
+    """The batch study's ``Σtr/Σ|G|²`` (``ablations.studies.scaling.pooled_b_simple``) on the
+    same Gaussian gradients, in the regime of the study's small batches (B_noise ~ 10 x the
+    batch, |Ĝ|² at or below zero in a sizeable share of steps): within 4 delta-method standard
+    errors of tr Σ / |G|², while the per-step ratio over the positive steps is far off."""
+    from ablations.studies.scaling import pooled_b_simple
+
+    rng = np.random.default_rng(1)
+    d, b, k, steps = 20, 4, 2, 8000
+    G = rng.normal(size=d) * 0.4
+    L = rng.normal(size=(d, d)) * 0.5
+    truth = float((L**2).sum()) / float(G @ G)
+    est = []
+    for _ in range(steps):
+        micro = (G + rng.normal(size=(k, b, d)) @ L.T).mean(axis=1)
+        small_sq = float((micro**2).sum(axis=1).mean())
+        big_sq = float((micro.mean(axis=0) ** 2).sum())
+        est.append(noise.two_batch(small_sq, big_sq, b, b * k))
+    grad_sq, trace = np.array(est)[:, 0], np.array(est)[:, 1]
+    assert 5 < truth / (b * k) < 20 and (grad_sq <= 0).mean() > 0.2  # the study's regime
+    pooled = pooled_b_simple(trace, grad_sq)
+    se = (trace - pooled * grad_sq).std(ddof=1) / (math.sqrt(steps) * grad_sq.mean())
+    assert abs(pooled - truth) < 4 * se and se < 0.1 * truth, (pooled, truth, se)
+    per_step = trace[grad_sq > 0] / grad_sq[grad_sq > 0]
+    assert abs(np.median(per_step) - truth) > 8 * se  # what a ratio per step would say
+    assert math.isnan(pooled_b_simple(trace[:1], -np.abs(grad_sq[:1])))  # no positive sum

@@ -157,7 +157,7 @@ def load(results_dir: Path | str) -> Study:
         targets.add(tuple(res.load_spec(exp_dir)["experiment"].get("targets") or ()))
         runs.append(r.assign(optimizer=name))
         c = res.load_curves(exp_dir)
-        keep = c["metric"].isin(["val/mlm_loss", "noise/b_simple"])
+        keep = c["metric"].isin(["val/mlm_loss", *NOISE_METRICS])
         curves.append(c[keep].assign(optimizer=name))
     if not runs:
         raise ValueError(f"{base}: no {PREFIX}* experiment with runs (sweeps/batch_scaling.yaml)")
@@ -260,27 +260,51 @@ def limits_table(study: Study, draws: int = 1000) -> pd.DataFrame:
     return pd.DataFrame(list(rows.values()))
 
 
+#: The noise-scale curves a study reads (:mod:`ablations.run.noise`): the smoothed B_simple and
+#: each step's two-batch estimates of tr Σ and |G|².
+NOISE_METRICS = ("noise/b_simple", "noise/trace", "noise/grad_sq")
+
+
+def pooled_b_simple(trace: np.ndarray, grad_sq: np.ndarray) -> float:
+    """B_simple as a ratio of sums, Σ tr Σ̂ / Σ |Ĝ|², over the steps where both estimates are
+    finite: each sum is an unbiased estimate of its expectation times the window's length, so
+    the ratio is consistent (a ratio of two EMAs weights the steps unequally, and a |Ĝ|² at or
+    below zero, common at small batch, leaves the EMA's ratio to its earlier steps). NaN when
+    the summed |Ĝ|² is not positive."""
+    ok = np.isfinite(trace) & np.isfinite(grad_sq)
+    denominator = float(grad_sq[ok].sum())
+    return float(trace[ok].sum()) / denominator if denominator > 0 else math.nan
+
+
 def noise_table(study: Study, late: float = 0.5) -> pd.DataFrame:
-    """Per optimizer and batch: B_simple (the smoothed noise scale logged every step) as the
-    median over the last ``late`` fraction of each seed run's steps, mean over seeds, and its
-    value at the first logged step; batches with one micro-batch measure nothing."""
-    c = study.curves[study.curves["metric"] == "noise/b_simple"]
+    """Per optimizer and batch, mean over seed runs: B_simple (the smoothed noise scale logged
+    every step) at the first logged step and as the median over the last ``late`` fraction of
+    each run's steps; beside it, over the same window, the ratio of sums
+    (:func:`pooled_b_simple`) and the share of steps whose |Ĝ|² estimate is at or below zero
+    (over the whole run). Batches with one micro-batch measure nothing."""
+    c = study.curves[study.curves["metric"].isin(NOISE_METRICS)]
     trials = study.seeds.set_index(["optimizer", "trial"])[BATCH]
     rows = []
     for (opt, trial), g in c.groupby(["optimizer", "trial"], sort=True):
         if (opt, trial) not in trials.index:
             continue
-        g = g.sort_values("step").dropna(subset=["value"])
-        if g.empty:
+        wide = g.pivot_table(index="step", columns="metric", values="value", aggfunc="last")
+        if "noise/b_simple" not in wide or wide["noise/b_simple"].dropna().empty:
             continue
-        tail = g[g["step"] >= (1 - late) * g["step"].max()]
+        smoothed = wide["noise/b_simple"].dropna()
+        start = (1 - late) * smoothed.index.max()  # the window: the logged B_simple's last steps
+        tail = wide[(wide.index >= start) & (wide.index <= smoothed.index.max())]
+        trace = tail.get("noise/trace", pd.Series(dtype=float)).to_numpy(dtype=float)
+        grad = tail.get("noise/grad_sq", pd.Series(dtype=float)).to_numpy(dtype=float)
+        every = wide.get("noise/grad_sq", pd.Series(dtype=float)).dropna()
         rows.append(
             {
                 "optimizer": opt,
                 "batch": int(trials[(opt, trial)]),
-                "first": float(g["value"].iloc[0]),
-                "late": float(tail["value"].median()),
-                "last step": int(g["step"].max()),
+                "first": float(smoothed.iloc[0]),
+                "late": float(smoothed[smoothed.index >= start].median()),
+                "pooled": pooled_b_simple(trace, grad) if len(trace) else math.nan,
+                "nonpositive": float((every <= 0).mean()) if len(every) else math.nan,
             }
         )
     if not rows:
@@ -288,8 +312,21 @@ def noise_table(study: Study, late: float = 0.5) -> pd.DataFrame:
     df = pd.DataFrame(rows)
     return (
         df.groupby(["optimizer", "batch"], sort=True)
-        .agg(first=("first", "mean"), late=("late", "mean"), runs=("late", "size"))
-        .rename(columns={"first": "B_simple at start", "late": f"B_simple, last {late:.0%}"})
+        .agg(
+            first=("first", "mean"),
+            late=("late", "mean"),
+            pooled=("pooled", "mean"),
+            nonpositive=("nonpositive", "mean"),
+            runs=("late", "size"),
+        )
+        .rename(
+            columns={
+                "first": "B_simple at start",
+                "late": f"B_simple, last {late:.0%}",
+                "pooled": f"Σtr/Σ|G|², last {late:.0%}",
+                "nonpositive": "steps with |G|² ≤ 0",
+            }
+        )
         .reset_index()
     )
 
