@@ -140,7 +140,7 @@ def _extend_curve(
     by_variant: Mapping[str, list[Result]],
 ) -> list[tuple[str, str]]:
     ext = plan.experiment.extend
-    axis, metric = ext.axis, plan.experiment.objective
+    axis, metric = ext.axis, score_name(plan)
     lo, hi = on[0][0], on[-1][0]
     up = next(((x, v) for x, v in members if x > hi), None)
     down = next(((x, v) for x, v in reversed(members) if x < lo), None)
@@ -196,7 +196,7 @@ def _best_seeds(
     have = {int(k.rsplit("/", 1)[1]) for k in slots if k.startswith(f"{variant}/seed/")}
     why = (
         f"best value of {_curve_name(variant, ext.axis)}: {ext.axis}={best:g} (mean "
-        f"{plan.experiment.objective} {scores[best]:.4g}); seeds up to {ext.best_seeds}"
+        f"{score_name(plan)} {scores[best]:.4g}); seeds up to {ext.best_seeds}"
     )
     return [
         (Slot(f"{variant}/seed/{s}", variant, "seed", s, {}), why)
@@ -243,6 +243,13 @@ def paired_half_width(differences: Sequence[float]) -> float:
     d = np.asarray(differences, dtype=float)
     n = len(d)
     return float(stats.t.ppf(0.975, n - 1) * d.std(ddof=1) / math.sqrt(n))
+
+
+def score_name(plan: Plan) -> str:
+    """What a trial's value is, for the reasons: the final objective, or the first-target rank
+    (the steps to the lowest target for a run that reached it)."""
+    exp = plan.experiment
+    return exp.objective if exp.rank == "final" else f"steps to {min(exp.targets):g}"
 
 
 def _score(results: Sequence[Result]) -> float:
