@@ -125,3 +125,14 @@ def wait_for(predicate, timeout: float, what: str, poll: float = 0.2):
             raise AssertionError(f"timed out after {timeout} s waiting for {what}")
         time.sleep(poll)
     return value
+
+
+def curves(run_dir: Path) -> dict[str, list[dict]]:
+    """A run directory's curves (metrics, validation, layers) without wall times: two runs of
+    one config, resumed or not, must have these equal number for number."""
+    from ablations.run.curves import Curves
+
+    return {
+        kind: [{k: v for k, v in r.items() if k != "wall_time"} for r in Curves(run_dir).read(kind)]
+        for kind in ("metrics", "val", "layers")
+    }

@@ -19,10 +19,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from optuna.trial import TrialState
-from sweep_files import REPO, steps, study, workload, write_sweep
+from sweep_files import REPO, curves, steps, study, workload, write_sweep
 
 from ablations.core.status import Status
-from ablations.run.curves import Curves
 
 FAULTS = 6  # faults aimed at per soak, one every few seconds while trials train
 MIN_FAULTS = 4  # delivered at least (the sweep may end first on a fast machine)
@@ -68,13 +67,6 @@ def holders(exp_dir: Path) -> dict[int, int]:
         if Path(f"/proc/{pid}").exists():
             out[pid] = int(path.stem)
     return out
-
-
-def curves(run_dir: Path) -> dict[str, list[dict]]:
-    return {
-        kind: [{k: v for k, v in r.items() if k != "wall_time"} for r in Curves(run_dir).read(kind)]
-        for kind in ("metrics", "val", "layers")
-    }
 
 
 @pytest.mark.slow

@@ -13,7 +13,7 @@ import subprocess
 
 import pytest
 from optuna.trial import TrialState
-from sweep_files import REPO, steps, study, wait_for, workload, write_sweep
+from sweep_files import REPO, curves, python, steps, study, wait_for, workload, write_sweep
 
 pytestmark = pytest.mark.slow
 
@@ -165,6 +165,19 @@ def test_workers_killed_mid_trial_lose_no_trial_and_no_step(cluster, tmp_path, e
         assert json.loads((run / "trial.json").read_text())["attempts"][0] == int(run.name)
     assert len(_submissions(exp_dir)) >= 2  # the collect job resubmitted the workers
     assert (exp_dir / "summary.json").exists()
+    # exact (issue 22): each trial resumed after scancel / kill -9 equals the same config run
+    # undisturbed, number for number (one thread in both: SLURM's cpus_per_task, local's)
+    calm_results = tmp_path / "calm"
+    calm = python(
+        "sweep", "--file", str(file), "--local", "--results", str(calm_results), cwd=tmp_path
+    )
+    assert calm.returncode == 0, calm.stderr[-3000:]
+    undisturbed = {
+        t.user_attrs["slot"]: t.number for t in study(calm_results / "faults").get_trials()
+    }
+    for t in done:
+        mine = curves(exp_dir / str(t.system_attrs["failed_trial"]))
+        assert mine == curves(calm_results / "faults" / str(undisturbed[t.user_attrs["slot"]]))
 
 
 def test_time_limit_signal_checkpoints_hands_back_and_requeues(cluster, tmp_path, embedded_cache):

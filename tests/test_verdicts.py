@@ -232,3 +232,25 @@ def test_the_fit_table_is_what_the_verdicts_order_recomputed_independently():
         top = int(ratio_col.rsplit(" ", 1)[1])
         want = mean[top] * top / (mean[16] * 16)
         assert table.loc[opt, ratio_col] == pytest.approx(want, rel=1e-12)
+
+
+def test_the_claim_table_gathers_every_studys_verdicts_once():
+    """``python -m ablations.studies.claims``: each verdict of the regime table, the edge table
+    and the batch-scaling pairs, once, with the answer its own study gives."""
+    from ablations.studies import claims, scaling, scaling_verdicts
+    from ablations.studies.regime.edge import edges, pooled_points
+    from ablations.studies.regime.edge import verdicts as edge_verdicts
+    from ablations.studies.regime.effects import regime_table
+
+    got = claims.claims("reproduction")
+    ids = [v.id for v in got]
+    assert len(ids) == len(set(ids))
+    own = [v for v in regime_table("reproduction/regime_map")["verdict"] if v is not None]
+    own += edge_verdicts(edges(pooled_points("reproduction/regime_map")))
+    own += scaling_verdicts.verdicts(scaling.load("reproduction/batch_scaling"))
+    assert {v.id: v.answer for v in got} == {v.id: v.answer for v in own}
+    assert (
+        ids.index("H1.apex.no_prenorm")
+        < ids.index("H5.a.lr6e-3")
+        < ids.index("scaling.apex_vs_adamw")
+    )

@@ -45,6 +45,12 @@ from ablations.studies.selection import (
 
 #: The issue's bar for a resolved difference: a 95% interval half-width of at most this (nats).
 RESOLVED = 0.01
+#: A row's prediction for Δ = a − b (final val MLM loss), as its verdict's claim says it.
+_PREDICTION = {
+    "lower": "Δ < 0",
+    "higher": "Δ > 0",
+    "none": f"Δ within ±{RESOLVED:g}",
+}
 #: The lr the recipe uses (NVIDIA phase 1) and the map's reference point.
 RECIPE_LR = 6.0e-3
 #: The peaks of ``decay_equal_mass`` that give each degree the other's Σlr at :data:`RECIPE_LR`
@@ -251,7 +257,8 @@ def regime_table(results_dir: Path | str, rows: Sequence[Row] = ROWS) -> pd.Data
         verdict = None
         if row.verdict is not None:
             id, predicted = row.verdict
-            verdict = paired(id, row.claim, diffs, predicted, resolution=RESOLVED)
+            claim = f"{row.claim}; {row.regime}: {_PREDICTION[predicted]}"
+            verdict = paired(id, claim, diffs, predicted, resolution=RESOLVED)
         counts = runs[runs["variant"].astype(str).isin([a, b])]
         diverged = counts[counts["status"] == Status.DIVERGED]["variant"].astype(str)
         first, median = nodecay_step_ratio(tables.get(row.experiment, "layers"), a, b)
