@@ -191,3 +191,20 @@ def test_restarts_back_off_and_stop_only_on_a_crash_loop(trials, loop):
         keeper.restart_at.clear()  # restarted (as due() would, once its delay passed)
     assert delays == [min(driver.BACKOFF_MAX, 2.0**k) for k in range(len(trials))]
     assert (keeper.crash_loop() is None) if loop is None else (loop in keeper.crash_loop())
+
+
+def test_a_preempted_worker_is_restarted_at_once_and_never_counts_as_a_crash():
+    """Exit EXIT_STOPPED (SIGTERM or USR1 from outside: its trial checkpointed and handed back,
+    the lease released): six in a row restart after a second each and are no crash loop, where
+    six deaths holding no trial would be one (the chaos soak's all-SIGTERM draw)."""
+    from ablations.core.status import EXIT_STOPPED
+
+    keeper = driver.Restarts(workers=1)
+    for _ in range(6):
+        assert keeper.died(0, EXIT_STOPPED, None) == 1.0
+        keeper.restart_at.clear()
+    assert keeper.crash_loop() is None and keeper.deaths == [0]
+    for _ in range(5):
+        keeper.died(0, -9, None)
+        keeper.restart_at.clear()
+    assert "exited before taking a trial" in keeper.crash_loop()

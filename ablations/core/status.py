@@ -90,3 +90,9 @@ class StopRun(Exception):  # noqa: N818 (a stop, not an error)
     def __reduce__(self) -> tuple[type[StopRun], tuple[str, Status]]:
         """Pickled with its status (an exception pickles only its ``args`` by default)."""
         return type(self), (str(self), self.status)
+
+
+#: The exit status of a worker that stopped because it was asked to (SIGTERM, SIGUSR1): its
+#: trial checkpointed and handed back (``preempted``). Not a crash: the local driver restarts it
+#: without counting it towards a crash loop.
+EXIT_STOPPED = 3

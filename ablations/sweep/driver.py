@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from ablations.core.fileio import read_json, write_json
+from ablations.core.status import EXIT_STOPPED
 from ablations.data.datamodule import BertDataModule
 from ablations.run.loggers import check_loggers
 from ablations.sweep import study as studies
@@ -207,7 +208,9 @@ class Restarts:
     with each death in a row (1, 2, 4, ... up to :data:`BACKOFF_MAX` s), stopping only on a crash
     loop: :data:`CRASH_LOOP` deaths in a row of workers that held no trial (they die at start)
     or that all held the same trial. A trial that keeps killing its workers is otherwise given
-    up by the retries (``retry.max_retry``), so the sweep ends, loudly, either way."""
+    up by the retries (``retry.max_retry``), so the sweep ends, loudly, either way. A worker that
+    exits :data:`~ablations.core.status.EXIT_STOPPED` was preempted (its trial checkpointed and
+    handed back): restarted after a second, never counted as a death."""
 
     def __init__(self, workers: int) -> None:
         self.started = [time.monotonic()] * workers
@@ -221,6 +224,9 @@ class Restarts:
         if i in self.restart_at:
             return None
         now = time.monotonic()
+        if code == EXIT_STOPPED:  # preempted by someone else's signal: handed back, no crash
+            self.restart_at[i] = now + 1.0
+            return 1.0
         if now - self.started[i] >= HEALTHY_SECONDS:
             self.deaths[i] = 0
             self.recent = []

@@ -41,7 +41,7 @@ from ablations.config import RunConfig
 from ablations.core.errors import one_line
 from ablations.core.fileio import read_json, write_json
 from ablations.core.internals import study_storage
-from ablations.core.status import RETRIED, Status, StopRun
+from ablations.core.status import EXIT_STOPPED, RETRIED, Status, StopRun
 from ablations.run import writer
 from ablations.run.checkpoints import save_resume_point
 from ablations.run.curves import Curves
@@ -283,14 +283,14 @@ def run(sweep: Sweep, names: list[str], results: Path) -> int:
         handoff.publish(None)
     if stop.signal == signal.SIGUSR1:
         _requeue_self()
-    return 3 if stop.requested else 0
+    return EXIT_STOPPED if stop.requested else 0
 
 
 def _follow(plans: dict[str, Plan], results: Path, handoff: _Handoff, stop: _Stop) -> int:
     while True:
         message = handoff.receive()
         if message is None:
-            return 3 if stop.requested else 0
+            return EXIT_STOPPED if stop.requested else 0
         p = plans[message["experiment"]]
         claim = Claim(**message["claim"])
         config = p.config(claim.variant, claim.params, claim.seed)
