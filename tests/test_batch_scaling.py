@@ -55,3 +55,38 @@ def test_the_batch_scaling_notebook_draws_its_figures_from_the_committed_study(t
     figures.execute(figures.Job("batch_scaling", "batch_nvlamb"), COMMITTED, out)
     names = {p.name for p in (out / "batch_nvlamb").glob("batch_scaling_*.png")}
     assert {"batch_scaling_6.2.png", "batch_scaling_6.4.png", "batch_scaling_noise.png"} <= names
+
+
+def test_an_lr_grid_design_keeps_the_best_lrs_runs_as_seeds():
+    """``sweeps/batch_resolved.yaml`` has no tuning stage: per (optimizer, batch) the lr whose
+    runs all reach the lowest target in the fewest mean steps is the point, a missed target
+    ranks after, and ties go to the smaller lr (as ``extend`` ranks)."""
+    import pandas as pd
+
+    from ablations.results.tables import target_column
+    from ablations.studies.scaling import BATCH, best_grid_runs
+
+    steps = target_column("steps", 6.2)
+    rows = [
+        # batch 16: 0.006 (two seeds, mean 500) beats 0.008 (one seed missed; its other 300)
+        ("nvlamb", 16, 0.006, 480.0, 6.18),
+        ("nvlamb", 16, 0.006, 520.0, 6.18),
+        ("nvlamb", 16, 0.008, 300.0, 6.17),
+        ("nvlamb", 16, 0.008, float("nan"), 6.25),
+        # batch 32: a tie at 300 steps goes to the smaller lr
+        ("nvlamb", 32, 0.012, 300.0, 6.18),
+        ("nvlamb", 32, 0.008, 300.0, 6.19),
+        # batch 64: nothing reaches the target: the lowest loss wins
+        ("nvlamb", 64, 0.012, float("nan"), 6.22),
+        ("nvlamb", 64, 0.017, float("nan"), 6.21),
+    ]
+    runs = pd.DataFrame(
+        rows, columns=["optimizer", BATCH, "phases.0.lr", steps, "best_val_mlm_loss"]
+    )
+    best = best_grid_runs(runs, 6.2)
+    got = best.groupby(BATCH)["phases.0.lr"].agg(["first", "size"]).to_dict("index")
+    assert got == {
+        16: {"first": 0.006, "size": 2},
+        32: {"first": 0.008, "size": 1},
+        64: {"first": 0.017, "size": 1},
+    }

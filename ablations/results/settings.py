@@ -52,7 +52,10 @@ def trial_settings(
         attrs = {**attempt.user_attrs, **attrs}  # the oldest attempt's values win
         params = {**attempt.params, **params}
     variant = info.get("variant", attrs.get("variant"))
-    toggles = {**((spec.get("variants") or {}).get(variant) or {}), **(info.get("toggles") or {})}
+    spec_toggles = (spec.get("variants") or {}).get(variant) or (spec.get("candidates") or {}).get(
+        variant
+    )  # candidates: the variants the sweep's ``extend`` may add
+    toggles = {**(spec_toggles or {}), **(info.get("toggles") or {})}
     params = {**params, **(info.get("params") or {})}
     attempts = {int(a) for a in info.get("attempts", [])} | {t.number for t in trial.attempts}
     out = {

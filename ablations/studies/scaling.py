@@ -139,18 +139,24 @@ class Study:
     tried: pd.DataFrame = field(default_factory=pd.DataFrame)
 
 
-def load(results_dir: Path | str) -> Study:
-    """Read the study's experiments (collected if stale).
+def load(results_dir: Path | str, prefix: str = PREFIX) -> Study:
+    """Read the study's experiments, ``<prefix><optimizer>`` (collected if stale).
+
+    Two designs: a tuning stage then seed reruns of its best point (``sweeps/batch_scaling.yaml``:
+    ``seeds`` are the reruns, ``tried`` the tuning points); or an lr grid per batch with no
+    tuning stage (``sweeps/batch_resolved.yaml``, extended by ``extend``): per (optimizer,
+    batch) the best lr is the one whose runs reach the lowest target in the fewest mean steps
+    (:func:`best_grid_runs`), its runs are ``seeds``, and every lr run is ``tried``.
 
     Raises:
-        ValueError: no ``batch_*`` experiment with runs, or experiments with different targets.
+        ValueError: no such experiment with runs, or experiments with different targets.
     """
     base = Path(results_dir)
     runs, curves, targets = [], [], set()
-    for exp_dir in sorted(base.glob(f"{PREFIX}*")):
+    for exp_dir in sorted(base.glob(f"{prefix}*")):
         if not (exp_dir / "sweep.json").exists():
             continue
-        name = exp_dir.name[len(PREFIX) :]
+        name = exp_dir.name[len(prefix) :]
         r = res.load_runs(exp_dir)
         if r.empty:
             continue
@@ -160,20 +166,48 @@ def load(results_dir: Path | str) -> Study:
         keep = c["metric"].isin(["val/mlm_loss", *NOISE_METRICS])
         curves.append(c[keep].assign(optimizer=name))
     if not runs:
-        raise ValueError(f"{base}: no {PREFIX}* experiment with runs (sweeps/batch_scaling.yaml)")
+        raise ValueError(f"{base}: no {prefix}* experiment with runs (sweeps/batch_scaling.yaml)")
     if len(targets) != 1:
-        raise ValueError(f"{base}: the {PREFIX}* experiments declare different targets {targets}")
+        raise ValueError(f"{base}: the {prefix}* experiments declare different targets {targets}")
     allr = pd.concat(runs, ignore_index=True)
     allr[BATCH] = allr[BATCH].astype(int)
     done = allr[allr["status"].isin(["complete", "diverged"])]
     ran = allr[allr["status"].isin(["complete", "diverged", "pruned"])]
+    ordered = tuple(sorted(targets.pop(), reverse=True))
+    if (ran["stage"] == "tune").any():
+        seeds, tuning, tried = (
+            done[done["stage"] == "seed"],
+            done[done["stage"] == "tune"],
+            ran[ran["stage"] == "tune"],
+        )
+    else:  # an lr grid per batch: the best lr's runs are the seeds
+        seeds, tuning, tried = best_grid_runs(done, min(ordered)), done, ran
     return Study(
-        seeds=done[done["stage"] == "seed"].reset_index(drop=True),
-        tuning=done[done["stage"] == "tune"].reset_index(drop=True),
+        seeds=seeds.reset_index(drop=True),
+        tuning=tuning.reset_index(drop=True),
         curves=pd.concat(curves, ignore_index=True),
-        targets=tuple(sorted(targets.pop(), reverse=True)),
-        tried=ran[ran["stage"] == "tune"].reset_index(drop=True),
+        targets=ordered,
+        tried=tried.reset_index(drop=True),
     )
+
+
+def best_grid_runs(runs: pd.DataFrame, target: float, lr: str = "phases.0.lr") -> pd.DataFrame:
+    """Per (optimizer, batch), the runs at the best lr of a grid: every run reached ``target``
+    and the mean steps to it is the fewest; lrs where a run missed it rank after, by their mean
+    lowest validation loss; ties go to the smaller lr (the order ``extend`` ranks by)."""
+    steps = target_column("steps", target)
+    keep = []
+    for _, g in runs.groupby(["optimizer", BATCH], sort=True):
+
+        def key(value: float, g: pd.DataFrame = g) -> tuple:
+            at = g[np.isclose(g[lr].astype(float), value)]
+            missed = bool(at[steps].isna().any())
+            score = at["best_val_mlm_loss"] if missed else at[steps]
+            return (missed, float(score.mean()), value)
+
+        best = min(sorted(g[lr].astype(float).unique()), key=key)
+        keep.append(g[np.isclose(g[lr].astype(float), best)])
+    return pd.concat(keep) if keep else runs.iloc[:0]
 
 
 def steps_table(study: Study) -> pd.DataFrame:
@@ -187,7 +221,8 @@ def steps_table(study: Study) -> pd.DataFrame:
             "optimizer": opt,
             "batch": int(batch),
             "lr": float(g["phases.0.lr"].iloc[0]),
-            "warmup": float(g["phases.0.warmup"].iloc[0]),
+            # a grid design fixes the warmup in the workload: no column
+            "warmup": float(g["phases.0.warmup"].iloc[0]) if "phases.0.warmup" in g else math.nan,
             "seeds": len(g),
             "lowest loss": float(g["best_val_mlm_loss"].mean()),
         }
@@ -359,11 +394,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("command", choices=("steps", "fit", "limits", "noise"))
     parser.add_argument("results", type=Path, help="the folder of the batch_* experiments")
+    parser.add_argument("--prefix", default=PREFIX, help=f"the experiments' prefix ({PREFIX})")
     parser.add_argument("--target", type=float, help="fit: the target (default: the lowest)")
     parser.add_argument("--format", choices=("md", "csv"), default="md")
     args = parser.parse_args(argv)
     try:
-        study = load(args.results)
+        study = load(args.results, args.prefix)
         if args.command == "steps":
             table = steps_table(study)
         elif args.command == "fit":

@@ -31,7 +31,7 @@ import pandas as pd
 from ablations.analysis.verdicts import Answer, Verdict, ordering
 from ablations.core.errors import fail
 from ablations.results.tables import target_column
-from ablations.studies.scaling import BATCH, Study, fit, load
+from ablations.studies.scaling import BATCH, PREFIX, Study, fit, load
 
 LR = "phases.0.lr"
 #: The claim's pairs: a LAMB variant, predicted to scale further than AdamW.
@@ -169,11 +169,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="python -m ablations.studies.scaling_verdicts", description=__doc__
     )
     parser.add_argument("results", type=Path, help="the folder of the batch_* experiments")
+    parser.add_argument("--prefix", default=PREFIX, help=f"the experiments' prefix ({PREFIX})")
     parser.add_argument("--target", type=float, help="the target (default: the lowest)")
     parser.add_argument("--fits", action="store_true", help="B_noise under each fit instead")
     args = parser.parse_args(argv)
     try:
-        study = load(args.results)
+        study = load(args.results, args.prefix)
         if args.target is not None and args.target not in study.targets:
             raise ValueError(f"--target {args.target:g}: expected one of {list(study.targets)}")
         table = (fit_table if args.fits else verdict_table)(study, args.target)
