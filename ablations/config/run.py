@@ -159,28 +159,37 @@ GROUP_NAMES = ("decay", "no_decay")
 LR_SCALE_BIAS_CORRECTION = "c_t"
 
 
+#: Knobs a run config may override (lr comes from the phases, λ from ``weight_decay``).
+_OVERRIDABLE = frozenset(lamb_variants.KNOB_NAMES) - {"lr", "weight_decay"}
+
+
+def _check_knobs(where: str, knobs: Mapping[str, Any], expected: str = "a knob in") -> None:
+    """Every key of ``knobs`` an overridable knob and every value one it allows; one-line
+    errors under ``where`` (``optimizer.overrides``, ``optimizer.groups.no_decay``)."""
+    for key in knobs:
+        check(key in _OVERRIDABLE, f"{where}.{key}", f"{expected} {sorted(_OVERRIDABLE)}", key)
+    try:
+        lamb_variants.knobs.validate(dict(knobs))
+    except ValueError as e:
+        raise ConfigError(f"{where}: {e}") from None
+
+
 def _check_group(name: str, knobs: Mapping[str, Any]) -> None:
     """One group's overrides: knobs (as ``overrides``) and ``lr_scale``."""
     where = f"optimizer.groups.{name}"
-    valid = set(lamb_variants.KNOB_NAMES) - {"lr", "weight_decay"}
-    for key in knobs:
-        if key == "weight_decay":
-            raise ConfigError(
-                f"{where}.weight_decay: not a group override; set optimizer.weight_decay "
-                "(λ of the decayed group; the no_decay group gets 0)"
-            )
-        ok = key in valid or key == "lr_scale"
-        check(ok, f"{where}.{key}", f"'lr_scale' or a knob in {sorted(valid)}", key)
+    if "weight_decay" in knobs:
+        raise ConfigError(
+            f"{where}.weight_decay: not a group override; set optimizer.weight_decay "
+            "(λ of the decayed group; the no_decay group gets 0)"
+        )
     if "lr_scale" in knobs:
         scale = knobs["lr_scale"]
         number = isinstance(scale, int | float) and not isinstance(scale, bool)
         ok = scale == LR_SCALE_BIAS_CORRECTION or (number and 0 < scale < math.inf)
         expected = f"a number > 0 or {LR_SCALE_BIAS_CORRECTION!r}"
         check(ok, f"{where}.lr_scale", expected, scale)
-    try:
-        lamb_variants.knobs.validate({k: v for k, v in knobs.items() if k != "lr_scale"})
-    except ValueError as e:
-        raise ConfigError(f"{where}: {e}") from None
+    rest = {k: v for k, v in knobs.items() if k != "lr_scale"}
+    _check_knobs(where, rest, "'lr_scale' or a knob in")
 
 
 @dataclass(frozen=True)
@@ -280,13 +289,7 @@ class OptimizerConfig:
                 "none with optimizer.factory (knobs belong to the presets)",
                 plain(self.groups),
             )
-        valid = set(lamb_variants.KNOB_NAMES) - {"lr", "weight_decay"}
-        for key in self.overrides:
-            check(key in valid, f"optimizer.overrides.{key}", f"a knob in {sorted(valid)}", key)
-        try:
-            lamb_variants.knobs.validate(dict(self.overrides))
-        except ValueError as e:
-            raise ConfigError(f"optimizer.overrides: {e}") from None
+        _check_knobs("optimizer.overrides", self.overrides)
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ import pandas as pd
 
 from ablations.analysis import stats
 from ablations.analysis.verdicts import paired
+from ablations.config import LR_SCALE_BIAS_CORRECTION
 from ablations.core.status import Status
 from ablations.studies.regime.experiments import METRIC, Tables
 from ablations.studies.regime.lr import INTERVENTIONS
@@ -143,7 +144,7 @@ _ARMS: dict[str, dict[str, Any]] = {
     "no_decay lr×c_t": {
         BIAS_CORRECTION: True,
         NODECAY_BIAS_CORRECTION: True,
-        NODECAY_LR_SCALE: "c_t",
+        NODECAY_LR_SCALE: LR_SCALE_BIAS_CORRECTION,
     },
     "no_decay lr×2.13": {
         BIAS_CORRECTION: True,
