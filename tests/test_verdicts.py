@@ -5,6 +5,7 @@ that disagree, and the README checker that compares prose citations with generat
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -247,7 +248,12 @@ def test_the_claim_table_gathers_every_studys_verdicts_once():
     assert len(ids) == len(set(ids))
     own = [v for v in regime_table("reproduction/regime_map")["verdict"] if v is not None]
     own += edge_verdicts(edges(pooled_points("reproduction/regime_map")))
-    own += scaling_verdicts.verdicts(scaling.load("reproduction/batch_scaling"))
+    for folder, prefix in claims.SCALING.items():
+        if Path("reproduction", folder).is_dir():
+            name = scaling_verdicts.verdict_name(prefix)
+            own += scaling_verdicts.verdicts(
+                scaling.load(Path("reproduction", folder), prefix), name=name
+            )
     assert {v.id: v.answer for v in got} == {v.id: v.answer for v in own}
     assert (
         ids.index("H1.apex.no_prenorm")

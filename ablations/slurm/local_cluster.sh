@@ -17,6 +17,9 @@
 # Debian 12 ships Slurm 22.05, which still has auth/none and cred/none: no munge needed. There is
 # no slurmdbd, so `sacct` has nothing; finished jobs stay visible in `scontrol show job` for
 # MinJobAge seconds and are logged by jobcomp/filetxt to $SLURM_LOCAL_DIR/log/jobcomp.log.
+# A requeued job (a worker's `scontrol requeue` at the time-limit signal) waits cred_expire
+# seconds before it may start again: 120 by default, 40 here (AuthInfo), still ample for a step
+# to launch on one local node.
 #
 # Environment (all optional):
 #   SLURM_LOCAL_DIR        state, spool, logs and slurm.conf   (default /tmp/ablations-slurm)
@@ -98,6 +101,7 @@ SlurmdPort=$D_PORT
 SlurmUser=$run_user
 SlurmdUser=$run_user
 AuthType=auth/none
+AuthInfo=cred_expire=40
 CredType=cred/none
 MpiDefault=none
 SwitchType=switch/none

@@ -24,7 +24,9 @@ from ablations.studies.regime.edge import verdicts as edge_verdicts
 from ablations.studies.regime.effects import regime_table
 
 #: The committed studies' folders under the reproduction folder.
-REGIME, SCALING = "regime_map", "batch_scaling"
+REGIME = "regime_map"
+#: The batch-scaling designs: folder -> its experiments' prefix (each its own verdict ids).
+SCALING = {"batch_scaling": scaling.PREFIX, "batch_resolved": "resolved_"}
 
 
 def claims(reproduction: Path | str) -> list[Verdict]:
@@ -38,13 +40,15 @@ def claims(reproduction: Path | str) -> list[Verdict]:
         points = pooled_points(base / REGIME)
         if len(points):
             out += edge_verdicts(edges(points))
-    if (base / SCALING).is_dir():
-        out += scaling_verdicts.verdicts(scaling.load(base / SCALING))
+    for folder, prefix in SCALING.items():
+        if (base / folder).is_dir():
+            study = scaling.load(base / folder, prefix)
+            out += scaling_verdicts.verdicts(study, name=scaling_verdicts.verdict_name(prefix))
     return sorted(out, key=lambda v: _order(v.id))
 
 
 def _order(id: str) -> tuple:
-    """H1 < H2 < ... < scaling, then the id itself."""
+    """H1 < H2 < ... < scaling < scaling_resolved, then the id itself."""
     head = id.split(".", 1)[0]
     number = int(head[1:]) if head[:1] == "H" and head[1:].isdigit() else 99
     return (number, id)

@@ -100,8 +100,16 @@ def edge_points(study: Study) -> list[str]:
     return out
 
 
-def verdicts(study: Study, target: float | None = None) -> list[Verdict]:
-    """The claim per pair of :data:`PAIRS` present in ``study``."""
+def verdict_name(prefix: str = PREFIX) -> str:
+    """The verdicts' id head for the experiments ``<prefix>*``: ``scaling`` for the first design
+    (``batch_*``), ``scaling_<name>`` for another (``resolved_*``: ``scaling_resolved``), so two
+    designs of one question give verdicts with ids of their own."""
+    return "scaling" if prefix == PREFIX else f"scaling_{prefix.strip('_')}"
+
+
+def verdicts(study: Study, target: float | None = None, name: str = "scaling") -> list[Verdict]:
+    """The claim per pair of :data:`PAIRS` present in ``study``; ids ``<name>.<lamb>_vs_adamw``
+    (``name``: :func:`verdict_name`)."""
     target = min(study.targets) if target is None else target
     present = set(study.seeds["optimizer"])
     edges = edge_points(study)
@@ -109,7 +117,7 @@ def verdicts(study: Study, target: float | None = None) -> list[Verdict]:
     for lamb, adam in PAIRS:
         if not {lamb, adam} <= present:
             continue
-        id = f"scaling.{lamb}_vs_adamw"
+        id = f"{name}.{lamb}_vs_adamw"
         claim = f"{lamb} keeps linear scaling to a larger batch than {adam} (You et al. 2019)"
         v = ordering(id, claim, fits(study, (lamb, adam), target), [lamb, adam])
         mine = [e for e in edges if e.startswith((f"{lamb} ", f"{adam} "))]
@@ -125,7 +133,7 @@ def verdicts(study: Study, target: float | None = None) -> list[Verdict]:
     return out
 
 
-def verdict_table(study: Study, target: float | None = None) -> pd.DataFrame:
+def verdict_table(study: Study, target: float | None = None, name: str = "scaling") -> pd.DataFrame:
     """:func:`verdicts` as a table: the verdict as a citable ``id: answer`` span, the
     ordering under each fit and what to run next."""
     return pd.DataFrame(
@@ -136,7 +144,7 @@ def verdict_table(study: Study, target: float | None = None) -> pd.DataFrame:
                 "evidence": v.evidence,
                 "next": v.extend or "–",
             }
-            for v in verdicts(study, target)
+            for v in verdicts(study, target, name)
         ]
     )
 
@@ -177,7 +185,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         study = load(args.results, args.prefix)
         if args.target is not None and args.target not in study.targets:
             raise ValueError(f"--target {args.target:g}: expected one of {list(study.targets)}")
-        table = (fit_table if args.fits else verdict_table)(study, args.target)
+        if args.fits:
+            table = fit_table(study, args.target)
+        else:
+            table = verdict_table(study, args.target, verdict_name(args.prefix))
     except (OSError, ValueError, KeyError) as e:
         return fail(e)
     if table.empty:
