@@ -7,6 +7,7 @@ import math
 
 import pytest
 import synthetic
+import yaml
 from sweep_files import python, study, workload, write_sweep
 from test_train import PHASE, config, lines
 
@@ -50,6 +51,10 @@ def test_a_factory_adamw_trains_as_the_adamw_preset(tmp_path):
     assert (run["factory"], run["preset"]) == (FACTORY, None)
     assert [g["weight_decay"] for g in run["groups"]] == [0.01, 0.0]
     assert [g["knobs"] for g in run["groups"]] == [None, None]  # a factory's own
+    # the run's config names what it trained: the factory, no preset (issue 21, item 6)
+    written = yaml.safe_load((tmp_path / "factory" / "config.yaml").read_text())["optimizer"]
+    assert (written["factory"], written["preset"]) == (FACTORY, None)
+    assert RunConfig.from_dict(yaml.safe_load((tmp_path / "factory" / "config.yaml").read_text()))
 
 
 def test_a_bad_factory_is_one_line_before_the_run_exists(tmp_path):

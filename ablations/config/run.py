@@ -236,7 +236,8 @@ class OptimizerConfig:
     variant switching ``preset`` gets that preset's λ instead of a value copied from another.
     """
 
-    preset: str = "nvlamb"
+    #: None only with ``factory``, which sets it so: the run's config names what it trained.
+    preset: str | None = "nvlamb"
     overrides: Mapping[str, Any] = field(default_factory=dict)
     #: λ of the decayed parameter group; None: the preset's upstream default (with a
     #: ``factory``: NVIDIA's BERT λ, :data:`FACTORY_WEIGHT_DECAY`).
@@ -244,8 +245,9 @@ class OptimizerConfig:
     #: Your own optimizer instead of a preset: ``"package.module:function"``, called as
     #: ``function(param_groups, lr=...)`` with NVIDIA's two param groups (each a dict with
     #: ``params`` as (name, tensor) pairs and ``weight_decay``), returning a
-    #: ``torch.optim.Optimizer``. ``preset`` and ``overrides`` are then unused (overrides must
-    #: be empty); the module is imported when training starts (:func:`load_factory`).
+    #: ``torch.optim.Optimizer``. ``preset`` is then None (the config names what trained) and
+    #: ``overrides`` must be empty; the module is imported when training starts
+    #: (:func:`load_factory`).
     factory: str | None = None
     #: "carry": NVIDIA's phase 2 (moments kept, step count and schedule restarted);
     #: "fresh": a new optimizer for phase 2.
@@ -256,8 +258,10 @@ class OptimizerConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "overrides", types.MappingProxyType(dict(self.overrides)))
+        if self.factory is not None:  # a factory's run trains no preset, so names none
+            object.__setattr__(self, "preset", None)
         check(
-            self.preset in lamb_variants.PRESETS,
+            self.factory is not None or self.preset in lamb_variants.PRESETS,
             "optimizer.preset",
             f"one of {sorted(lamb_variants.PRESETS)}",
             self.preset,
