@@ -42,9 +42,13 @@ SCALING_STAGING := results/batch_scaling
 
 .PHONY: help setup test test-fast lint bench try sweep collect figures dashboard reproduce reproduce-map reproduce-scaling slurm-up slurm-down clean distclean
 
+# variables a target's help text names, printed with their values
+HELP_VALUES := PORT
+
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) \
-		| awk 'BEGIN {FS = ":.*## "}; {printf "  %-10s %s\n", $$1, $$2}'
+		| awk 'BEGIN {FS = ":.*## "}; {printf "  %-10s %s\n", $$1, $$2}' \
+		| sed $(foreach v,$(HELP_VALUES),-e 's|$$($(v))|$($(v))|g')
 
 setup: $(STAMP) ## create .venv and install torch (CPU), the package and test/dev tools
 

@@ -461,3 +461,15 @@ def test_make_setup_chooses_the_torch_build(flags, index):
         assert "--index-url" not in line
     else:
         assert f"--index-url https://download.pytorch.org/{index}" in line
+
+
+def test_make_help_prints_every_target_with_its_real_values():
+    """``make help`` lists each documented target once, and a variable its text names is printed
+    with its value (``PORT=9999`` shows in the dashboard's address), never as ``$(NAME)``."""
+    out = subprocess.run(
+        ["make", "help", "PORT=9999"], cwd=REPO, capture_output=True, text=True, check=True
+    ).stdout
+    documented = re.findall(r"^([a-zA-Z_-]+):.*## ", (REPO / "Makefile").read_text(), re.M)
+    assert [line.split()[0] for line in out.splitlines()] == documented
+    assert "$(" not in out
+    assert "http://127.0.0.1:9999" in out
