@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -553,3 +554,25 @@ def test_cli_process_exits_2_for_a_bad_key(tmp_path):
     assert proc.returncode == 2 and out == ""
     assert err.startswith("error: optimizer.preset: expected one of") and err.count("\n") == 1
     assert not (tmp_path / "run").exists()
+
+
+def test_a_run_prints_no_warning_or_advertisement_that_does_not_apply(tmp_path):
+    """Outside SLURM on a machine with ``srun`` installed (one is put on the PATH if the machine
+    has none), a two-phase run prints neither Lightning's "srun is available but not used" check
+    nor its litlogger advertisement (issue 21, item 5); its status lines are still there."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    if shutil.which("srun") is None:  # what Lightning's check looks for: any srun on the PATH
+        (bin_dir / "srun").write_text("#!/bin/sh\nexit 1\n")
+        (bin_dir / "srun").chmod(0o755)
+    cfg = config(phases=[{**PHASE, "steps": 2}, {**PHASE, "steps": 2}])
+    cfg_path = tmp_path / "run.yaml"
+    cfg_path.write_text(yaml.safe_dump(cfg.to_dict()))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
+    env["PATH"] = f"{bin_dir}{os.pathsep}{os.environ['PATH']}"
+    proc = _cli(tmp_path / "run", cfg_path, env=env)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err[-3000:]
+    assert "srun` command is available" not in err
+    assert "litlogger" not in err and "Tip:" not in err
+    assert "phase 2 step 4/4" in err  # the run's own status lines

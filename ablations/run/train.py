@@ -37,6 +37,8 @@ on GPU); under SLURM Lightning's ``SLURMEnvironment`` is detected as usual (``sr
 from __future__ import annotations
 
 import contextlib
+import logging
+import os
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -68,7 +70,34 @@ _QUIET = (
     r"You're resuming from a checkpoint that ended before the epoch ended",
     # Lightning 2.6.6's own use of a torch.utils._pytree API that torch 2.13 deprecates.
     r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+    # Lightning's SLURM check at every fit() (SLURMEnvironment.detect), on any machine where srun
+    # is installed: a run outside SLURM is meant to be one (under srun it does not fire).
+    r"The `srun` command is available on your system but is not used",
 )
+
+
+def under_srun() -> bool:
+    """Whether this process is a task ``srun`` started in a SLURM job: Lightning's own rule for
+    using its ``SLURMEnvironment`` (``SLURM_NTASKS`` set, the job not named ``bash`` or
+    ``interactive``), read without Lightning's detection, which warns outside SLURM on a machine
+    where ``srun`` is merely installed."""
+    return "SLURM_NTASKS" in os.environ and os.environ.get("SLURM_JOB_NAME") not in (
+        "bash",
+        "interactive",
+    )
+
+
+class _NoAdvertisement(logging.Filter):
+    """Drops Lightning's "💡 Tip: ... try installing litlogger" line, an advertisement printed by
+    every ``Trainer`` that has no LitLogger (issue 21, item 5); its other info lines stay."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("💡 Tip:")
+
+
+for _name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+    if not any(isinstance(f, _NoAdvertisement) for f in logging.getLogger(_name).filters):
+        logging.getLogger(_name).addFilter(_NoAdvertisement())
 
 
 class RunDirError(ValueError):

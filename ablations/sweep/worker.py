@@ -45,7 +45,7 @@ from ablations.core.status import EXIT_STOPPED, RETRIED, Status, StopRun
 from ablations.run import writer
 from ablations.run.checkpoints import save_resume_point
 from ablations.run.curves import Curves
-from ablations.run.train import train
+from ablations.run.train import train, under_srun
 from ablations.sweep import leases, reuse, slots
 from ablations.sweep import study as studies
 from ablations.sweep.experiment import Experiment
@@ -198,7 +198,7 @@ def _prunes(plan: Plan, claim: Claim) -> bool:
 
 def _plugins() -> list[Any]:
     """Under SLURM, Lightning must not handle SIGUSR1 itself: the worker does (see above)."""
-    if SLURMEnvironment.detect():
+    if under_srun():
         return [SLURMEnvironment(auto_requeue=False)]
     return []
 
