@@ -571,3 +571,54 @@ def test_the_sweep_s_reference_line_reads_a_sample_of_many_shards(tmp_path):
     assert source == "2 of 8 training shards"
     assert entropy != pytest.approx(dm.unigram_entropy)  # the full pass differs
     assert dm.sampled_unigram_entropy(8) == (dm.unigram_entropy, "all 8 training shards")
+
+
+def test_each_data_building_stage_says_what_it_builds_and_cached_ones_stay_silent(
+    tmp_path, corpus_file, capsys, monkeypatch
+):
+    """A cold cache (issue 21, item 5): the corpus, the vocabulary and the examples each print a
+    start line, progress lines (here every step: ``every`` 0) and a "built in" line on stderr,
+    nothing on stdout; the same calls on the warm cache print nothing at all."""
+    from ablations.data import status
+
+    monkeypatch.setattr(status.Stage, "__init__", _every_step(status.Stage.__init__))
+
+    def build_all() -> None:
+        build_embedded(tmp_path, packages=("jinja2",), min_words=10**9, workers=1)
+        tok = train_wordpiece(read_text(corpus_file), 300, True, tmp_path)[0]
+        build_examples(
+            read_text(corpus_file),
+            tok,
+            "train",
+            seq_len=SEQ_LEN,
+            max_predictions=MAX_PRED,
+            masked_lm_prob=0.15,
+            short_seq_prob=0.1,
+            dupe_factor=2,
+            val_fraction=0.1,
+            seed=9,
+            cache_dir=tmp_path,
+        )
+
+    build_all()
+    out, err = capsys.readouterr()
+    assert out == ""
+    lines = err.splitlines()
+    for what in ("corpus (prose", "vocabulary (WordPiece, 300", "train examples (sequence"):
+        mine = [x for x in lines if x.startswith(f"data: {what}")]
+        assert "building" in mine[0] and "built in" in mine[-1], lines
+    vocab = [x for x in lines if x.startswith("data: vocabulary")]
+    assert any("1/2 passes" in x for x in vocab) and any("2/2 passes" in x for x in vocab)
+    examples = [x for x in lines if x.startswith("data: train examples")]
+    progress = [x for x in examples if "documents × passes" in x]
+    done, total = progress[-1].split(": ")[-1].split()[0].split("/")
+    assert done == total and int(total) % 2 == 0  # every document of both passes
+    build_all()
+    assert capsys.readouterr() == ("", "")
+
+
+def _every_step(init):
+    def every_step(self, *args, **kwargs):
+        init(self, *args, **{**kwargs, "every": 0.0})
+
+    return every_step

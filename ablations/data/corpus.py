@@ -58,6 +58,7 @@ from typing import Any
 
 from ablations.data import _cache, _extract
 from ablations.data.errors import DataError
+from ablations.data.status import Stage
 
 #: Packages read for the embedded corpus, in order, until ``MIN_WORDS`` is reached.
 EMBEDDED_PACKAGES = (
@@ -236,25 +237,31 @@ def _build_embedded(
     used = []
     words = 0
     n_files = 0
-    for name in packages:
-        found = _package_files(name)
-        if found is None:
-            continue
-        version, files = found
-        for paragraphs in _extract_all(files, workers):
-            kept = []
-            for paragraph in paragraphs:
-                digest = hashlib.sha1(paragraph.encode()).digest()
-                if digest not in seen:
-                    seen.add(digest)
-                    kept.append(paragraph)
-            for i in range(0, len(kept), MAX_PARAGRAPHS):
-                documents.append(kept[i : i + MAX_PARAGRAPHS])
-            words += sum(len(p.split()) for p in kept)
-        n_files += len(files)
-        used.append({"name": name, "version": version, "files": len(files), "words_total": words})
-        if words >= min_words:
-            break
+    stage = Stage("corpus (prose of the installed packages)", total=min_words, unit="words")
+    with stage:
+        for name in packages:
+            found = _package_files(name)
+            if found is None:
+                continue
+            version, files = found
+            before = words
+            for paragraphs in _extract_all(files, workers):
+                kept = []
+                for paragraph in paragraphs:
+                    digest = hashlib.sha1(paragraph.encode()).digest()
+                    if digest not in seen:
+                        seen.add(digest)
+                        kept.append(paragraph)
+                for i in range(0, len(kept), MAX_PARAGRAPHS):
+                    documents.append(kept[i : i + MAX_PARAGRAPHS])
+                words += sum(len(p.split()) for p in kept)
+            stage.advance(words - before)
+            n_files += len(files)
+            used.append(
+                {"name": name, "version": version, "files": len(files), "words_total": words}
+            )
+            if words >= min_words:
+                break
     text = serialize(documents)
     out.write_text(text, encoding="utf-8")
     return {

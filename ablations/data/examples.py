@@ -32,7 +32,7 @@ from __future__ import annotations
 import os
 import random
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -41,6 +41,7 @@ import numpy as np
 from ablations.data import _cache, hdf5
 from ablations.data.corpus import Corpus
 from ablations.data.errors import DataError
+from ablations.data.status import Stage
 from ablations.data.tokenizer import WordPiece
 
 #: Bump when the example logic changes: it is part of the cache key.
@@ -124,6 +125,7 @@ def create_examples(
     sep_id: int,
     mask_id: int,
     rng: random.Random,
+    progress: Callable[[int], None] | None = None,
 ) -> dict[str, np.ndarray]:
     """Pretraining examples from tokenised documents, as NVIDIA's shard arrays.
 
@@ -131,6 +133,7 @@ def create_examples(
         documents: documents of sentences of token ids (shuffled in place by ``rng``).
         seq_len: ``max_seq_length``; ``max_predictions``: ``max_predictions_per_seq``.
         rng: the random stream; the same stream gives the same examples.
+        progress: called with 1 after each document of each pass (status lines).
     """
     rng.shuffle(documents)
     instances: list[tuple[list[int], int, list[int], list[int], int]] = []
@@ -149,6 +152,8 @@ def create_examples(
                     rng,
                 )
             )
+            if progress is not None:
+                progress(1)
     rng.shuffle(instances)
     n = len(instances)
     out = {
@@ -316,22 +321,26 @@ def build_examples(
     def build(tmp: Path) -> dict[str, Any]:
         train, val = split_documents(len(corpus.documents), val_fraction, seed)
         chosen = [corpus.documents[i] for i in (train if split == "train" else val)]
-        documents = tokenize_documents(chosen, tokenizer)
-        if not documents:
-            raise DataError(f"data.source: {corpus.source} holds no text for the {split} split")
-        arrays = create_examples(
-            documents,
-            seq_len=seq_len,
-            max_predictions=max_predictions,
-            masked_lm_prob=masked_lm_prob,
-            short_seq_prob=short_seq_prob,
-            dupe_factor=passes,
-            vocab_size=tokenizer.vocab_size,
-            cls_id=tokenizer.cls_id,
-            sep_id=tokenizer.sep_id,
-            mask_id=tokenizer.mask_id,
-            rng=random.Random(f"examples:{seed}:{split}"),
-        )
+        stage = Stage(f"{split} examples (sequence {seq_len})", unit="documents × passes")
+        with stage:
+            documents = tokenize_documents(chosen, tokenizer)
+            if not documents:
+                raise DataError(f"data.source: {corpus.source} holds no text for the {split} split")
+            stage.total = passes * len(documents)
+            arrays = create_examples(
+                documents,
+                seq_len=seq_len,
+                max_predictions=max_predictions,
+                masked_lm_prob=masked_lm_prob,
+                short_seq_prob=short_seq_prob,
+                dupe_factor=passes,
+                vocab_size=tokenizer.vocab_size,
+                cls_id=tokenizer.cls_id,
+                sep_id=tokenizer.sep_id,
+                mask_id=tokenizer.mask_id,
+                rng=random.Random(f"examples:{seed}:{split}"),
+                progress=stage.advance,
+            )
         hdf5.write_shard(tmp, arrays)
         positions, ids = arrays["masked_lm_positions"], arrays["masked_lm_ids"]
         return {

@@ -31,6 +31,7 @@ from tokenizers import BertWordPieceTokenizer
 from ablations.data import _cache
 from ablations.data.corpus import Corpus
 from ablations.data.errors import DataError
+from ablations.data.status import Stage
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 
@@ -92,8 +93,11 @@ def train_wordpiece(
         return tok.get_vocab()
 
     def build(tmp: Path) -> dict[str, Any]:
-        continuation = sorted(t for t in train(()) if len(t) == 3 and t.startswith("##"))
-        tokens = _canonical_order(train(continuation))
+        with Stage(f"vocabulary (WordPiece, {vocab_size} tokens)", total=2, unit="passes") as s:
+            continuation = sorted(t for t in train(()) if len(t) == 3 and t.startswith("##"))
+            s.advance()
+            tokens = _canonical_order(train(continuation))
+            s.advance()
         tmp.write_text("".join(t + "\n" for t in tokens), encoding="utf-8")
         return {
             "corpus_sha256": corpus.sha256,
