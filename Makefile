@@ -29,6 +29,11 @@ RESULTS ?= results
 # Where `make figures` draws: by default <RESULTS>/figures, or results/reproduction-figures/...
 # for a folder under reproduction/ (ablations.analysis.figures.figures_root)
 FIGURES ?=
+# `make gpu-check` validates and times this machine's first CUDA device into benchmarks/gpu/;
+# GPU_CHECK_DEVICE=cpu runs the same checks on the CPU with tiny shapes (what the tests run),
+# into results/gpu-check/. GPU_CHECK_BUDGET=<seconds> (default 480): no check starts after it.
+GPU_CHECK_DEVICE ?= cuda
+GPU_CHECK_BUDGET ?=
 # `make dashboard` serves on this port of 127.0.0.1
 PORT ?= 8080
 # FORCE=1: `make collect` may replace a table with one of fewer trials or rows
@@ -40,7 +45,7 @@ STAGING := results/reproduction
 MAP_STAGING := results/regime_map
 SCALING_STAGING := results/batch_scaling
 
-.PHONY: help setup test test-fast lint bench try sweep collect figures dashboard reproduce reproduce-map reproduce-scaling slurm-up slurm-down clean distclean
+.PHONY: help setup test test-fast lint bench gpu-check try sweep collect figures dashboard reproduce reproduce-map reproduce-scaling slurm-up slurm-down clean distclean
 
 # variables a target's help text names, printed with their values
 HELP_VALUES := PORT
@@ -79,6 +84,9 @@ bench: setup ## run every benchmarks/*.py
 		echo "== $$f"; \
 		$(PY) "$$f" || exit 1; \
 	done
+
+gpu-check: setup ## validate and time this machine's GPU, ~8 min (GPU_CHECK_DEVICE=cpu: the same, tiny, on the CPU) -> benchmarks/gpu/
+	$(PY) -m ablations gpu-check --device '$(GPU_CHECK_DEVICE)' $(if $(GPU_CHECK_BUDGET),--budget '$(GPU_CHECK_BUDGET)')
 
 try: setup ## first run: 2 variants x 300 steps, here (about 2 min) -> a table and results/figures/try/
 	$(PY) -m ablations sweep --file sweeps/try.yaml --local

@@ -1,5 +1,8 @@
 """Command line: ``python -m ablations train --config run.yaml --run-dir DIR [key=value ...]``.
 
+The other commands: ``sweep`` and its siblings (:mod:`ablations.sweep.cli`), ``report``
+(:mod:`ablations.analysis.report`), ``gpu-check`` (:mod:`ablations.bench.gpu_check`).
+
 Overrides are dotted paths into the config (list items by index) with YAML values::
 
     python -m ablations train --config run.yaml --run-dir runs/a phases.0.lr=1e-3 \\
@@ -24,6 +27,7 @@ from typing import Any
 from lightning.fabric.utilities.rank_zero import rank_zero_only
 
 from ablations.analysis import report
+from ablations.bench import gpu_check
 from ablations.config import ConfigError, RunConfig, with_overrides
 from ablations.core.errors import fail, one_line
 from ablations.core.yamlio import load_yaml, parse_value
@@ -68,9 +72,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("overrides", nargs="*", metavar="key=value")
     sweep_cli.add_commands(sub)
     report.add_command(sub)
+    gpu_check.add_command(sub)
     args = parser.parse_args(argv)
     if args.command == "report":
         return report.run(args)
+    if args.command == "gpu-check":
+        return gpu_check.run(args)
     if args.command != "train":
         return sweep_cli.run(args)
 

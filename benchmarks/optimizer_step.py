@@ -11,20 +11,19 @@ issue #2 judged on both estimators:
 - every knob value (each knob moved away from ``nvlamb`` alone) and every preset within 1.25x of
   ``nvlamb``.
 
-Usage: ``python benchmarks/optimizer_step.py [--shapes base,tiny] [--rounds N]``.
+The shapes, floors, copy bandwidth and round-robin timing are
+:mod:`ablations.bench.optimizer_step`'s, which ``python -m ablations gpu-check`` uses too; on a GPU
+(``--device cuda``) every call is timed with CUDA events (shape sets: tiny, mini, base, large).
+
+Usage: ``python benchmarks/optimizer_step.py [--shapes base,tiny] [--rounds N] [--device cpu]``.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
-import importlib.util
 import math
-import random
 import statistics
 import sys
-import time
-import types
 from collections.abc import Callable
 from pathlib import Path
 
@@ -32,42 +31,16 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import lamb_variants as lv  # noqa: E402
+from ablations.bench.device import Clock  # noqa: E402
+from ablations.bench.optimizer_step import (  # noqa: E402
+    FLOOR_BYTES,
+    SHAPES,
+    copy_bandwidth,
+    load_timm_lamb,
+    make_params,
+    time_candidates,
+)
 from lamb_variants import knobs as K  # noqa: E402
-
-# Bytes per element that any implementation must move (float32, 4 B per read or write).
-# AdamW: read w, g, m, v; write w, m, v. NVLAMB: the global norm reads g before the moments can
-# start, and ‖u‖ must be known before w is written: + read g, + write/read u (or re-read m, v).
-FLOOR_BYTES = {"adamw": 28, "lamb": 44}
-
-
-def bert_shapes(hidden: int, layers: int, inter: int, vocab: int, pos: int = 512) -> list[tuple]:
-    """Parameter shapes of transformers' BertForPreTraining (tied decoder weight counted once)."""
-    h = hidden
-    s: list[tuple] = [(vocab, h), (pos, h), (2, h), (h,), (h,)]
-    for _ in range(layers):
-        s += [(h, h), (h,)] * 4 + [(h,), (h,), (inter, h), (inter,), (h, inter), (h,), (h,), (h,)]
-    s += [(h, h), (h,), (h, h), (h,), (h,), (h,), (vocab,), (2, h), (2,)]
-    return s
-
-
-SHAPES = {
-    "base": bert_shapes(768, 12, 3072, 30522),  # 110,106,428 parameters in 206 tensors
-    "tiny": bert_shapes(128, 2, 512, 8192),  # 1.55M parameters in 46 tensors
-}
-
-
-def load_timm_optim() -> types.ModuleType:
-    """timm.optim.lamb without running timm/__init__.py (which imports torchvision)."""
-    if "timm.optim.lamb" in sys.modules:
-        return sys.modules["timm.optim.lamb"]
-    spec = importlib.util.find_spec("timm")
-    root = Path(spec.submodule_search_locations[0])
-    for name, path in (("timm", root), ("timm.optim", root / "optim")):
-        if name not in sys.modules:
-            pkg = types.ModuleType(name)
-            pkg.__path__ = [str(path)]
-            sys.modules[name] = pkg
-    return importlib.import_module("timm.optim.lamb")
 
 
 def knob_variants() -> dict[str, dict]:
@@ -96,34 +69,18 @@ def knob_variants() -> dict[str, dict]:
     return out
 
 
-def copy_bandwidth(numel: int = 1 << 26) -> float:
-    """Bytes per second of ``dst.copy_(src)`` (one read + one write per element)."""
-    src, dst = torch.rand(numel), torch.empty(numel)
-    dst.copy_(src)
-    times = []
-    for _ in range(5):
-        t = time.perf_counter()
-        dst.copy_(src)
-        times.append(time.perf_counter() - t)
-    return 2 * 4 * numel / min(times)
-
-
-def run(shape_set: str, rounds: int, quick: bool) -> None:
+def run(shape_set: str, rounds: int, quick: bool, device: torch.device) -> None:
     shapes = SHAPES[shape_set]
     numel = sum(math.prod(s) for s in shapes)
-    torch.manual_seed(0)
-    names = [f"p{i}.weight" if len(s) > 1 else f"p{i}.bias" for i, s in enumerate(shapes)]
-    params = [torch.nn.Parameter(torch.randn(s) * 0.02) for s in shapes]
-    for p in params:
-        p.grad = torch.randn_like(p) * 1e-3  # global norm > 1: the clip path is exercised
+    named = make_params(shapes, device)  # the global norm > 1: the clip path is exercised
+    params = [p for _, p in named]
 
     # One optimizer per implementation; our variants share one Lamb and switch its group knobs
     # (knobs are per group by design), so state memory is paid once.
-    named = list(zip(names, params, strict=True))
     lamb = lv.Lamb(named, lr=1e-6)
     lamb_ref = lv.Lamb(named, lr=1e-6, impl="reference")
     lamb_compiled = lv.Lamb(named, lr=1e-6, impl="compiled")  # compiled at its warm-up step
-    timm = load_timm_optim().Lamb(params, lr=1e-6)
+    timm = load_timm_lamb()(params, lr=1e-6)
     import torch_optimizer
 
     candidates: dict[str, Callable[[], None]] = {
@@ -150,26 +107,16 @@ def run(shape_set: str, rounds: int, quick: bool) -> None:
     for label, overrides in variants.items():
         candidates[label] = ours(overrides)
 
-    for fn in candidates.values():  # warm-up: state allocation, first-touch page faults
-        fn()
-    times: dict[str, list[float]] = {k: [] for k in candidates}
-    order = list(candidates.items())
-    shuffle = random.Random(0)
-    for _ in range(rounds):
-        shuffle.shuffle(order)  # no candidate always follows the same neighbour
-        for label, fn in order:
-            fn()  # untimed: the previous candidate's traffic left other data in the caches
-            t = time.perf_counter()
-            fn()
-            times[label].append(time.perf_counter() - t)
-    med = {k: statistics.median(v) * 1e3 for k, v in times.items()}
-    best = {k: min(v) * 1e3 for k, v in times.items()}
+    times = time_candidates(candidates, rounds, Clock(device))
+    med = {k: statistics.median(v) for k, v in times.items()}
+    best = {k: min(v) for k, v in times.items()}
 
-    bw = copy_bandwidth()
+    bw = copy_bandwidth(device)
     floor = {k: numel * b / bw * 1e3 for k, b in FLOOR_BYTES.items()}
     fused, timm_ms, nv = best["AdamW(fused=True)"], best["timm.optim.Lamb"], best["nvlamb"]
     print(f"\n## {shape_set}: {numel:,} float32 parameters in {len(shapes)} tensors")
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {rounds} rounds")
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    print(f"torch {torch.__version__}, {where}, {torch.get_num_threads()} threads, {rounds} rounds")
     print(
         f"copy bandwidth {bw / 1e9:.1f} GB/s; floors: "
         f"AdamW {floor['adamw']:.1f} ms ({FLOOR_BYTES['adamw']} B/elem), "
@@ -209,10 +156,11 @@ def main() -> None:
     parser.add_argument("--shapes", default="base,tiny")
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--quick", action="store_true", help="three variants only (smoke run)")
+    parser.add_argument("--device", default="cpu", help="cpu, or cuda (timed with CUDA events)")
     args = parser.parse_args()
     torch.set_num_threads(min(2, torch.get_num_threads()))
     for shape_set in args.shapes.split(","):
-        run(shape_set, args.rounds, args.quick)
+        run(shape_set, args.rounds, args.quick, torch.device(args.device))
 
 
 if __name__ == "__main__":
