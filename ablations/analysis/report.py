@@ -106,8 +106,19 @@ def render(table: pd.DataFrame, fmt: str = "md") -> str:
         }
     )
     if fmt == "latex":
-        return shown.to_latex(index=False)
+        return _latex(shown)
     return shown.to_markdown(index=False)
+
+
+def _latex(shown: pd.DataFrame) -> str:
+    """A ``booktabs`` tabular that compiles with pdfLaTeX: pandas' ``Styler`` escapes ``_``,
+    ``%``, ``&`` etc. in headers and cells; the Unicode minus and en dash of the intervals and
+    empty cells become ``$-$`` and ``--`` (pdfLaTeX's default input has neither)."""
+    styled = shown.style.hide(axis="index").format(escape="latex")
+    styled = styled.format_index(escape="latex", axis="columns")
+    columns = "l" + "".join("r" if c == "seeds" else "l" for c in shown.columns[1:])
+    tex = styled.to_latex(hrules=True, column_format=columns)
+    return tex.replace("−", "$-$").replace("–", "--")
 
 
 def add_command(sub: argparse._SubParsersAction) -> None:
