@@ -98,8 +98,8 @@ sweep: setup ## run the sweep (SWEEP=sweep.yaml, EXPERIMENT=name) into results/:
 collect: setup ## results/<experiment>/{curves,runs,layers}.parquet from its trials (RESULTS=dir; FORCE=1 may shrink a table)
 	$(PY) -m ablations.results collect $(if $(FORCE),--force) $(or $(foreach e,$(EXPERIMENT),$(RESULTS)/$(e)),$(patsubst %/sweep.json,%,$(wildcard $(RESULTS)/*/sweep.json)))
 
-dashboard: setup ## optuna-dashboard of one experiment on http://127.0.0.1:$(PORT) (EXPERIMENT=name; read-only)
-	$(PY) -m ablations dashboard --file '$(SWEEP)' $(if $(filter command line environment,$(origin RESULTS)),--results '$(RESULTS)') --experiment '$(or $(EXPERIMENT),$(error set EXPERIMENT=<name>))' --port $(PORT)
+dashboard: setup ## optuna-dashboard on http://127.0.0.1:$(PORT) of EXPERIMENT= in RESULTS= (a folder alone will do) or SWEEP=; none named: the list (read-only)
+	$(PY) -m ablations dashboard $(if $(or $(filter command line environment,$(origin SWEEP)),$(if $(filter command line environment,$(origin RESULTS)),,x)),--file '$(SWEEP)') $(if $(filter command line environment,$(origin RESULTS)),--results '$(RESULTS)') $(if $(EXPERIMENT),--experiment '$(EXPERIMENT)') --port $(PORT)
 
 figures: setup ## execute notebooks/ headless (real Jupyter kernel) -> results/figures/ (RESULTS=reproduction: the committed ones)
 	$(PY) -m ablations.analysis.figures run --results $(RESULTS) $(if $(FIGURES),--out $(FIGURES)) $(foreach e,$(EXPERIMENT),--experiment '$(e)')

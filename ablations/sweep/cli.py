@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 from optuna.trial import TrialState
-from optuna_dashboard import run_server
 
 from ablations import results as tidy
 from ablations.config import ConfigError
@@ -23,7 +22,7 @@ from ablations.core.errors import fail
 from ablations.core.fileio import FrozenError, check_writable, write_json
 from ablations.core.status import Status
 from ablations.data import DataError
-from ablations.sweep import driver, slots, worker
+from ablations.sweep import dashboard, driver, slots, worker
 from ablations.sweep import study as studies
 from ablations.sweep.progress import describe, snapshot
 from ablations.sweep.schedule import queue_retries
@@ -57,7 +56,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     ):
         _common(sub.add_parser(name, help=text), required=name != "sweep-status")
     p = sub.add_parser("dashboard", help="optuna-dashboard on one experiment's study, locally")
-    _common(p, required=True)
+    _common(p, required=False)
+    p.set_defaults(file=None)  # --results alone serves (or lists) a folder's journal studies
     p.add_argument("--port", type=int, default=8080, help="port on 127.0.0.1 (default 8080)")
 
 
@@ -79,8 +79,17 @@ def _common(p: argparse.ArgumentParser, required: bool) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.command == "dashboard" and args.file is None:
+        if args.results is None:
+            args.file = Path("sweep.yaml")
+        else:
+            return dashboard.serve_folder(args.results.resolve(), args.experiment, args.port)
     try:
         sweep = load_sweep(args.file)
+        if args.command == "dashboard" and not args.experiment:
+            print(f"experiments of {args.file} (name one: EXPERIMENT=<name>, or --experiment):")
+            print("".join(f"  {name}\n" for name in sweep.experiments), end="")
+            return 0
         names = args.experiment or [n for n, e in sweep.experiments.items() if e.default]
         if not names:
             raise ConfigError(f"{args.file}: no experiment has default: true; name one")
@@ -160,10 +169,8 @@ def _dashboard(sweep: Any, plans: list, results: Path, port: int) -> int:
     exp_dir = results / plans[0].name
     if sweep.storage == "journal" and not (exp_dir / "study.journal").exists():
         return fail(ConfigError(f"{exp_dir}/study.journal: no study yet; run the sweep first"))
-    storage = studies.ReadOnlyStorage(studies.open_storage(sweep, exp_dir))
-    print(f"optuna-dashboard of {plans[0].name}: http://127.0.0.1:{port}/ (Ctrl-C stops it)")
-    run_server(storage, host="127.0.0.1", port=port)
-    return 0
+    storage = dashboard.DashboardStorage(studies.open_storage(sweep, exp_dir))
+    return dashboard.serve(storage, plans[0].name, port)
 
 
 def _results(sweep: Any, sweep_file: Path) -> Path:

@@ -145,11 +145,15 @@ class ReadOnlyStorage(optuna.storages.BaseStorage):
     def __init__(self, storage: optuna.storages.BaseStorage) -> None:
         self._storage = storage
 
+    def refuse(self, name: str) -> None:
+        """Refuse the write ``name`` (a subclass may answer otherwise, e.g. with HTTP 403)."""
+        raise PermissionError(f"the study is read-only here: {name} refused")
+
 
 def _read_only_method(name: str) -> Any:
     def method(self: ReadOnlyStorage, *args: Any, **kwargs: Any) -> Any:
         if name in ReadOnlyStorage.WRITES:
-            raise PermissionError(f"the study is read-only here: {name} refused")
+            self.refuse(name)
         return getattr(self._storage, name)(*args, **kwargs)
 
     method.__name__ = name
