@@ -105,3 +105,37 @@ def test_a_refused_write_is_403_and_one_log_line_and_the_journal_is_untouched(tm
     ]
     assert "Traceback" not in err and "Exception" not in err
     assert journal.read_bytes() == before
+
+
+def test_a_committed_journal_without_toggles_is_shown_with_them_and_its_curves():
+    """``lr_sensitivity``'s journal predates toggles as parameters: the dashboard's view gives
+    every trial its toggles (as ``runs.parquet`` has them) and its validation curve (as
+    ``curves.parquet`` has it) as intermediate values, and reads the journal without writing."""
+    import pandas as pd
+
+    from ablations.sweep.dashboard import derived
+
+    exp_dir = REPO / "reproduction" / "regime_map" / "lr_sensitivity"
+    before = (exp_dir / "study.journal").read_bytes()
+    journal = optuna.load_study(study_name=exp_dir.name, storage=open_journal(exp_dir))
+    assert all(set(t.params) == {"variant"} for t in journal.trials)  # what it lacked
+    view = optuna.load_study(study_name=exp_dir.name, storage=derived(exp_dir))
+    runs = pd.read_parquet(exp_dir / "runs.parquet").set_index("trial")
+    curves = pd.read_parquet(exp_dir / "curves.parquet")
+    curves = curves[curves["metric"].astype(str) == "val/mlm_loss"]
+    assert len(view.trials) == len(journal.trials) == len(runs)
+    for t in view.trials:
+        row = runs.loc[t.number]
+        assert t.params["optimizer.preset"] == row["optimizer.preset"]
+        assert t.params["phases.0.lr"] == row["phases.0.lr"]
+        mine = curves[curves["trial"] == t.number]
+        assert t.intermediate_values == dict(zip(mine["step"], mine["value"], strict=True))
+        assert t.value == journal.trials[t.number].value
+    assert (exp_dir / "study.journal").read_bytes() == before
+
+
+def test_a_journal_that_has_its_toggles_is_served_live(tmp_path):
+    _study(tmp_path, "exp")
+    from ablations.sweep.dashboard import derived
+
+    assert derived(tmp_path / "exp") is None  # no sweep.json variants: nothing to re-derive

@@ -169,7 +169,9 @@ def _dashboard(sweep: Any, plans: list, results: Path, port: int) -> int:
     exp_dir = results / plans[0].name
     if sweep.storage == "journal" and not (exp_dir / "study.journal").exists():
         return fail(ConfigError(f"{exp_dir}/study.journal: no study yet; run the sweep first"))
-    storage = dashboard.DashboardStorage(studies.open_storage(sweep, exp_dir))
+    journal = sweep.storage == "journal"
+    view = (journal and dashboard.derived(exp_dir)) or studies.open_storage(sweep, exp_dir)
+    storage = dashboard.DashboardStorage(view)
     return dashboard.serve(storage, plans[0].name, port)
 
 

@@ -75,14 +75,14 @@ def tuned_distributions(plan: Plan) -> dict[str, Any]:
     return dists
 
 
-def _choice(value: Any) -> Any:
+def choice(value: Any) -> Any:
     """A toggle value as an Optuna categorical choice (None, bool, int, float or str)."""
     return value if value is None or isinstance(value, bool | int | float | str) else repr(value)
 
 
 def _toggle_params(plan: Plan) -> dict[str, dict[str, Any]]:
     """Per variant, every toggle path with its value, as categorical choices."""
-    return {v: {k: _choice(x) for k, x in plan.toggles(v).items()} for v in plan.all_variants}
+    return {v: {k: choice(x) for k, x in plan.toggles(v).items()} for v in plan.all_variants}
 
 
 def _distributions(plan: Plan, toggles: dict[str, dict[str, Any]]) -> dict[str, Any]:
