@@ -226,3 +226,68 @@ def test_a_logger_whose_package_is_missing_is_one_line_before_anything_is_writte
     with pytest.raises(ConfigError, match=f"log.loggers: '{logger}'"):
         driver.prepare_experiments(sweep, ["e"], tmp_path / "results")
     assert not (tmp_path / "results").exists()
+
+
+def test_every_tracker_gets_the_run_s_settings_and_a_toggle_is_filterable(tmp_path, monkeypatch):
+    """Issue 21, item 1: the resolved settings (every config key, each param group's knobs as
+    the optimizer reads them, and a sweep trial's experiment, variant and toggles) reach CSV's
+    hparams.yaml, TensorBoard's HParams plugin, W&B's offline config and MLflow's params, each
+    read back with the tool's own reader; MLflow's client filters runs by a toggle."""
+    import json
+
+    import yaml
+    from mlflow import MlflowClient
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    run_dir = tmp_path / "exp" / "3"
+    run_dir.mkdir(parents=True)
+    trial = {"experiment": "exp", "trial": 3, "variant": "b16", "stage": "seed", "seed": 0}
+    trial["toggles"] = {"phases.0.global_batch": 16}
+    (run_dir / "trial.json").write_text(json.dumps(trial))  # what a sweep worker writes first
+    phases = [{**PHASE, "steps": 2, "lr": 1e-2, "warmup": 0.5}]
+    raw = config(phases=phases).to_dict()
+    raw["optimizer"] = {"preset": "apex", "overrides": {"bias_correction": False}}
+    cfg = _with_loggers(RunConfig.from_dict(raw), ["csv", "tensorboard", "wandb", "mlflow"])
+    assert train(cfg, run_dir, synthetic.make)["status"] == "complete"
+    expected = {
+        "optimizer.preset": "apex",
+        "optimizer.no_decay.bias_correction": False,
+        "optimizer.decay.weight_decay": 0.01,
+        "experiment": "exp",
+        "variant": "b16",
+        "toggle.phases.0.global_batch": 16,
+    }
+    logs = run_dir / "logs"
+    csv = yaml.safe_load((logs / "csv" / "phase1" / "hparams.yaml").read_text())
+    assert {k: csv[k] for k in expected} == expected
+
+    events = EventAccumulator(str(logs / "tensorboard" / "phase1"))
+    events.Reload()
+    content = events.PluginTagToContent("hparams")["_hparams_/session_start_info"]
+    hparams = plugin_data_pb2.HParamsPluginData.FromString(content).session_start_info.hparams
+    assert hparams["optimizer.preset"].string_value == "apex"
+    bias_correction = hparams["optimizer.no_decay.bias_correction"]
+    assert bias_correction.WhichOneof("kind") == "number_value"  # Lightning writes bools as 0/1
+    assert bias_correction.number_value == 0
+    assert hparams["toggle.phases.0.global_batch"].number_value == 16
+
+    (path,) = (logs / "wandb").glob("offline-run-*/run-*.wandb")
+    config_items = {}
+    for record in _wandb_records(path):
+        if record.WhichOneof("record_type") == "config":
+            config_items.update({i.key: json.loads(i.value_json) for i in record.config.update})
+    assert {k: config_items[k] for k in expected} == expected
+
+    client = MlflowClient(f"sqlite:///{logs / 'mlflow.db'}")
+    (experiment,) = client.search_experiments(filter_string="name = 'ablations'")
+    found = client.search_runs(
+        [experiment.experiment_id], filter_string="params.`toggle.phases.0.global_batch` = '16'"
+    )
+    assert [r.info.run_name for r in found] == ["exp/3 phase1"]
+    assert found[0].data.params["optimizer.no_decay.bias_correction"] == "False"
+    none = client.search_runs(
+        [experiment.experiment_id], filter_string="params.`optimizer.preset` = 'nvlamb'"
+    )
+    assert none == []

@@ -6,7 +6,9 @@ of their numbers (``PretrainingModule._to_loggers``) for the usual dashboards: `
 
 - :func:`check_loggers`: a logger whose package is missing is a one-line config error at a run's
   (or a sweep's) start, not a traceback from inside Lightning once training has begun.
-- :func:`lightning_loggers`: the loggers of one phase and attempt.
+- :func:`lightning_loggers`: the loggers of one phase and attempt, given the run's settings
+  (:func:`tracker_settings`) as hyperparameters: W&B config, MLflow params, TensorBoard HParams,
+  CSV ``hparams.yaml``.
 - :func:`end_tracker_runs`: ends the W&B run of a training run.
 """
 
@@ -20,6 +22,8 @@ from typing import Any
 from lightning.pytorch.loggers import CSVLogger, MLFlowLogger, TensorBoardLogger, WandbLogger
 
 from ablations.config import ConfigError, RunConfig
+from ablations.core.fileio import read_json
+from ablations.run.resolved import resolve
 
 #: The module each of ``log.loggers`` needs, and what installs it.
 _LOGGER_MODULES = {
@@ -46,6 +50,52 @@ def check_loggers(config: RunConfig) -> None:
                 f"log.loggers: {name!r} needs the {module!r} package, which is not installed; "
                 f"it comes with {source}"
             ) from None
+
+
+#: Sweep keys of a trial (``trial.json``) that go to the trackers as they are.
+_TRIAL_KEYS = ("experiment", "trial", "variant", "stage", "seed")
+
+
+def tracker_settings(config: RunConfig, run_dir: Path) -> dict[str, Any]:
+    """What a tracker should know of a run, flat (dotted keys, scalar values), so that runs can
+    be filtered and grouped by any of it: the resolved config (:func:`resolve`: every config
+    key, the preset, where λ came from and, per param group, its λ, lr scale and every knob as
+    the optimizer reads it, e.g. ``optimizer.no_decay.bias_correction``); in a sweep, the
+    trial's experiment, trial, variant, stage and seed and each of its toggles as
+    ``toggle.<path>`` (``trial.json``). Lists of numbers become one string (``[0.9, 0.999]``).
+    Nothing from the environment or the sweep file (a storage URL) is in a run's config, so
+    nothing that can hold a credential reaches a tracker from here."""
+    resolved = resolve(config).to_dict()
+    out = _flat(resolved["config"])
+    opt = resolved["optimizer"]
+    out.update(
+        {
+            "optimizer.preset": opt["preset"],
+            "optimizer.factory": opt["factory"],
+            "optimizer.weight_decay_from": opt["weight_decay_from"],
+        }
+    )
+    for group in opt["groups"]:
+        extra = {k: v for k, v in group.items() if k not in ("name", "knobs", "tensors")}
+        out.update(_flat({**extra, **(group.get("knobs") or {})}, f"optimizer.{group['name']}."))
+    trial = read_json(run_dir / "trial.json") or {}
+    out.update({k: trial[k] for k in _TRIAL_KEYS if k in trial})
+    out.update(_flat(trial.get("toggles") or {}, "toggle."))
+    return out
+
+
+def _flat(data: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested dicts and lists of dicts as dotted keys; scalars as they are, other lists as text."""
+    if isinstance(data, dict):
+        return {
+            k: v for key, value in data.items() for k, v in _flat(value, f"{prefix}{key}.").items()
+        }
+    if isinstance(data, list) and data and all(isinstance(x, dict) for x in data):
+        return {k: v for i, x in enumerate(data) for k, v in _flat(x, f"{prefix}{i}.").items()}
+    key = prefix.rstrip(".")
+    if isinstance(data, list | tuple):
+        return {key: str(list(data))}
+    return {key: data}
 
 
 def lightning_loggers(config: RunConfig, run_dir: Path, phase_index: int) -> list[Any]:
@@ -78,6 +128,10 @@ def lightning_loggers(config: RunConfig, run_dir: Path, phase_index: int) -> lis
             uri = os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{db}"
             run_name = f"{title} phase{phase_index + 1}"
             out.append(MLFlowLogger(_PROJECT, run_name=run_name, tracking_uri=uri))
+    if out:
+        settings = tracker_settings(config, run_dir)
+        for logger in out:  # W&B config, MLflow params, TensorBoard hparams, CSV hparams.yaml
+            logger.log_hyperparams(settings)
     return out
 
 
