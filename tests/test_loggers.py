@@ -241,6 +241,8 @@ def test_every_tracker_gets_the_run_s_settings_and_a_toggle_is_filterable(tmp_pa
     from tensorboard.plugins.hparams import plugin_data_pb2
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    for variable in ("WANDB_MODE", "WANDB_API_KEY"):
+        monkeypatch.delenv(variable, raising=False)
     run_dir = tmp_path / "exp" / "3"
     run_dir.mkdir(parents=True)
     trial = {"experiment": "exp", "trial": 3, "variant": "b16", "stage": "seed", "seed": 0}
@@ -274,11 +276,14 @@ def test_every_tracker_gets_the_run_s_settings_and_a_toggle_is_filterable(tmp_pa
     assert hparams["toggle.phases.0.global_batch"].number_value == 16
 
     (path,) = (logs / "wandb").glob("offline-run-*/run-*.wandb")
-    config_items = {}
+    config_items, groups = {}, set()
     for record in _wandb_records(path):
+        if record.WhichOneof("record_type") == "run":
+            groups.add(record.run.run_group)
         if record.WhichOneof("record_type") == "config":
             config_items.update({i.key: json.loads(i.value_json) for i in record.config.update})
     assert {k: config_items[k] for k in expected} == expected
+    assert groups == {"exp"}  # W&B groups a sweep's runs by experiment
 
     client = MlflowClient(f"sqlite:///{logs / 'mlflow.db'}")
     (experiment,) = client.search_experiments(filter_string="name = 'ablations'")
@@ -291,3 +296,13 @@ def test_every_tracker_gets_the_run_s_settings_and_a_toggle_is_filterable(tmp_pa
         [experiment.experiment_id], filter_string="params.`optimizer.preset` = 'nvlamb'"
     )
     assert none == []
+
+
+def test_wandb_follows_the_user_s_own_mode_when_set(tmp_path, monkeypatch):
+    """Offline is only the default: with W&B configured through its own variables (here
+    ``WANDB_MODE=disabled``), the harness does not force offline, and W&B writes no run."""
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    phases = [{**PHASE, "steps": 2, "lr": 1e-2, "warmup": 0.5}]
+    cfg = _with_loggers(config(phases=phases), ["wandb"])
+    assert train(cfg, tmp_path / "run", synthetic.make)["status"] == "complete"
+    assert not list((tmp_path / "run" / "logs").glob("wandb/offline-run-*"))

@@ -104,7 +104,9 @@ def lightning_loggers(config: RunConfig, run_dir: Path, phase_index: int) -> lis
     Each phase and each attempt (a resume) writes a folder of its own (``csv/phase1``,
     ``csv/phase1.1``, ...), so that a logger never truncates what an earlier attempt wrote (the
     CSV logger rewrites its file); TensorBoard reads the folders together. W&B runs offline
-    (``logs/wandb/offline-run-*``, one W&B run per training run, ``wandb sync`` uploads it);
+    (``logs/wandb/offline-run-*``, one W&B run per training run, ``wandb sync`` uploads it)
+    unless ``WANDB_MODE`` or ``WANDB_API_KEY`` is set (then as W&B's own settings say), grouped
+    by the sweep's experiment;
     MLflow writes one MLflow run per phase into the run's own SQLite store (``logs/mlflow.db``)
     unless ``MLFLOW_TRACKING_URI`` names a tracking server. Both are named
     ``<experiment>/<trial>`` in a sweep (the run directory's last two parts).
@@ -119,7 +121,19 @@ def lightning_loggers(config: RunConfig, run_dir: Path, phase_index: int) -> lis
         elif name == "tensorboard":
             out.append(TensorBoardLogger(root, name="tensorboard", version=version))
         elif name == "wandb":
-            out.append(WandbLogger(name=title, save_dir=str(root), offline=True, project=_PROJECT))
+            # offline unless the user configured W&B through its own variables (then its mode);
+            # a sweep's runs are grouped by experiment
+            configured = any(v in os.environ for v in ("WANDB_MODE", "WANDB_API_KEY"))
+            group = (read_json(run_dir / "trial.json") or {}).get("experiment")
+            out.append(
+                WandbLogger(
+                    name=title,
+                    save_dir=str(root),
+                    offline=not configured,
+                    project=os.environ.get("WANDB_PROJECT", _PROJECT),
+                    group=group,
+                )
+            )
         elif name == "mlflow":
             # one store per run: parallel trials never write one SQLite file (MLflow 3 refuses
             # new file stores, hence SQLite)
