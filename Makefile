@@ -44,8 +44,9 @@ FORCE ?=
 STAGING := results/reproduction
 MAP_STAGING := results/regime_map
 SCALING_STAGING := results/batch_scaling
+RESOLVED_STAGING := results/batch_resolved
 
-.PHONY: help setup test test-fast lint bench gpu-check try sweep collect figures dashboard reproduce reproduce-map reproduce-scaling slurm-up slurm-down clean distclean
+.PHONY: help setup test test-fast lint bench gpu-check try sweep collect figures dashboard reproduce reproduce-map reproduce-scaling reproduce-resolved slurm-up slurm-down clean distclean
 
 # variables a target's help text names, printed with their values
 HELP_VALUES := PORT
@@ -120,6 +121,10 @@ reproduce-scaling: setup ## run the batch-scaling study (sweeps/batch_scaling.ya
 	$(PY) -m ablations sweep --file sweeps/batch_scaling.yaml --local --results $(SCALING_STAGING) --experiment lars_lr_edge
 	$(PY) -m ablations.analysis.figures run --results $(SCALING_STAGING) --out $(SCALING_STAGING)/figures
 	$(PY) -m ablations.analysis.reproduction publish $(SCALING_STAGING) reproduction/batch_scaling --rerun '`make reproduce-scaling`'
+
+reproduce-resolved: setup ## the batch-scaling rerun on an lr grid (sweeps/batch_resolved.yaml, ~5 h here; resumable) and replace reproduction/batch_resolved/ with it
+	$(PY) -m ablations sweep --file sweeps/batch_resolved.yaml --local --results $(RESOLVED_STAGING)
+	$(PY) -m ablations.analysis.reproduction publish $(RESOLVED_STAGING) reproduction/batch_resolved --rerun '`make reproduce-resolved`'
 
 slurm-up: ## start a local one-node SLURM cluster (installs slurm via apt as root); prints SLURM_CONF
 	bash ablations/slurm/local_cluster.sh up

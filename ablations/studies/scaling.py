@@ -222,7 +222,7 @@ def steps_table(study: Study) -> pd.DataFrame:
             "batch": int(batch),
             "lr": float(g["phases.0.lr"].iloc[0]),
             # a grid design fixes the warmup in the workload: no column
-            "warmup": float(g["phases.0.warmup"].iloc[0]) if "phases.0.warmup" in g else math.nan,
+            **({"warmup": float(g["phases.0.warmup"].iloc[0])} if "phases.0.warmup" in g else {}),
             "seeds": len(g),
             "lowest loss": float(g["best_val_mlm_loss"].mean()),
         }
