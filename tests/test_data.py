@@ -281,13 +281,9 @@ def test_split_by_document():
     _one_line(error, "data.val_fraction:", "at least 2 documents")
 
 
-def _build_in_child(args) -> tuple[bool, str, str]:
-    """One of two processes building the same cache key (spawned: a fresh interpreter)."""
-    corpus_file, cache, barrier = args
-    corpus = read_text(corpus_file)
-    tok = train_wordpiece(corpus, 300, True, cache)[0]
-    barrier.wait()
-    entry = build_examples(
+def _train_examples(corpus, tok, cache: Path, dupe_factor: int):
+    """The train split's examples at the tests' shape (seed 9, 10% validation)."""
+    return build_examples(
         corpus,
         tok,
         "train",
@@ -295,11 +291,20 @@ def _build_in_child(args) -> tuple[bool, str, str]:
         max_predictions=MAX_PRED,
         masked_lm_prob=0.15,
         short_seq_prob=0.1,
-        dupe_factor=100,
+        dupe_factor=dupe_factor,
         val_fraction=0.1,
         seed=9,
         cache_dir=cache,
     )
+
+
+def _build_in_child(args) -> tuple[bool, str, str]:
+    """One of two processes building the same cache key (spawned: a fresh interpreter)."""
+    corpus_file, cache, barrier = args
+    corpus = read_text(corpus_file)
+    tok = train_wordpiece(corpus, 300, True, cache)[0]
+    barrier.wait()
+    entry = _train_examples(corpus, tok, cache, dupe_factor=100)
     return entry.built, str(entry.path), hashlib.sha256(entry.path.read_bytes()).hexdigest()
 
 
@@ -586,19 +591,7 @@ def test_each_data_building_stage_says_what_it_builds_and_cached_ones_stay_silen
     def build_all() -> None:
         build_embedded(tmp_path, packages=("jinja2",), min_words=10**9, workers=1)
         tok = train_wordpiece(read_text(corpus_file), 300, True, tmp_path)[0]
-        build_examples(
-            read_text(corpus_file),
-            tok,
-            "train",
-            seq_len=SEQ_LEN,
-            max_predictions=MAX_PRED,
-            masked_lm_prob=0.15,
-            short_seq_prob=0.1,
-            dupe_factor=2,
-            val_fraction=0.1,
-            seed=9,
-            cache_dir=tmp_path,
-        )
+        _train_examples(read_text(corpus_file), tok, tmp_path, dupe_factor=2)
 
     build_all()
     out, err = capsys.readouterr()
