@@ -3,6 +3,8 @@ pandas and with TensorBoard's own event reader, they equal metrics.jsonl and val
 
 from __future__ import annotations
 
+import os
+
 import pandas as pd
 import pytest
 import synthetic
@@ -285,24 +287,70 @@ def test_every_tracker_gets_the_run_s_settings_and_a_toggle_is_filterable(tmp_pa
     assert {k: config_items[k] for k in expected} == expected
     assert groups == {"exp"}  # W&B groups a sweep's runs by experiment
 
-    client = MlflowClient(f"sqlite:///{logs / 'mlflow.db'}")
-    (experiment,) = client.search_experiments(filter_string="name = 'ablations'")
+    # a sweep's runs: one store under the results folder, the sweep's experiment as MLflow's
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    (experiment,) = client.search_experiments(filter_string="name = 'exp'")
     found = client.search_runs(
         [experiment.experiment_id], filter_string="params.`toggle.phases.0.global_batch` = '16'"
     )
     assert [r.info.run_name for r in found] == ["exp/3 phase1"]
     assert found[0].data.params["optimizer.no_decay.bias_correction"] == "False"
+    assert found[0].data.tags["variant"] == "b16"
     none = client.search_runs(
         [experiment.experiment_id], filter_string="params.`optimizer.preset` = 'nvlamb'"
     )
     assert none == []
 
 
-def test_wandb_follows_the_user_s_own_mode_when_set(tmp_path, monkeypatch):
+def test_wandb_follows_the_user_s_own_mode_when_set(tmp_path):
     """Offline is only the default: with W&B configured through its own variables (here
-    ``WANDB_MODE=disabled``), the harness does not force offline, and W&B writes no run."""
-    monkeypatch.setenv("WANDB_MODE", "disabled")
+    ``WANDB_MODE=disabled``), the harness does not force offline, and W&B writes no run (a
+    process of its own: W&B reads its settings once per process)."""
+    import yaml
+    from test_train import _cli
+
     phases = [{**PHASE, "steps": 2, "lr": 1e-2, "warmup": 0.5}]
-    cfg = _with_loggers(config(phases=phases), ["wandb"])
-    assert train(cfg, tmp_path / "run", synthetic.make)["status"] == "complete"
+    cfg_path = tmp_path / "run.yaml"
+    cfg_path.write_text(yaml.safe_dump(_with_loggers(config(phases=phases), ["wandb"]).to_dict()))
+    proc = _cli(tmp_path / "run", cfg_path, env={"WANDB_MODE": "disabled"})
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err[-2000:]
+    assert (tmp_path / "run" / "metrics.jsonl").exists()
     assert not list((tmp_path / "run" / "logs").glob("wandb/offline-run-*"))
+
+
+@pytest.mark.slow
+def test_a_sweep_s_runs_share_one_mlflow_store_and_its_experiment(tmp_path, embedded_cache):
+    """Two workers train a sweep's two variants at once, each logging to MLflow: one store for
+    the sweep (``<results>/mlflow.db``), the sweep's experiment as MLflow's, one MLflow run per
+    trial, and MLflow's client finds each by its toggle."""
+    from mlflow import MlflowClient
+    from sweep_files import python, workload
+
+    cache, _ = embedded_cache
+    work = workload(cache, steps=4)
+    file = write_sweep(
+        tmp_path,
+        {
+            "mlf": {
+                "workload": {**work, "log": {**work["log"], "loggers": ["mlflow"]}},
+                "variants": {"grid": {"optimizer.overrides.prenorm": ["clip", "none"]}},
+                "seeds": 1,
+            }
+        },
+        local={"workers": 2, "threads_per_worker": 1},
+    )
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    done = python("sweep", "--file", str(file), "--local", cwd=tmp_path, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    client = MlflowClient(f"sqlite:///{tmp_path / 'results' / 'mlflow.db'}")
+    (experiment,) = client.search_experiments(filter_string="name = 'mlf'")
+    runs = client.search_runs([experiment.experiment_id])
+    assert sorted(r.info.run_name for r in runs) == ["mlf/0 phase1", "mlf/1 phase1"]
+    for prenorm in ("clip", "none"):
+        (run,) = client.search_runs(
+            [experiment.experiment_id],
+            filter_string=f"params.`toggle.optimizer.overrides.prenorm` = '{prenorm}'",
+        )
+        assert run.data.params["optimizer.decay.prenorm"] == prenorm
+    assert not list((tmp_path / "results" / "mlf").glob("*/logs/mlflow.db"))

@@ -22,7 +22,7 @@ from typing import Any
 from lightning.pytorch.loggers import CSVLogger, MLFlowLogger, TensorBoardLogger, WandbLogger
 
 from ablations.config import ConfigError, RunConfig
-from ablations.core.fileio import read_json
+from ablations.core.fileio import flocked, read_json
 from ablations.run.resolved import resolve
 
 #: The module each of ``log.loggers`` needs, and what installs it.
@@ -107,8 +107,8 @@ def lightning_loggers(config: RunConfig, run_dir: Path, phase_index: int) -> lis
     (``logs/wandb/offline-run-*``, one W&B run per training run, ``wandb sync`` uploads it)
     unless ``WANDB_MODE`` or ``WANDB_API_KEY`` is set (then as W&B's own settings say), grouped
     by the sweep's experiment;
-    MLflow writes one MLflow run per phase into the run's own SQLite store (``logs/mlflow.db``)
-    unless ``MLFLOW_TRACKING_URI`` names a tracking server. Both are named
+    MLflow writes one MLflow run per phase, tagged with the trial's experiment, variant and stage,
+    into one store per sweep (:func:`_mlflow_store`). Both are named
     ``<experiment>/<trial>`` in a sweep (the run directory's last two parts).
     """
     out: list[Any] = []
@@ -135,18 +135,38 @@ def lightning_loggers(config: RunConfig, run_dir: Path, phase_index: int) -> lis
                 )
             )
         elif name == "mlflow":
-            # one store per run: parallel trials never write one SQLite file (MLflow 3 refuses
-            # new file stores, hence SQLite)
-            root.mkdir(parents=True, exist_ok=True)
-            db = (root / "mlflow.db").resolve()
-            uri = os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{db}"
+            uri, experiment = _mlflow_store(run_dir)
             run_name = f"{title} phase{phase_index + 1}"
-            out.append(MLFlowLogger(_PROJECT, run_name=run_name, tracking_uri=uri))
+            trial = read_json(run_dir / "trial.json") or {}
+            tags = {k: str(trial[k]) for k in ("experiment", "variant", "stage") if k in trial}
+            out.append(
+                MLFlowLogger(experiment, run_name=run_name, tracking_uri=uri, tags=tags or None)
+            )
     if out:
         settings = tracker_settings(config, run_dir)
         for logger in out:  # W&B config, MLflow params, TensorBoard hparams, CSV hparams.yaml
             logger.log_hyperparams(settings)
     return out
+
+
+def _mlflow_store(run_dir: Path) -> tuple[str, str]:
+    """MLflow's tracking URI and experiment for a run: the user's ``MLFLOW_TRACKING_URI`` if set,
+    else one SQLite store for the whole sweep, ``<results>/mlflow.db`` (a run outside a sweep:
+    its own ``logs/mlflow.db``; MLflow 3 refuses new file stores, hence SQLite); in a sweep the
+    MLflow experiment is the sweep's experiment, else ``ablations``. The store and the
+    experiment are created under a lock, so parallel workers never race to create either."""
+    from mlflow import MlflowClient  # noqa: PLC0415 (optional: the trackers extra)
+
+    trial = read_json(run_dir / "trial.json") or {}
+    experiment = trial.get("experiment", _PROJECT)
+    folder = run_dir.resolve().parent.parent if "experiment" in trial else run_dir / "logs"
+    folder.mkdir(parents=True, exist_ok=True)
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{folder / 'mlflow.db'}"
+    with flocked(folder / ".mlflow.lock"):
+        client = MlflowClient(uri)
+        if client.get_experiment_by_name(experiment) is None:
+            client.create_experiment(experiment)
+    return uri, experiment
 
 
 def end_tracker_runs(config: RunConfig, failed: bool) -> None:
