@@ -51,3 +51,37 @@ def test_heartbeat_retry_on_postgresql_resumes_the_killed_trial(tmp_path, postgr
     assert retry.system_attrs["retry_history"] == [0]
     assert steps(run) == list(range(1, 41))  # resumed from the checkpoint: no gap, no duplicate
     assert sorted(p.name for p in run.parent.iterdir() if p.name.isdigit()) == ["0", "1", "2"]
+
+
+def test_a_storage_password_reaches_no_file_no_tracker_and_no_log_line(
+    tmp_path, postgres, embedded_cache
+):
+    """Issue 21, item 1: a sweep whose storage URL holds a password, trained with every logger
+    (CSV, TensorBoard, W&B offline, MLflow): the password is in no file under the results
+    folder (run files, tables, the trackers' stores) and in no line the sweep prints."""
+    from sweep_files import python
+
+    cache, _ = embedded_cache
+    secret = "S3cret-Passw0rd-4217"
+    url = postgres.replace("postgres@", f"postgres:{secret}@")  # trust auth: accepted, unused
+    work = workload(cache, steps=4)
+    loggers = ["csv", "tensorboard", "wandb", "mlflow"]
+    file = write_sweep(
+        tmp_path,
+        {
+            "secret": {
+                "workload": {**work, "log": {**work["log"], "loggers": loggers}},
+                "variants": {"named": {"only": {}}},
+                "seeds": 1,
+            }
+        },
+        storage=url,
+    )
+    done = python("sweep", "--file", str(file), "--local", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert secret not in done.stdout + done.stderr
+    results = tmp_path / "results"
+    files = [p for p in results.rglob("*") if p.is_file()]
+    assert any(p.name == "mlflow.db" for p in files) and any(p.suffix == ".wandb" for p in files)
+    leaked = [str(p) for p in files if secret.encode() in p.read_bytes()]
+    assert leaked == []
