@@ -276,6 +276,8 @@ def test_every_tracker_gets_the_run_s_settings_and_a_toggle_is_filterable(tmp_pa
     assert bias_correction.WhichOneof("kind") == "number_value"  # Lightning writes bools as 0/1
     assert bias_correction.number_value == 0
     assert hparams["toggle.phases.0.global_batch"].number_value == 16
+    final = [e.value for e in events.Scalars("final/val/mlm_loss")]  # the HParams metric
+    assert final == pytest.approx([lines(run_dir, "val")[-1]["val/mlm_loss"]], rel=1e-6)
 
     (path,) = (logs / "wandb").glob("offline-run-*/run-*.wandb")
     config_items, groups = {}, set()

@@ -118,8 +118,11 @@ def lightning_loggers(config: RunConfig, run_dir: Path, phase_index: int) -> lis
         version = _version(root / name, f"phase{phase_index + 1}")
         if name == "csv":
             out.append(CSVLogger(root, name="csv", version=version))
-        elif name == "tensorboard":
-            out.append(TensorBoardLogger(root, name="tensorboard", version=version))
+        elif name == "tensorboard":  # its HParams come with the phase's final metrics
+            logger = TensorBoardLogger(
+                root, name="tensorboard", version=version, default_hp_metric=False
+            )
+            out.append(logger)
         elif name == "wandb":
             # offline unless the user configured W&B through its own variables (then its mode);
             # a sweep's runs are grouped by experiment
@@ -144,9 +147,24 @@ def lightning_loggers(config: RunConfig, run_dir: Path, phase_index: int) -> lis
             )
     if out:
         settings = tracker_settings(config, run_dir)
-        for logger in out:  # W&B config, MLflow params, TensorBoard hparams, CSV hparams.yaml
-            logger.log_hyperparams(settings)
+        for logger in out:  # W&B config, MLflow params, CSV hparams.yaml
+            if not isinstance(logger, TensorBoardLogger):
+                logger.log_hyperparams(settings)
     return out
+
+
+#: The final metrics TensorBoard's HParams view shows beside the settings (from the last
+#: validation of a phase).
+_FINAL = ("val/mlm_loss", "val/loss", "val/mlm_acc")
+
+
+def log_final(loggers: list[Any], config: RunConfig, run_dir: Path, last_val: Any) -> None:
+    """At the end of a phase: TensorBoard's HParams (toggles as hparams, the final validation
+    metrics as its metrics, ``final/<metric>``), so its table compares runs by toggle."""
+    metrics = {f"final/{k}": float(last_val[k]) for k in _FINAL if last_val and k in last_val}
+    for logger in loggers:
+        if isinstance(logger, TensorBoardLogger):
+            logger.log_hyperparams(tracker_settings(config, run_dir), metrics=metrics)
 
 
 def _mlflow_store(run_dir: Path) -> tuple[str, str]:

@@ -56,7 +56,7 @@ from ablations.core.status import DONE, Status, StopRun
 from ablations.run import checkpoints, resolved, writer
 from ablations.run.checkpoints import AtomicCheckpointIO, PhaseEnd, ResumePoints
 from ablations.run.curves import write_config, write_meta, write_status
-from ablations.run.loggers import check_loggers, end_tracker_runs, lightning_loggers
+from ablations.run.loggers import check_loggers, end_tracker_runs, lightning_loggers, log_final
 from ablations.run.module import PretrainingModule
 from ablations.run.phase_data import DataModuleFactory, PhaseData, phase_datamodule, windows
 from ablations.run.progress import callbacks as progress_callbacks
@@ -206,6 +206,8 @@ def _train(
             module = PretrainingModule(config, i, run_dir=run_dir, init=init)
             data = PhaseData(phase_datamodule(datamodule, config, phase), phase, config.seed)
             trainer.fit(module, datamodule=data, ckpt_path=resume)
+            if rank0:
+                log_final(trainer.loggers, config, run_dir, module.last_val)
             # module.outcome is a plain string: it is saved in checkpoints loaded weights_only
             if module.outcome == Status.DIVERGED:
                 result = _status(module, Status.DIVERGED, **module.divergence)
