@@ -139,3 +139,19 @@ def test_a_journal_that_has_its_toggles_is_served_live(tmp_path):
     from ablations.sweep.dashboard import derived
 
     assert derived(tmp_path / "exp") is None  # no sweep.json variants: nothing to re-derive
+
+
+def test_the_served_trials_credit_toggles_not_the_variant_that_names_them():
+    """Parameter importance in the dashboard: the variant is a function of its toggles, so the
+    served trials carry the toggles without it (it stays a user attribute), and importance goes
+    to the toggles alone."""
+    from ablations.sweep.dashboard import DashboardStorage, derived
+
+    exp_dir = REPO / "reproduction" / "regime_map" / "lr_sensitivity"
+    served = optuna.load_study(study_name=exp_dir.name, storage=DashboardStorage(derived(exp_dir)))
+    trials = served.get_trials(states=[optuna.trial.TrialState.COMPLETE])
+    assert all("variant" not in t.params and t.user_attrs["variant"] for t in trials)
+    importance = optuna.importance.get_param_importances(served, target=lambda t: t.value)
+    toggles = {k for t in trials for k in t.params}
+    assert {"optimizer.preset", "phases.0.lr"} <= set(importance) == toggles
+    assert "variant" not in importance

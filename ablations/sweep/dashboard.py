@@ -15,6 +15,7 @@ tries (create, delete, rename a study, a note) is answered with HTTP 403 and one
 
 from __future__ import annotations
 
+import copy
 import math
 import sys
 from pathlib import Path
@@ -35,11 +36,38 @@ from ablations.sweep.slots import choice
 
 
 class DashboardStorage(studies.ReadOnlyStorage):
-    """The read-only storage, refusing a write as HTTP 403 with one line on stderr."""
+    """The read-only storage, refusing a write as HTTP 403 with one line on stderr. A trial
+    whose toggles are parameters shows them without ``variant``: the variant is a function of
+    its toggles, and the dashboard's parameter importance would split each toggle's credit
+    with it (the variant stays a user attribute)."""
 
     def refuse(self, name: str) -> None:
         print(f"dashboard: refused {name}: the study is read-only here", file=sys.stderr)
         raise HTTPError(403, f"the study is read-only here: {name} refused")
+
+    def get_trial(self, trial_id: int) -> optuna.trial.FrozenTrial:
+        return _without_variant(self._storage.get_trial(trial_id))
+
+    def get_all_trials(
+        self, study_id: int, deepcopy: bool = True, states: Any = None
+    ) -> list[optuna.trial.FrozenTrial]:
+        trials = self._storage.get_all_trials(study_id, deepcopy=deepcopy, states=states)
+        return [_without_variant(t) for t in trials]
+
+
+def _without_variant(trial: optuna.trial.FrozenTrial) -> optuna.trial.FrozenTrial:
+    """``trial`` without its ``variant`` parameter when it has a categorical toggle besides."""
+    toggles = [
+        k
+        for k, d in trial.distributions.items()
+        if k != "variant" and isinstance(d, CategoricalDistribution)
+    ]
+    if "variant" not in trial.params or not toggles:
+        return trial
+    out = copy.copy(trial)
+    out.params = {k: v for k, v in trial.params.items() if k != "variant"}
+    out.distributions = {k: v for k, v in trial.distributions.items() if k != "variant"}
+    return out
 
 
 def experiments(results: Path) -> list[str]:
