@@ -46,7 +46,7 @@ MAP_STAGING := results/regime_map
 SCALING_STAGING := results/batch_scaling
 RESOLVED_STAGING := results/batch_resolved
 
-.PHONY: help setup test test-fast lint bench gpu-check try sweep collect figures dashboard reproduce reproduce-map reproduce-scaling reproduce-resolved slurm-up slurm-down clean distclean
+.PHONY: help setup test test-fast lint docs bench gpu-check try sweep collect figures dashboard reproduce reproduce-map reproduce-scaling reproduce-resolved slurm-up slurm-down clean distclean
 
 # variables a target's help text names, printed with their values
 HELP_VALUES := PORT
@@ -78,6 +78,9 @@ lint: setup ## ruff check + ruff format --check + the rooms' import contracts (l
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/lint-imports --no-cache  # its cache can miss a changed import
+
+docs: setup ## build the documentation site into site/ (strict: a broken link or stale reference fails)
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict --site-dir site
 
 bench: setup ## run every benchmarks/*.py
 	@for f in benchmarks/*.py; do \
