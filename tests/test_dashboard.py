@@ -20,7 +20,17 @@ from ablations.core.journal import open_journal
 
 
 def _make(*args: str) -> list[str]:
-    return ["make", "-s", "-C", str(REPO), "-o", "setup", "dashboard", *args]
+    return [
+        "make",
+        "-s",
+        "--no-print-directory",
+        "-C",
+        str(REPO),
+        "-o",
+        "setup",
+        "dashboard",
+        *args,
+    ]
 
 
 def _study(results: Path, name: str) -> Path:

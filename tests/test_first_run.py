@@ -467,7 +467,11 @@ def test_make_help_prints_every_target_with_its_real_values():
     """``make help`` lists each documented target once, and a variable its text names is printed
     with its value (``PORT=9999`` shows in the dashboard's address), never as ``$(NAME)``."""
     out = subprocess.run(
-        ["make", "help", "PORT=9999"], cwd=REPO, capture_output=True, text=True, check=True
+        ["make", "--no-print-directory", "help", "PORT=9999"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     documented = re.findall(r"^([a-zA-Z_-]+):.*## ", (REPO / "Makefile").read_text(), re.M)
     assert [line.split()[0] for line in out.splitlines()] == documented

@@ -4,6 +4,7 @@ original trial's curve from its checkpoint."""
 
 from __future__ import annotations
 
+import os
 import signal
 
 import optuna
@@ -77,11 +78,15 @@ def test_a_storage_password_reaches_no_file_no_tracker_and_no_log_line(
         },
         storage=url,
     )
-    done = python("sweep", "--file", str(file), "--local", cwd=tmp_path)
+    # the trackers' defaults: no tracking URI or W&B service from an earlier in-process test
+    # (MLflow's set_tracking_uri exports MLFLOW_TRACKING_URI, which workers rightly follow)
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "WANDB_SERVICE")}
+    done = python("sweep", "--file", str(file), "--local", cwd=tmp_path, env=env)
     assert done.returncode == 0, done.stderr[-3000:]
     assert secret not in done.stdout + done.stderr
     results = tmp_path / "results"
     files = [p for p in results.rglob("*") if p.is_file()]
-    assert any(p.name == "mlflow.db" for p in files) and any(p.suffix == ".wandb" for p in files)
+    assert any(p.name == "mlflow.db" for p in files), files
+    assert any(p.suffix == ".wandb" for p in files), files
     leaked = [str(p) for p in files if secret.encode() in p.read_bytes()]
     assert leaked == []

@@ -108,8 +108,12 @@ def _ignore_sigint() -> None:
 
 
 def _local_env(threads: int) -> dict[str, str]:
-    # Not SLURM tasks, even inside an allocation: Lightning must not see a SLURM world.
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
+    # Not SLURM tasks, even inside an allocation: Lightning must not see a SLURM world. Nor an
+    # inherited W&B service: a worker started from a process that used W&B (a notebook, a
+    # test) would talk to that process's service; each worker starts its own.
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith("SLURM_") and k != "WANDB_SERVICE"
+    }
     env["ABLATIONS_THREADS"] = str(threads)
     env["OMP_NUM_THREADS"] = str(threads)
     env.setdefault("PYTHONUNBUFFERED", "1")
