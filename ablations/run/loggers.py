@@ -56,7 +56,9 @@ def check_loggers(config: RunConfig) -> None:
 _TRIAL_KEYS = ("experiment", "trial", "variant", "stage", "seed")
 
 
-def tracker_settings(config: RunConfig, run_dir: Path) -> dict[str, Any]:
+def tracker_settings(
+    config: RunConfig, run_dir: Path, trial: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """What a tracker should know of a run, flat (dotted keys, scalar values), so that runs can
     be filtered and grouped by any of it: the resolved config (:func:`resolve`: every config
     key, the preset, where λ came from and, per param group, its λ, lr scale and every knob as
@@ -78,7 +80,7 @@ def tracker_settings(config: RunConfig, run_dir: Path) -> dict[str, Any]:
     for group in opt["groups"]:
         extra = {k: v for k, v in group.items() if k not in ("name", "knobs", "tensors")}
         out.update(_flat({**extra, **(group.get("knobs") or {})}, f"optimizer.{group['name']}."))
-    trial = read_json(run_dir / "trial.json") or {}
+    trial = _trial(run_dir) if trial is None else trial
     out.update({k: trial[k] for k in _TRIAL_KEYS if k in trial})
     out.update(_flat(trial.get("toggles") or {}, "toggle."))
     return out
@@ -112,6 +114,7 @@ def lightning_loggers(config: RunConfig, run_dir: Path, phase_index: int) -> lis
     ``<experiment>/<trial>`` in a sweep (the run directory's last two parts).
     """
     out: list[Any] = []
+    trial = _trial(run_dir)  # read once: the W&B group, MLflow store and tags, the settings
     root = run_dir / "logs"
     title = "/".join(run_dir.resolve().parts[-2:])
     for name in config.log.loggers:
@@ -127,7 +130,7 @@ def lightning_loggers(config: RunConfig, run_dir: Path, phase_index: int) -> lis
             # offline unless the user configured W&B through its own variables (then its mode);
             # a sweep's runs are grouped by experiment
             configured = any(v in os.environ for v in ("WANDB_MODE", "WANDB_API_KEY"))
-            group = (read_json(run_dir / "trial.json") or {}).get("experiment")
+            group = trial.get("experiment")
             out.append(
                 WandbLogger(
                     name=title,
@@ -138,15 +141,14 @@ def lightning_loggers(config: RunConfig, run_dir: Path, phase_index: int) -> lis
                 )
             )
         elif name == "mlflow":
-            uri, experiment = _mlflow_store(run_dir)
+            uri, experiment = _mlflow_store(run_dir, trial)
             run_name = f"{title} phase{phase_index + 1}"
-            trial = read_json(run_dir / "trial.json") or {}
             tags = {k: str(trial[k]) for k in ("experiment", "variant", "stage") if k in trial}
             out.append(
                 MLFlowLogger(experiment, run_name=run_name, tracking_uri=uri, tags=tags or None)
             )
     if out:
-        settings = tracker_settings(config, run_dir)
+        settings = tracker_settings(config, run_dir, trial)
         for logger in out:  # W&B config, MLflow params, CSV hparams.yaml
             if not isinstance(logger, TensorBoardLogger):
                 logger.log_hyperparams(settings)
@@ -162,12 +164,14 @@ def log_final(loggers: list[Any], config: RunConfig, run_dir: Path, last_val: An
     """At the end of a phase: TensorBoard's HParams (toggles as hparams, the final validation
     metrics as its metrics, ``final/<metric>``), so its table compares runs by toggle."""
     metrics = {f"final/{k}": float(last_val[k]) for k in _FINAL if last_val and k in last_val}
-    for logger in loggers:
-        if isinstance(logger, TensorBoardLogger):
-            logger.log_hyperparams(tracker_settings(config, run_dir), metrics=metrics)
+    boards = [logger for logger in loggers if isinstance(logger, TensorBoardLogger)]
+    if boards:
+        settings = tracker_settings(config, run_dir)
+        for logger in boards:
+            logger.log_hyperparams(settings, metrics=metrics)
 
 
-def _mlflow_store(run_dir: Path) -> tuple[str, str]:
+def _mlflow_store(run_dir: Path, trial: dict[str, Any]) -> tuple[str, str]:
     """MLflow's tracking URI and experiment for a run: the user's ``MLFLOW_TRACKING_URI`` if set,
     else one SQLite store for the whole sweep, ``<results>/mlflow.db`` (a run outside a sweep:
     its own ``logs/mlflow.db``; MLflow 3 refuses new file stores, hence SQLite); in a sweep the
@@ -175,7 +179,6 @@ def _mlflow_store(run_dir: Path) -> tuple[str, str]:
     experiment are created under a lock, so parallel workers never race to create either."""
     from mlflow import MlflowClient  # noqa: PLC0415 (optional: the trackers extra)
 
-    trial = read_json(run_dir / "trial.json") or {}
     experiment = trial.get("experiment", _PROJECT)
     folder = run_dir.resolve().parent.parent if "experiment" in trial else run_dir / "logs"
     folder.mkdir(parents=True, exist_ok=True)
@@ -206,3 +209,8 @@ def _version(folder: Path, base: str) -> str:
         n += 1
         version = f"{base}.{n}"
     return version
+
+
+def _trial(run_dir: Path) -> dict[str, Any]:
+    """The sweep trial a run directory belongs to (``trial.json``); empty for a lone run."""
+    return read_json(run_dir / "trial.json") or {}
