@@ -106,8 +106,9 @@ def test_make_sweep_on_a_fresh_clone_trains_and_modifies_no_tracked_file(fresh_c
     assert sorted(train["variant"].astype(str).unique()) == ["clip", "none"]
     for _, steps in train.groupby("trial")["step"]:
         assert sorted(steps) == list(range(1, 13))  # it trained, every step
-    # progress: the running trials with their steps, then everything done
-    assert re.search(r"first: 0/2 done, 2 running \[#0 \d+/12, #1 \d+/12\]", out.stdout), out.stdout
+    # progress: a running trial with its step, then everything done (whether both trials are
+    # ever seen running at once depends on the machine's load: 12 steps are short)
+    assert re.search(r"first: [01]/2 done, [12] running \[#[01] \d+/12", out.stdout), out.stdout
     assert "first: 2/2 done" in out.stdout
     # nothing tracked changed; the committed reproduction is byte for byte what it was
     assert _tracked_changes(clone) == []

@@ -260,3 +260,86 @@ def test_the_claim_table_gathers_every_studys_verdicts_once():
         < ids.index("H5.a.lr6e-3")
         < ids.index("scaling.apex_vs_adamw")
     )
+
+
+def _scaling_study(b_noise: dict[str, float], spread: float) -> object:
+    """A synthetic batch-scaling study: per optimizer and batch three seed runs whose steps to
+    6.2 are S_min (1 + B_noise/B) times (1 - spread, 1, 1 + spread) (seed order flipped for the
+    second optimizer, so pairing cannot cancel the spread): the seed means lie on the model."""
+    from ablations.studies import scaling
+
+    rows = []
+    for k, (opt, bn) in enumerate(b_noise.items()):
+        for batch in (16, 32, 64, 128, 256):
+            s = 100.0 * (1 + bn / batch)
+            for seed, f in enumerate((1 - spread, 1.0, 1 + spread)[:: 1 - 2 * k]):
+                rows.append(
+                    {"optimizer": opt, scaling.BATCH: batch, "seed": seed, "phases.0.lr": 0.01,
+                     "steps_to_6.2": s * f, "best_val_mlm_loss": 6.1}
+                )  # fmt: skip
+    seeds = pd.DataFrame(rows)
+    return scaling.Study(seeds=seeds, tuning=seeds, curves=pd.DataFrame(), targets=(6.2,))
+
+
+SEEDED = {
+    # B_noise per optimizer, relative spread of the seeds, answer
+    "precise_supported": ({"nvlamb": 100.0, "adamw": 50.0}, 0.02, A.SUPPORTED),
+    "precise_refuted": ({"nvlamb": 30.0, "adamw": 60.0}, 0.02, A.REFUTED),
+    "noisy_unresolved": ({"nvlamb": 100.0, "adamw": 50.0}, 0.45, A.UNRESOLVED),
+}
+
+
+@pytest.mark.parametrize("case", list(SEEDED.values()), ids=list(SEEDED))
+def test_the_scaling_ordering_needs_seeds_that_resolve_it(case):
+    """Every reading orders the pair alike (the seed means lie on the model), so the answer is
+    set by the paired bootstrap interval of the B_noise difference: it excludes 0 when the seeds
+    agree, and holds it when they spread by ±45%."""
+    from ablations.studies import scaling_verdicts
+
+    b_noise, spread, answer = case
+    study = _scaling_study(b_noise, spread)
+    (got,) = scaling_verdicts.verdicts(study)
+    assert got.answer == answer, got.evidence
+    est, low, high = scaling_verdicts.paired_difference(study, ("nvlamb", "adamw"), 6.2)
+    assert est == pytest.approx(b_noise["nvlamb"] - b_noise["adamw"], rel=1e-9)
+    assert (low > 0 or high < 0) == (answer != A.UNRESOLVED)
+    assert f"absolute {est:+.1f} [{low:+.1f}, {high:+.1f}]" in got.evidence
+    if answer == A.UNRESOLVED:
+        assert got.extend == "more seeds at each batch's best lr"
+
+
+def test_the_resolved_batch_scaling_verdicts_from_the_committed_study():
+    """``reproduction/batch_resolved``: apex's B_noise exceeds AdamW's under every reading and
+    the paired interval of the difference excludes 0 (supported); nvlamb's ordering against
+    AdamW flips when batch 128 is dropped (depends on the fit); AdamW reaching 6.2 at no seed
+    at batch 256 is stated. The paired estimates equal an independent fit (scipy) on the
+    common batches' seed means."""
+    from scipy.optimize import least_squares
+
+    from ablations.studies import scaling, scaling_verdicts
+
+    study = scaling.load("reproduction/batch_resolved", "resolved_")
+    name = scaling_verdicts.verdict_name("resolved_")
+    got = {x.id: x for x in scaling_verdicts.verdicts(study, name=name)}
+    assert {k: x.answer for k, x in got.items()} == {
+        "scaling_resolved.nvlamb_vs_adamw": A.DEPENDS_ON_FIT,
+        "scaling_resolved.apex_vs_adamw": A.SUPPORTED,
+    }
+    for x in got.values():
+        assert "adamw misses 6.2 at batch 256 (0/3 seeds" in x.evidence
+    steps = "steps_to_6.2"
+    means = {}
+    for opt in ("apex", "adamw"):
+        seeds = study.seeds[study.seeds["optimizer"] == opt]
+        ok = seeds.groupby(scaling.BATCH)[steps].apply(lambda s: bool(s.notna().all()))
+        means[opt] = seeds.groupby(scaling.BATCH)[steps].mean()[ok]
+    common = means["apex"].index.intersection(means["adamw"].index)
+
+    def b_noise(mean: pd.Series) -> float:
+        b, s = common.to_numpy(dtype=float), mean[common].to_numpy(dtype=float)
+        fit = least_squares(lambda p: s - p[0] - p[1] / b, x0=[s.min(), 1.0])
+        return fit.x[1] / fit.x[0]
+
+    est, low, high = scaling_verdicts.paired_difference(study, ("apex", "adamw"), 6.2)
+    assert est == pytest.approx(b_noise(means["apex"]) - b_noise(means["adamw"]), rel=1e-6)
+    assert 0 < low < est < high

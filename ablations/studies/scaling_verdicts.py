@@ -14,8 +14,11 @@ larger first (a larger B_noise keeps scaling further). The ordering is computed 
 Verdict (:func:`ablations.analysis.verdicts.ordering`): ``depends on the fit`` when these
 orderings disagree. ``censored`` first, when the best tuning point of either optimizer at some
 batch is the largest or smallest lr tried there: that batch's steps are an upper bound, not its
-tuned value, so no ordering built on it is stated. All on the seed runs' mean steps to the fit
-table's target (the lowest loss by default); a batch where a seed missed it is left out.
+tuned value, so no ordering built on it is stated. ``unresolved`` when every reading agrees but
+the seeds do not: the paired bootstrap interval (:func:`paired_difference`, 95%) of
+B_noise(LAMB) − B_noise(AdamW) under the absolute or the relative fit holds 0. All on the seed
+runs' mean steps to the fit table's target (the lowest loss by default); a batch where a seed
+missed it is left out of that optimizer's fits, and the evidence says so.
 """
 
 from __future__ import annotations
@@ -82,6 +85,92 @@ def fits(study: Study, optimizers: Sequence[str], target: float) -> dict[str, di
     return {k: v for k, v in out.items() if all(np.isfinite(x) for x in v.values())}
 
 
+def _seed_steps(study: Study, optimizer: str, target: float) -> dict[int, pd.Series]:
+    """Batch -> the seed runs' steps to ``target`` indexed by seed, for batches where every
+    seed reached it."""
+    g = study.seeds[study.seeds["optimizer"] == optimizer]
+    column = target_column("steps", target)
+    out = {}
+    for batch, runs in g.groupby(BATCH, sort=True):
+        steps = runs.set_index("seed")[column].astype(float).sort_index()
+        if steps.notna().all():
+            out[int(batch)] = steps
+    return out
+
+
+def paired_difference(
+    study: Study,
+    optimizers: tuple[str, str],
+    target: float,
+    relative: bool = False,
+    draws: int = 2000,
+    seed: int = 0,
+    confidence: float = 0.95,
+) -> tuple[float, float, float]:
+    """B_noise(a) − B_noise(b) for ``optimizers = (a, b)`` under the absolute (or the
+    ``relative``) fit, on the batches both reached with every seed, with a percentile interval.
+
+    Each draw resamples every batch's seed runs with replacement, *jointly*: where both
+    optimizers ran the same seeds at a batch (the harness's seeds fix data order, masking and
+    initialization, so seed k of one is the paired twin of seed k of the other) a draw takes the
+    same seeds for both; elsewhere each optimizer's seeds are drawn on their own. Returns
+    (estimate, low, high); NaN when fewer than two common batches."""
+    target_steps = {o: _seed_steps(study, o, target) for o in optimizers}
+    a, b = (target_steps[o] for o in optimizers)
+    common = sorted(set(a) & set(b))
+    if len(common) < 2:
+        return math.nan, math.nan, math.nan
+    batches = np.array(common, dtype=float)
+
+    def b_noise(steps: np.ndarray) -> float:
+        return relative_fit_b_noise(batches, steps) if relative else fit(batches, steps).b_noise
+
+    def difference(pick_a: list[np.ndarray], pick_b: list[np.ndarray]) -> float:
+        means_a = np.array([a[B].to_numpy()[i].mean() for B, i in zip(common, pick_a, strict=True)])
+        means_b = np.array([b[B].to_numpy()[i].mean() for B, i in zip(common, pick_b, strict=True)])
+        return b_noise(means_a) - b_noise(means_b)
+
+    every = [np.arange(len(a[B])) for B in common]
+    estimate = difference(every, [np.arange(len(b[B])) for B in common])
+    rng = np.random.default_rng(seed)
+    samples = []
+    for _ in range(draws):
+        pick_a = [rng.integers(0, len(a[B]), len(a[B])) for B in common]
+        pick_b = [
+            i if a[B].index.equals(b[B].index) else rng.integers(0, len(b[B]), len(b[B]))
+            for B, i in zip(common, pick_a, strict=True)
+        ]
+        samples.append(difference(pick_a, pick_b))
+    values = np.array(samples)
+    values = values[np.isfinite(values)]
+    if not len(values):
+        return estimate, math.nan, math.nan
+    alpha = (1 - confidence) / 2
+    low, high = np.quantile(values, [alpha, 1 - alpha])
+    return estimate, float(low), float(high)
+
+
+def unreached(study: Study, optimizer: str, target: float) -> list[str]:
+    """``<optimizer> misses <target> at batch B (k/n seeds reach it; lowest loss L)`` for every
+    batch left out of its fits because a seed run did not reach ``target``."""
+    g = study.seeds[study.seeds["optimizer"] == optimizer]
+    column = target_column("steps", target)
+    out = []
+    for batch, runs in g.groupby(BATCH, sort=True):
+        reached = int(runs[column].notna().sum())
+        if reached < len(runs):
+            out.append(
+                f"{optimizer} misses {target:g} at batch {int(batch)} ({reached}/{len(runs)} "
+                f"seeds reach it; lowest loss {runs['best_val_mlm_loss'].mean():.3f}): "
+                "left out of its fits"
+            )
+    return out
+
+
+def _signed(estimate: float, low: float, high: float) -> str:
+    return f"{estimate:+.1f} [{low:+.1f}, {high:+.1f}]"
+
+
 def edge_points(study: Study) -> list[str]:
     """``optimizer at batch B: lr X is the largest (smallest) tried`` for every (optimizer,
     batch) whose seed runs use the largest or smallest lr of its tuning points."""
@@ -121,6 +210,8 @@ def verdicts(study: Study, target: float | None = None, name: str = "scaling") -
         claim = f"{lamb} keeps linear scaling to a larger batch than {adam} (You et al. 2019)"
         v = ordering(id, claim, fits(study, (lamb, adam), target), [lamb, adam])
         mine = [e for e in edges if e.startswith((f"{lamb} ", f"{adam} "))]
+        if not mine:
+            v = _with_seeds(study, v, (lamb, adam), target)
         if mine:
             v = Verdict(
                 id,
@@ -131,6 +222,30 @@ def verdicts(study: Study, target: float | None = None, name: str = "scaling") -
             )
         out.append(v)
     return out
+
+
+def _with_seeds(study: Study, v: Verdict, pair: tuple[str, str], target: float) -> Verdict:
+    """``v`` (an ordering of ``pair``) with the paired intervals of the B_noise difference in
+    its evidence and the batches left out of a fit; ``unresolved`` where the readings agree
+    but an interval holds 0."""
+    intervals = {
+        name: paired_difference(study, pair, target, relative=name == "relative")
+        for name in ("absolute", "relative")
+    }
+    shown = ", ".join(f"{name} {_signed(*iv)}" for name, iv in intervals.items())
+    notes = [f"paired B_noise({pair[0]}) − B_noise({pair[1]}), 95%: {shown}"]
+    notes += [line for o in pair for line in unreached(study, o, target)]
+    evidence = f"{v.evidence}; {'; '.join(notes)}"
+    holds_zero = [n for n, (_, lo, hi) in intervals.items() if not (lo > 0 or hi < 0)]
+    if v.answer in (Answer.SUPPORTED, Answer.REFUTED) and holds_zero:
+        return Verdict(
+            v.id,
+            v.claim,
+            Answer.UNRESOLVED,
+            f"{evidence}; the seeds do not resolve the {' and '.join(holds_zero)} difference",
+            extend="more seeds at each batch's best lr",
+        )
+    return Verdict(v.id, v.claim, v.answer, evidence, v.mde, v.extend)
 
 
 def verdict_table(study: Study, target: float | None = None, name: str = "scaling") -> pd.DataFrame:
