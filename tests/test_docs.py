@@ -123,13 +123,22 @@ def test_the_api_reference_has_the_public_symbols(site):
 
 
 @pytest.mark.slow
-def test_the_results_pages_show_the_readme_sections_and_their_figures(site):
+def test_the_results_pages_show_their_tables_and_every_figure_they_link(site):
+    """The study pages hold their generated tables and figures (committed beside the tables in
+    ``reproduction/``, outside ``docs/``): every image a page shows is in the site; the claim
+    table is the README's section."""
     claims = (site / "results/claims/index.html").read_text()
-    assert "<table>" in claims
+    assert "<table>" in claims and "scaling_resolved.apex_vs_adamw" in claims
+    shown = 0
+    for page in ("nvlamb-cpu", "regime-map", "batch-scaling", "batch-resolved"):
+        html = (site / "results" / page / "index.html").read_text()
+        assert "<table>" in html, page
+        for src in re.findall(r'<img [^>]*src="([^"]+)"', html):
+            assert (site / "results" / page / src).resolve().is_file(), (page, src)
+            shown += 1
+    assert shown >= 10
     regime = (site / "results/regime-map/index.html").read_text()
     assert 'src="../../repo/reproduction/regime_map/figures/' in regime
-    figures = list((site / "repo/reproduction").rglob("*.png"))
-    assert figures
 
 
 def _hook():
@@ -157,3 +166,26 @@ def test_a_stale_directive_fails_the_build():
         hook.on_page_markdown(
             "<!-- gen: reference ablations.config:MODEL_SIZES -->", _Page, None, None
         )
+
+
+class _ReferencePage:
+    class file:  # noqa: N801 (the shape of mkdocs' Page.file)
+        src_uri = "reference/run-config.md"
+
+
+@pytest.mark.parametrize("root", ["ablations.config.run:RunConfig", "ablations.sweep.spec:Sweep"])
+def test_every_key_of_the_reference_has_a_description(root):
+    """Every key of the run config and of the sweep file has a description (a ``#:`` comment
+    block above its field, or a trailing comment): a key added without one fails here, without
+    building the site."""
+    table = _hook().GENERATORS["reference"](root, _ReferencePage)
+    section, missing, rows = "", [], 0
+    for line in table.splitlines():
+        if line.startswith("## "):
+            section = line.split("{#")[0].removeprefix("## ").strip()
+        elif line.startswith("| `"):
+            rows += 1
+            if line.rstrip().endswith("| – |"):
+                missing.append(f"{section}: {line.split('|')[1].strip()}")
+    assert rows >= 20, table
+    assert not missing, "keys without a description:\n" + "\n".join(missing)

@@ -35,9 +35,18 @@ MODEL_SIZES: dict[str, dict[str, int]] = {
 class ModelConfig:
     """BERT for pretraining, built from ``transformers`` modules (no weights downloaded)."""
 
+    #: The network's shape, a name of :data:`MODEL_SIZES` (hidden size, layers, heads,
+    #: intermediate size): ``tiny`` to ``medium`` are CPU-friendly, ``base`` and ``large`` are
+    #: BERT's. The vocabulary size comes from the data, not from here.
     size: str = "tiny"
+    #: Dropout probability of the hidden states and of the attention probabilities (BERT's
+    #: ``hidden_dropout_prob`` and ``attention_probs_dropout_prob``; 0.1 is BERT's).
     dropout: float = 0.1
+    #: Standard deviation of the normal initialization of every linear and embedding weight
+    #: (biases start at 0, LayerNorm at (1, 0)); 0.02 is BERT's.
     initializer_range: float = 0.02
+    #: Rows of the learned position-embedding table: the longest ``seq_len`` any phase may use
+    #: (checked); 512 is BERT's.
     max_position_embeddings: int = 512
 
     def __post_init__(self) -> None:
@@ -55,17 +64,57 @@ class DataConfig:
     vocabulary of ``vocab_size`` is trained on the corpus (cached by content hash).
     """
 
+    #: Where the examples come from: ``embedded`` (the English corpus built from the installed
+    #: packages' documentation, offline), a UTF-8 text file or a folder of ``*.txt`` files
+    #: (one paragraph per line, documents separated by blank lines), or, with
+    #: ``format: hdf5``, an NVIDIA ``.hdf5`` shard or folder of shards. A phase's
+    #: ``data_source`` replaces it for that phase.
     source: str = "embedded"
+    #: ``text``: examples are built from ``source`` here (tokenized, paired, masked; cached under
+    #: ``cache_dir``). ``hdf5``: NVIDIA's pretraining shards, read as they are (already masked:
+    #: ``vocab_size``, ``masked_lm_prob``, ``short_seq_prob``, ``dupe_factor`` and ``seed`` do
+    #: not apply); their sequence length and predictions must equal the phase's ``seq_len`` and
+    #: ``max_predictions``.
     format: Literal["text", "hdf5"] = "text"
+    #: A BERT ``vocab.txt`` (``[PAD]`` at id 0, with ``[UNK]``, ``[CLS]``, ``[SEP]``,
+    #: ``[MASK]``). Text: the corpus is tokenized with it instead of a trained vocabulary.
+    #: Shards: the vocabulary size (checked against the shards' token ids). None: a WordPiece
+    #: vocabulary of ``vocab_size`` trained on the corpus (text), or the shards' largest token
+    #: id + 1 rounded up to a multiple of 8 (hdf5). A phase's ``vocab_file`` replaces it for
+    #: that phase.
     vocab_file: str | None = None
+    #: Size of the WordPiece vocabulary trained on the corpus (special tokens included; the
+    #: model's embedding has a row per token): only with ``format: text`` and no ``vocab_file``.
     vocab_size: int = 4096
+    #: Lower-case and strip accents before WordPiece (BERT's uncased models); must match a
+    #: given ``vocab_file``. Text only (shards are tokenized already).
     lower_case: bool = True
+    #: Fraction of an example's tokens to mask (rounded; at least one, at most the phase's
+    #: ``max_predictions``); each becomes ``[MASK]`` with probability 0.8, a random token with
+    #: 0.1 and stays with 0.1. 0.15 is BERT's and NVIDIA's. Text only.
     masked_lm_prob: float = 0.15
+    #: Probability that an example's target length is drawn uniformly from [2, ``seq_len`` - 3]
+    #: instead of ``seq_len`` - 3 (google-research/bert ``create_pretraining_data.py``'s default
+    #: 0.1). Text only.
     short_seq_prob: float = 0.1
+    #: Passes over the training documents, each with its own sentence pairing and masking (more,
+    #: different examples of the same text); the validation split always gets one. Text only.
     dupe_factor: int = 1
+    #: Held out for validation. Text: this fraction of the documents (seeded by ``seed``; at
+    #: least one on each side). Shards: a ``validation/`` subfolder of ``source`` if there is
+    #: one, else this last fraction of the examples in sorted shard order. 0: nothing held out
+    #: (no validation, but from such a subfolder).
     val_fraction: float = 0.02
+    #: Seed of building the examples (the train/validation split of the documents, the sentence
+    #: pairs, the masks). Text only; the training order and the model come from the run's
+    #: ``seed``.
     seed: int = 12345
+    #: Folder of the built data: the embedded corpus, trained vocabularies, examples (as NVIDIA
+    #: shards) and shard statistics, each keyed by its inputs, so runs with the same settings
+    #: share them. A relative path is from the working directory.
     cache_dir: str = ".cache/ablations"
+    #: ``DataLoader`` worker processes per device for the training and validation batches; 0:
+    #: loaded in the training process.
     num_workers: int = 0
 
     def __post_init__(self) -> None:
@@ -84,18 +133,39 @@ class PhaseConfig:
     of degree ``decay_power``; ``schedule="start"`` is NVIDIA's PolyWarmUpScheduler.
     """
 
+    #: Optimizer steps (applied updates) of this phase, the length of its LR schedule; fp16
+    #: steps the loss scaler skips do not count. NVIDIA: 7038, then 1563.
     steps: int = 100
+    #: Examples per optimizer step, over every device and node: ``micro_batch`` x gradient
+    #: accumulation x ``devices`` x ``num_nodes`` (a multiple of ``micro_batch`` x ``devices``
+    #: x ``num_nodes``). NVIDIA: 65536, then 32768.
     global_batch: int = 32
+    #: Examples per forward and backward pass on one device (also the validation batch): a
+    #: memory setting, the examples of each optimizer step do not depend on it.
     micro_batch: int = 32
+    #: Tokens per example, ``[CLS]`` and both ``[SEP]`` included; at most
+    #: ``model.max_position_embeddings``. NVIDIA: 128, then 512.
     seq_len: int = 64
+    #: Masked positions per example at most (the width of ``masked_lm_positions``).
+    #: NVIDIA: 20, then 80.
     max_predictions: int = 10
+    #: Base learning rate, the schedule's peak at the end of warmup (the optimizer's lr; each
+    #: parameter group's ``lr_scale`` multiplies it). 6e-3 is NVIDIA's phase 1 (phase 2: 4e-3).
     lr: float = 6e-3
+    #: Linear warmup from 0, as a fraction of ``steps`` (NVIDIA's ``warmup_proportion``).
+    #: 0.2843 is NVIDIA's phase 1 (phase 2: 0.128).
     warmup: float = 0.2843
+    #: Exponent of the polynomial decay to 0 after warmup (NVIDIA's ``degree``): 0.5 is
+    #: NVIDIA's, 1 linear (Google BERT, Hugging Face), 0 constant.
     decay_power: float = 0.5
+    #: Where the decay is measured from: ``start``: step 0, so the lr drops at the end of
+    #: warmup (NVIDIA's ``PolyWarmUpScheduler``); ``warmup``: the end of warmup, continuous
+    #: (Hugging Face's ``get_polynomial_decay_schedule_with_warmup``).
     schedule: Literal["start", "warmup"] = "start"
     #: This phase's own data, over ``data.source`` / ``data.vocab_file`` (NVIDIA's phases read
     #: different shard folders: sequence 128 / 20 predictions, then 512 / 80); None: ``data``'s.
     data_source: str | None = None
+    #: This phase's own ``vocab.txt``, over ``data.vocab_file``; None: ``data``'s.
     vocab_file: str | None = None
 
     def __post_init__(self) -> None:
@@ -202,7 +272,10 @@ class GroupOverrides:
     LayerNorm only. Stage 1's global gradient norm G and the trust ratios still span every group.
     """
 
+    #: Knob overrides and ``lr_scale`` of the decayed group: every tensor but the biases and
+    #: LayerNorm.
     decay: Mapping[str, Any] = field(default_factory=dict)
+    #: Knob overrides and ``lr_scale`` of the biases and LayerNorm (λ = 0).
     no_decay: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -238,6 +311,9 @@ class OptimizerConfig:
 
     #: None only with ``factory``, which sets it so: the run's config names what it trained.
     preset: str | None = "nvlamb"
+    #: Knob values over the preset's, for every parameter group (``prenorm: none``,
+    #: ``bias_correction: false``); any ``lamb_variants`` knob but ``lr`` (the phases') and
+    #: ``weight_decay`` (``optimizer.weight_decay``). ``groups`` override these per group.
     overrides: Mapping[str, Any] = field(default_factory=dict)
     #: λ of the decayed parameter group; None: the preset's upstream default (with a
     #: ``factory``: NVIDIA's BERT λ, :data:`FACTORY_WEIGHT_DECAY`).
@@ -302,6 +378,8 @@ class LogConfig:
 
     layer_every: int = 50  # per-layer trust ratios every N optimizer steps
     val_every: int = 100  # validation loss every M optimizer steps (and at the end)
+    #: Validation batches (of ``micro_batch`` examples, split over the devices) evaluated at
+    #: each validation, the first ones of the validation split each time; 0: no validation.
     val_batches: int = 8
     #: On accelerators, per-step metrics stay on the device and are read (one host sync) every
     #: this many optimizer steps, before each checkpoint and at validation; on CPU every step.
@@ -341,14 +419,30 @@ class LogConfig:
 class RunConfig:
     """Everything one training run needs; written to ``<run_dir>/config.yaml``."""
 
+    #: The network: BERT's size, dropout and initialization.
     model: ModelConfig = field(default_factory=ModelConfig)
+    #: The examples: corpus or shards, vocabulary, masking, validation split, caches.
     data: DataConfig = field(default_factory=DataConfig)
+    #: The ``lamb_variants`` preset (or your own optimizer), its knob overrides and λ.
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    #: The pretraining phases, run in order (NVIDIA: two); phase 2 starts from phase 1's end
+    #: with a restarted step count and schedule (``optimizer.phase2``).
     phases: tuple[PhaseConfig, ...] = (PhaseConfig(),)
+    #: Lightning's precision: ``32`` (fp32), ``bf16-mixed`` (bf16 autocast) or ``16-mixed``
+    #: (fp16 autocast with a dynamic loss scale; steps with non-finite gradients are skipped).
     precision: Literal["32", "bf16-mixed", "16-mixed"] = "32"
+    #: Lightning's accelerator: ``cpu``, ``gpu`` (CUDA) or ``auto`` (a GPU if there is one).
     accelerator: Literal["cpu", "gpu", "auto"] = "cpu"
+    #: Devices per node, one process each; more than one in all (``devices`` x ``num_nodes``)
+    #: trains with DDP, each step's ``global_batch`` split over them. A sweep's
+    #: ``slurm.tasks_per_node`` must equal it (a local sweep runs one device only).
     devices: int = 1
+    #: Nodes of the run (Lightning's ``num_nodes``; a sweep's ``slurm.nodes`` must equal it);
+    #: the world size is ``devices`` x ``num_nodes``.
     num_nodes: int = 1
+    #: The run's seed: weight initialization, dropout and the order of the training examples
+    #: (the examples themselves come from ``data.seed``). A sweep sets it for each trial from
+    #: the experiment's ``seeds``.
     seed: int = 0
     #: Diverged: a non-finite loss, or a loss above this multiple of the first step's loss.
     divergence_factor: float = 3.0
@@ -357,6 +451,7 @@ class RunConfig:
     stop_at: float | None = None
     #: ``last.ckpt`` of the current phase every this many optimizer steps (resume point).
     checkpoint_every: int = 100
+    #: What the run records (curves, validation, trust ratios, loggers) and shows while it runs.
     log: LogConfig = field(default_factory=LogConfig)
 
     def __post_init__(self) -> None:

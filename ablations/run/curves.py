@@ -147,7 +147,8 @@ def numerics() -> dict[str, Any]:
     model and the kernels torch dispatches to on it (its vector capability), the threads (sums
     split over threads add in another order), the BLAS/oneDNN versions and, on a GPU, the
     device and cuDNN. Near a stability edge one ulp of difference grows into a different run,
-    so a run is reproduced exactly only where these agree (README, "Preemption and failures")."""
+    so a run is reproduced exactly only where these agree (docs/guide/run.md, "What reproduces
+    where")."""
     dnn = re.search(r"(?:oneDNN|MKL-DNN)\D*v?([\d.]+)", torch.__config__.show())
     out: dict[str, Any] = {
         "cpu": _cpu_model(),

@@ -8,7 +8,8 @@ It is idempotent: running ``make sweep`` again continues a sweep, whatever stopp
 Where ``sbatch`` exists, :mod:`ablations.sweep.slurm` submits one job array of workers per
 experiment plus a dependent collect job. Elsewhere :func:`run_local` starts the workers as local
 processes (``local.workers``), shows the progress (:mod:`ablations.sweep.progress`), and
-restarts a worker that dies while work is left (at most ``local.workers`` times in all).
+restarts a worker that dies while work is left (:class:`Restarts`: after a backoff, until a
+crash loop).
 """
 
 from __future__ import annotations

@@ -40,17 +40,33 @@ class SlurmConfig:
     checkpoints its trial, hands it back to the study and requeues itself.
     """
 
+    #: ``--partition`` of the worker and collect jobs; None: the cluster's default.
     partition: str | None = None
+    #: ``--account`` of the worker and collect jobs; None: your default account.
     account: str | None = None
+    #: ``--qos`` of the worker and collect jobs; None: the default QOS.
     qos: str | None = None
+    #: ``--nodes`` of each worker: the nodes one trial trains on (= the workload's
+    #: ``num_nodes``).
     nodes: int = 1
+    #: ``--ntasks-per-node``: one task per device (= the workload's ``devices``).
     tasks_per_node: int = 1
+    #: ``--gpus-per-node``; 0: none requested (a CPU workload).
     gpus_per_node: int = 0
+    #: ``--cpus-per-task``; also each task's CPU threads (``torch.set_num_threads``,
+    #: ``OMP_NUM_THREADS``).
     cpus_per_task: int = 1
+    #: ``--mem``: memory per node, a number with an optional K, M, G or T suffix.
     mem: str = "4G"
+    #: ``--time``: the limit of each worker job (SLURM's format), which runs trial after trial
+    #: until no work is left or the limit nears (``signal_seconds``).
     time: str = "01:00:00"
+    #: Workers of the job array (``--array=0-N``), each running one trial at a time.
     array_size: int = 1
+    #: Workers running at once (``--array=...%P``); None: as many as SLURM allows.
     parallelism: int | None = None
+    #: Seconds before ``time`` at which SLURM sends USR1 (``--signal=USR1@N``): enough for a
+    #: worker to checkpoint its trial, hand it back and requeue itself.
     signal_seconds: int = 120
     #: Times the collect job resubmits workers while trials are left (a killed array).
     max_resubmits: int = 2
@@ -108,9 +124,13 @@ def time_seconds(text: str) -> int:
 class Range:
     """A tuned hyperparameter: ``low``..``high`` (``log`` scale), or ``values`` for a grid."""
 
+    #: Lower end of the range (``qmc``, ``random`` and ``tpe``; not with ``grid``).
     low: float | None = None
+    #: Upper end of the range, above ``low``.
     high: float | None = None
+    #: Draw uniformly in log space (e.g. learning rates); ``low`` must then be > 0.
     log: bool = False
+    #: The values to try, for ``search.method: grid`` only (instead of ``low`` and ``high``).
     values: tuple[Any, ...] | None = None
 
 
@@ -125,8 +145,13 @@ class SearchConfig:
     finished trials only).
     """
 
+    #: How the points are chosen (see above).
     method: Literal["qmc", "random", "grid", "tpe"] = "qmc"
+    #: Tuning trials per variant (pruned ones count); 1 when nothing is tuned. With ``grid``:
+    #: the grid's size (or 1, meaning the same).
     budget: int = 1
+    #: Seed of the points: the Halton scrambling (``qmc``), the uniform draws (``random``), or
+    #: TPE's sampler (``tpe``); not the runs' seeds.
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -141,9 +166,16 @@ class PrunerConfig:
     variants' included: for a comparison that is strictly per variant, leave it off (the
     default, as AlgoPerf, DeepOBS and Crowded Valley do)."""
 
+    #: ``none``; ``median``: Optuna's ``MedianPruner`` (stop a trial whose objective is worse
+    #: than the median of the trials at the same step); ``hyperband``: Optuna's
+    #: ``HyperbandPruner``.
     type: Literal["none", "median", "hyperband"] = "none"
+    #: ``median``: no pruning until this many trials of the experiment have finished.
     n_startup_trials: int = 4
+    #: ``median``: no pruning of a trial before this optimizer step.
     n_warmup_steps: int = 0
+    #: ``hyperband``: optimizer steps a trial runs before it may first be stopped (its first
+    #: rung).
     min_resource: int = 1
 
 
@@ -153,7 +185,11 @@ class Variants:
     every named variant at every grid point (``no_prenorm,preset=apex,lr=0.003``), e.g. a few
     interventions each swept over the learning rate."""
 
+    #: Run-config path -> the values to try (``optimizer.preset: [apex, nvlamb]``): one variant
+    #: per combination, named after it (``preset=apex,lr=0.003``).
     grid: Mapping[str, tuple[Any, ...]] | None = None
+    #: Variant name -> the run-config paths it sets and their values (``{}``: the workload as
+    #: it is).
     named: Mapping[str, Mapping[str, Any]] | None = None
 
 
@@ -174,12 +210,25 @@ class ExtendConfig:
     ``best_seeds``, a curve whose optimum is settled gets that many seeds at its best value.
     """
 
+    #: The ``variants.grid`` path extended: its values must be numbers > 0.
     axis: str
+    #: Ratio of each added value to its neighbour at the end (× above the largest, ÷ below
+    #: the smallest).
     factor: float
+    #: Values added beyond each end of a curve at most.
     max_steps: int = 3
+    #: What each curve is extended to bracket: ``optimum``, its best value (while that is at
+    #: an end); ``failure``, the value from which seeds diverge or fail to train (upward while
+    #: none fails, downward while the smallest does); or both.
     bracket: tuple[Literal["optimum", "failure"], ...] = ("optimum",)
+    #: The named variant every other one is compared with, pairwise at each grid point; set
+    #: together with ``half_width`` and ``max_seeds``.
     against: str | None = None
+    #: Target half-width of the 95% interval of a paired difference, in the units of the
+    #: ranked objective (a loss, or steps under ``rank: first_target``): a wider pair gets one
+    #: more seed on both sides.
     half_width: float | None = None
+    #: Seeds per variant at most when seeds are added for ``against`` (more than ``seeds``).
     max_seeds: int | None = None
     #: Seeds of each curve's best value once its optimum is bracketed (or its end's budget
     #: spent): the rest of the curve keeps ``seeds``. None: every value keeps ``seeds``.
@@ -211,8 +260,12 @@ class ExtendConfig:
 class Experiment:
     """One study: variants of a workload, an equal tuning budget each, seeds."""
 
+    #: The run config every trial starts from, as plain data (a run config file's keys;
+    #: defaults fill the rest). Its ``seed`` is set per trial.
     workload: Mapping[str, Any]
+    #: What is compared: the variants' settings over the workload, by run-config path.
     variants: Variants
+    #: What the experiment does, in a sentence (shown with its results).
     description: str = ""
     #: The published claim this experiment tests (shown next to our result).
     claim: str = ""
@@ -220,9 +273,18 @@ class Experiment:
     default: bool = True
     #: Shortcut for ``workload.optimizer.preset``.
     preset: str | None = None
+    #: Run-config path -> the range it is tuned over, for every variant (``phases.0.lr``);
+    #: a path may not also be set by ``variants``. Empty: no tuning.
     tune: Mapping[str, Range] = field(default_factory=dict)
+    #: How the ``tune`` points are chosen and how many per variant.
     search: SearchConfig = field(default_factory=SearchConfig)
+    #: Runs per variant at its best tuning point (seeds 1 .. ``seeds``; the tuning trials use
+    #: seed 0); without ``tune``, the variant's runs (seeds 0 .. ``seeds`` - 1).
     seeds: int = 3
+    #: The validation metric, lower being better, that ranks the trials (under ``rank:
+    #: first_target``, by the step at which it reaches the target) and that the pruner reads:
+    #: ``val/mlm_loss`` (masked-LM cross-entropy) or ``val/loss`` (plus the next-sentence
+    #: loss). A run that diverged or never validated ranks last.
     objective: str = "val/mlm_loss"
     #: Target values of the objective, declared before the runs: ``runs.parquet`` gets, per
     #: run, the first step and the samples at which its validation ``objective`` reaches each
@@ -239,7 +301,9 @@ class Experiment:
     #: a finished tuning run of its variant did stops there (pruned, "outpaced"): it can no
     #: longer rank first, so the best point is the same at a fraction of the cost.
     rank: Literal["final", "first_target"] = "final"
+    #: Early stopping of unpromising tuning trials; off by default.
     pruner: PrunerConfig = field(default_factory=PrunerConfig)
+    #: This experiment's SLURM jobs: its keys override the top-level ``slurm`` block's.
     slurm: SlurmConfig = field(default_factory=SlurmConfig)
     #: Points added beyond the grid's edges and seeds added to wide comparisons, from finished
     #: trials (:class:`ExtendConfig`); None: the design as written.

@@ -27,7 +27,11 @@ from ablations.sweep.plan import Plan, resolve_experiment
 class LocalConfig:
     """Workers as local processes, where ``sbatch`` does not exist."""
 
+    #: Worker processes started on this machine, each running one trial at a time of the
+    #: experiments being run; one that dies while work is left is restarted.
     workers: int = 2
+    #: CPU threads of each worker (``torch.set_num_threads`` and ``OMP_NUM_THREADS``); workers
+    #: x threads should not exceed the cores.
     threads_per_worker: int = 1
 
     def __post_init__(self) -> None:
@@ -46,8 +50,13 @@ class RetryConfig:
     at most ``max_retry`` times.
     """
 
+    #: Retries of a lost trial (Optuna's ``max_retry``); a trial lost more often is given up
+    #: and reported as lost (``make sweep SWEEP_FLAGS=--retry-lost`` grants another round).
     max_retry: int = 3
+    #: Seconds between a worker's renewals of its trial's lease (Optuna's heartbeat interval).
     heartbeat_seconds: int = 10
+    #: Seconds without a renewal after which a trial counts as lost (Optuna's grace period);
+    #: also how long a worker waits for a reaped holder of the run directory to stop.
     grace_seconds: int = 120
 
     def __post_init__(self) -> None:
@@ -66,13 +75,18 @@ class RetryConfig:
 class Sweep:
     """The whole sweep file."""
 
+    #: The experiments, by name (letters, digits, ``_``, ``-``, ``.``): each is run in
+    #: ``<results>/<name>/``. ``make sweep`` runs those with ``default: true``;
+    #: ``EXPERIMENT=name`` picks one.
     experiments: Mapping[str, Experiment]
     #: Experiments write to ``<results>/<experiment>/`` (a shared filesystem on a cluster).
     results: str = "results"
     #: ``journal`` (Optuna's journal file in the experiment's directory, no server) or a
     #: PostgreSQL/MySQL URL (Optuna's RDB storage, with heartbeats).
     storage: str = "journal"
+    #: The workers where there is no SLURM (no ``sbatch``): processes on this machine.
     local: LocalConfig = field(default_factory=LocalConfig)
+    #: How lost trials (a worker killed or preempted) are detected and retried.
     retry: RetryConfig = field(default_factory=RetryConfig)
     #: Defaults of every experiment's ``slurm`` block (an experiment's keys override them).
     slurm: SlurmConfig = field(default_factory=SlurmConfig)

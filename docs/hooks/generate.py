@@ -48,6 +48,7 @@ REPO = Path(__file__).resolve().parents[2]
 REPO_FILES = "repo"
 DIRECTIVE = re.compile(r"^<!-- gen: (?P<name>[\w-]+)(?: (?P<arg>.*?))? -->$", re.M)
 IMAGE = re.compile(r"(!\[[^\]]*\]\()([^)\s]+)(\))")
+DOCS_LINK = re.compile(r"((?<!!)\[[^\]]*\]\()docs/([^)\s]+)(\))")
 ROLE = re.compile(r":(?:func|class|mod|meth|attr|data|exc|obj):`(~?)([^`]+)`")
 LITERAL_MARK = re.compile(r"::(</p>)")
 VARIABLE = re.compile(r"\$\((\w+)\)")
@@ -57,13 +58,27 @@ ROLE_HTML = re.compile(r":(?:func|class|mod|meth|attr|data|exc|obj):<code>(~?)([
 # --- the hooks ---------------------------------------------------------------------------------
 
 
+def repo_images(markdown: str, src_uri: str) -> dict[str, str]:
+    """A page's image links that leave ``docs/`` (the study pages show the figures committed
+    beside their tables, ``../../reproduction/...``, links that also work on GitHub) -> the
+    repository path each points at."""
+    here = posixpath.join("docs", posixpath.dirname(src_uri))
+    out = {}
+    for m in IMAGE.finditer(markdown):
+        path = posixpath.normpath(posixpath.join(here, m[2]))
+        if "://" not in m[2] and not path.startswith("docs/") and (REPO / path).is_file():
+            out[m[2]] = path
+    return out
+
+
 def on_files(files: Any, config: Any) -> Any:
-    """Add the README's figures to the site under ``repo/`` (the README sections link them)."""
-    for path in sorted({m[2] for m in IMAGE.finditer(_readme())}):
-        if (REPO / path).is_file():
-            files.append(
-                File.generated(config, f"{REPO_FILES}/{path}", abs_src_path=str(REPO / path))
-            )
+    """Add the figures the pages (and the README sections they include) show to the site under
+    ``repo/``: MkDocs copies nothing from outside ``docs/``."""
+    paths = {m[2] for m in IMAGE.finditer(_readme()) if (REPO / m[2]).is_file()}
+    for page in files.documentation_pages():
+        paths |= set(repo_images(Path(page.abs_src_path).read_text(), page.src_uri).values())
+    for path in sorted(paths):
+        files.append(File.generated(config, f"{REPO_FILES}/{path}", abs_src_path=str(REPO / path)))
     return files
 
 
@@ -74,7 +89,15 @@ def on_page_markdown(markdown: str, page: Any, config: Any, files: Any) -> str:
             raise PluginError(f"{page.file.src_uri}: unknown directive 'gen: {name}'")
         return GENERATORS[name](arg, page)
 
-    return DIRECTIVE.sub(expand, markdown)
+    here = posixpath.dirname(page.file.src_uri) or "."
+    images = repo_images(markdown, page.file.src_uri)
+
+    def relink(m: re.Match[str]) -> str:
+        if m[2] not in images:
+            return m[0]
+        return f"{m[1]}{posixpath.relpath(f'{REPO_FILES}/{images[m[2]]}', here)}{m[3]}"
+
+    return DIRECTIVE.sub(expand, IMAGE.sub(relink, markdown))
 
 
 def on_page_content(html: str, page: Any, config: Any, files: Any) -> str:
@@ -407,10 +430,14 @@ def readme_section(arg: str, page: Any) -> str:
     def relink(m: re.Match[str]) -> str:
         return f"{m[1]}{posixpath.relpath(f'{REPO_FILES}/{m[2]}', here)}{m[3]}"
 
+    def repage(m: re.Match[str]) -> str:  # README's links to docs/x.md, from this page
+        return f"{m[1]}{posixpath.relpath(m[2], here)}{m[3]}"
+
     for i, head in enumerate(heads):
         if head[1].startswith(arg):
             end = heads[i + 1].start() if i + 1 < len(heads) else len(text)
-            return IMAGE.sub(relink, text[head.end() : end].strip("\n")) + "\n"
+            body = IMAGE.sub(relink, text[head.end() : end].strip("\n"))
+            return DOCS_LINK.sub(repage, body) + "\n"
     raise PluginError(f"{page.file.src_uri}: README.md has no '## {arg}...' section")
 
 

@@ -1,4 +1,4 @@
-"""The README's regime-map tables as Markdown: the regime table
+"""The regime-map page's tables (docs/results/regime-map.md) as Markdown: the regime table
 (:func:`ablations.studies.regime.effects.regime_table`) and the LR-sensitivity table
 (:func:`ablations.studies.regime.lr.lr_table`)."""
 
