@@ -2,6 +2,7 @@
 loss curves drawn to one PNG. What ``make try`` ends with; works on any experiment::
 
     python -m ablations.analysis.compare results/<experiment> [--out results/figures]
+                                         [--baseline VARIANT]
 """
 
 from __future__ import annotations
@@ -18,17 +19,20 @@ import pandas as pd
 from ablations import results
 from ablations.analysis import figures, stats
 from ablations.analysis.locations import REPO
-from ablations.analysis.report import report_table
+from ablations.analysis.report import ReportError, report_table
 from ablations.core.errors import fail
 from ablations.core.fileio import FrozenError, check_writable
 from ablations.core.status import Status
 
 
-def comparison_table(runs: pd.DataFrame, metric: str = "final_val_mlm_loss") -> pd.DataFrame:
-    """:func:`ablations.analysis.report.report_table` against the first variant (runs by outcome,
-    ``metric``'s mean [95% t-interval over seeds], the paired difference), with the final
-    training loss and the training speed (optimizer steps per second of fit time)."""
-    table = report_table(runs, None, metric)
+def comparison_table(
+    runs: pd.DataFrame, metric: str = "final_val_mlm_loss", baseline: str | None = None
+) -> pd.DataFrame:
+    """:func:`ablations.analysis.report.report_table` against ``baseline`` (default: the first
+    variant; raises :class:`~ablations.analysis.report.ReportError` for an unknown one): runs by
+    outcome, ``metric``'s mean [95% t-interval over seeds], the paired difference; with the
+    final training loss and the training speed (optimizer steps per second of fit time)."""
+    table = report_table(runs, baseline, metric)
     baseline = table.attrs["baseline"]
     chosen = stats.select_runs(runs)
     done = chosen[chosen["status"] == Status.COMPLETE]
@@ -43,15 +47,18 @@ def comparison_table(runs: pd.DataFrame, metric: str = "final_val_mlm_loss") -> 
     return out.dropna(axis="columns", how="all")  # one seed: no interval to show
 
 
-def compare(exp_dir: Path | str, out: Path | str, log: Any = print) -> Path:
-    """Print the comparison table and the reference line of an experiment, and draw its loss
-    curves (training loss and validation MLM loss per variant) to
+def compare(
+    exp_dir: Path | str, out: Path | str, log: Any = print, *, baseline: str | None = None
+) -> Path:
+    """Print the comparison table (differences from ``baseline``, default the first variant)
+    and the reference line of an experiment, and draw its loss curves (training loss and
+    validation MLM loss, faceted by the toggles of a grid: :func:`figures.loss_panels`) to
     ``<out>/<experiment>/compare.png``; returns the figure's path."""
     matplotlib.use("Agg")  # files only: no display, whatever backend pyplot picked (none drew yet)
     exp_dir = Path(exp_dir)
     check_writable(out)
     runs = results.load_runs(exp_dir)  # collected first if stale: once, for both uses
-    table = comparison_table(runs)
+    table = comparison_table(runs, baseline=baseline)
     reference = results.reference_lines(exp_dir)
     with pd.option_context("display.width", 120, "display.float_format", "{:.4f}".format):
         log(results.describe(exp_dir))
@@ -72,8 +79,8 @@ def compare(exp_dir: Path | str, out: Path | str, log: Any = print) -> Path:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m ablations.analysis.compare EXP_DIR [--out DIR]``; exit 2 with one line on bad
-    input."""
+    """``python -m ablations.analysis.compare EXP_DIR [--out DIR] [--baseline VARIANT]``; exit 2
+    with one line on bad input (an unknown ``--baseline`` names the variants)."""
     parser = argparse.ArgumentParser(
         prog="python -m ablations.analysis.compare", description=__doc__
     )
@@ -81,10 +88,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--out", type=Path, default=REPO / "results" / "figures", help="figure folder"
     )
+    parser.add_argument(
+        "--baseline",
+        metavar="VARIANT",
+        help="the variant differences are taken from (default: the first)",
+    )
     args = parser.parse_args(argv)
     try:
-        compare(args.exp_dir, args.out)
-    except (results.ResultsError, FrozenError) as e:
+        compare(args.exp_dir, args.out, baseline=args.baseline)
+    except (results.ResultsError, ReportError, FrozenError) as e:
         return fail(e)
     return 0
 

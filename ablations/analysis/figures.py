@@ -15,6 +15,7 @@ name::
 from __future__ import annotations
 
 import sys
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -22,10 +23,12 @@ from typing import Any
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+import scipy.stats
 import seaborn as sns
 
 from ablations.analysis import stats
 from ablations.analysis.locations import REPO, experiments, figures_root, paths
+from ablations.analysis.report import report_table
 from ablations.core.status import Status
 
 __all__ = [
@@ -74,7 +77,7 @@ def label(name: str) -> str:
 def palette(variants: Sequence[str] | pd.Series) -> dict[str, Any]:
     """One colour per variant, in the variants' (categorical) order: stable across figures."""
     names = _order(variants)
-    return dict(zip(names, sns.color_palette(n_colors=max(len(names), 1)), strict=False))
+    return dict(zip(names, _colors(len(names)), strict=False))
 
 
 def _order(variants: Sequence[str] | pd.Series) -> list[str]:
@@ -86,6 +89,141 @@ def _order(variants: Sequence[str] | pd.Series) -> list[str]:
 
 def _trials(runs: pd.DataFrame | None, stage: str | None) -> set[int] | None:
     return None if runs is None else set(stats.select_runs(runs, stage)["trial"])
+
+
+#: The widest a figure may be (inches; :func:`save` writes :data:`DPI` pixels per inch): an
+#: experiment of many variants wraps its panels onto more rows instead of growing sideways.
+MAX_WIDTH = 16.0
+DPI = 120
+#: Most panel columns of a faceted figure; a wrapped one (a single metric) wraps at WRAP.
+MAX_COLUMNS = 6
+WRAP = 3
+#: Room beside the panels for the legend (inches), inside MAX_WIDTH.
+_LEGEND_WIDTH = 2.8
+#: The settings columns of curves and runs sit between these two
+#: (:func:`ablations.results.tables.curve_columns`, :func:`~ablations.results.tables.run_columns`).
+_FIRST, _AFTER = "variant", "seed"
+#: Columns a faceted frame uses itself: a toggle whose short name is one keeps its full path.
+_OWN = {"variant", "metric", "phase", "phase_step", "n", "mean", "low", "high", "panel", "row"}
+
+
+def toggle_factors(frame: pd.DataFrame) -> pd.DataFrame:
+    """The toggles that lay an experiment's variants out as a grid: one row per variant, one
+    ordered categorical column per toggle (values as text, sorted), the toggle with most values
+    first (ties in the table's order); empty for named variants, drawn a colour each.
+
+    A toggle is a settings column of ``frame`` (curves or runs) that is constant within a
+    variant, differs between variants, does not name each variant on its own, and is not
+    determined by another (of two equivalent columns the first stays). Toggles that are not
+    crossed with each other, as the named variants ``baseline``, ``no_prenorm``,
+    ``no_bias_correction`` set two of them, are one toggle: ``named variant`` with those names
+    (the part of the variant names before the grid's ``,key=value``) or the values joined. A
+    grid needs three or more variants and two toggles that together tell every one apart."""
+    cols = list(frame.columns)
+    if _FIRST not in cols or _AFTER not in cols:
+        return pd.DataFrame()
+    settings = cols[cols.index(_FIRST) + 1 : cols.index(_AFTER)]
+    raw = frame[[_FIRST, *settings]].drop_duplicates().astype({_FIRST: str})
+    if raw.duplicated(_FIRST).any():
+        return pd.DataFrame()  # a setting varies within a variant: tuned, not a toggle
+    raw = raw.set_index(_FIRST)
+    table = raw.astype(str)  # NaN and None compare as one value each
+    n = len(table)
+    candidates = [c for c in settings if 1 < table[c].nunique() < n]
+
+    def determines(a: str, b: str) -> bool:
+        return bool(table.groupby(a)[b].nunique().max() == 1)
+
+    kept = [
+        c
+        for i, c in enumerate(candidates)
+        if not any(
+            determines(o, c) and (not determines(c, o) or j < i)
+            for j, o in enumerate(candidates)
+            if o != c
+        )
+    ]
+    groups = _uncrossed(table, kept)
+    if n < 3 or len(groups) < 2 or len(table[kept].drop_duplicates()) != n:
+        return pd.DataFrame()
+    short = _short(kept)
+    out = {}
+    for group in groups:
+        if len(group) == 1:
+            name, order = short[group[0]], sorted(raw[group[0]].dropna().unique(), key=_sort_key)
+            out[name] = pd.Categorical(raw[group[0]].map(_text), [_text(v) for v in order])
+        else:
+            name, values = _joined(table[group], [short[c] for c in group])
+            out[name] = pd.Categorical(values, list(dict.fromkeys(values)))
+    factors = pd.DataFrame(out, index=table.index)
+    return factors[sorted(factors, key=lambda c: -len(factors[c].cat.categories))]
+
+
+def _uncrossed(table: pd.DataFrame, columns: list[str]) -> list[list[str]]:
+    """``columns`` grouped so that any two not fully crossed (some pair of their values never
+    occurs together) share a group."""
+    groups: list[list[str]] = []
+    for c in columns:
+        joined = [g for g in groups if any(not _crossed(table, c, o) for o in g)]
+        merged = [o for g in joined for o in g] + [c]
+        groups = [g for g in groups if g not in joined] + [merged]
+    return sorted(groups, key=lambda g: columns.index(g[0]))
+
+
+def _crossed(table: pd.DataFrame, a: str, b: str) -> bool:
+    pairs = len(table[[a, b]].drop_duplicates())
+    return pairs == table[a].nunique() * table[b].nunique()
+
+
+def _joined(table: pd.DataFrame, names: list[str]) -> tuple[str, list[str]]:
+    """One toggle from several uncrossed ones: the variants' own names where those tell the
+    combinations apart (``baseline,preset=apex`` -> ``baseline``), else the values joined."""
+    combos = table.astype(str).agg(" · ".join, axis=1)
+    heads = pd.Series([v.split(",", 1)[0] for v in table.index], index=table.index)
+    one_to_one = (heads.groupby(combos).nunique() == 1).all()
+    if one_to_one and (combos.groupby(heads).nunique() == 1).all():
+        return "named variant", list(heads)
+    return " · ".join(names), list(combos)
+
+
+def _sort_key(value: Any) -> tuple[int, Any]:
+    number = isinstance(value, int | float | np.number) and not isinstance(value, bool)
+    return (0, float(value)) if number else (1, str(value))
+
+
+def _text(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, float | np.floating) else str(value)
+
+
+def _short(columns: Sequence[str]) -> dict[str, str]:
+    """A toggle column's name on a figure: its last dotted part (``optimizer.preset`` ->
+    ``preset``), the whole path where two would read the same or a frame column has it."""
+    short = {c: c.rsplit(".", 1)[-1] for c in columns}
+    names = list(short.values())
+    return {c: s if names.count(s) == 1 and s not in _OWN else c for c, s in short.items()}
+
+
+def seed_bands(
+    curves: pd.DataFrame, x: str = "phase_step", confidence: float = 0.95
+) -> pd.DataFrame:
+    """The mean over seeds and its Student-t interval at every (variant, metric, phase, step):
+    :func:`ablations.analysis.stats.t_interval`, vectorized over the whole table; never a
+    bootstrap. Columns: variant, metric, phase, phase_step, ``x``, n, mean, low, high (NaN
+    bounds where fewer than two seeds reached the step). Seeds are aligned on ``phase_step``;
+    another ``x`` (samples, wall time) is its mean over the seeds."""
+    keys = ["variant", "metric", "phase", "phase_step"]
+    d = curves.assign(variant=curves["variant"].astype(str), metric=curves["metric"].astype(str))
+    d = d[np.isfinite(d["value"])]  # a diverged step has no value to average
+    grouped = d.groupby(keys, sort=True, observed=True)
+    out = grouped["value"].agg(["count", "mean", "std"]).reset_index()
+    out = out.rename(columns={"count": "n"})
+    if x != "phase_step":
+        out[x] = grouped[x].mean().to_numpy()
+    n = out["n"].to_numpy(dtype=float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        t = scipy.stats.t.ppf(0.5 + confidence / 2, np.where(n > 1, n - 1, np.nan))
+        half = t * out["std"].to_numpy() / np.sqrt(n)
+    return out.assign(low=out["mean"] - half, high=out["mean"] + half).drop(columns="std")
 
 
 def loss_panels(
@@ -101,7 +239,14 @@ def loss_panels(
     errorbar: Any = ("ci", 95),
     title: str | None = None,
 ) -> Any:
-    """Curves per variant, a row per metric and a column per phase; bands over seeds.
+    """Curves per variant: the mean over seeds, and its 95% t-interval as a band.
+
+    Named variants: a row per metric, a column per phase, a colour per variant. A grid of
+    toggles (:func:`toggle_factors`) is faceted by the toggles' own columns: the one with most
+    values across the panels (wrapped at :data:`WRAP` for a single metric and phase), the next
+    as colour, the next as line style, a fourth as rows (several metrics or phases take the rows
+    instead, and further toggles join the colour). Never wider than :data:`MAX_WIDTH`; the
+    legend beside the panels, never over them.
 
     Args:
         curves: :func:`ablations.results.load_curves`.
@@ -113,57 +258,207 @@ def loss_panels(
         x: ``phase_step``, ``step``, ``samples`` or ``wall_time``.
         smooth: rolling mean over this many steps of each trial, for the (noisy, per-step)
             ``train/`` metrics only.
-        errorbar: seaborn's (``("ci", 95)``: mean and a 95% bootstrap band over trials).
+        errorbar: ``None`` draws the means alone; anything else the 95% t-interval over seeds
+            (:func:`seed_bands`; seaborn's bootstrap took minutes at 36 variants).
     """
     keep = _trials(runs, stage)
-    data = curves[curves["metric"].astype(str).isin(metrics)]
+    data = curves[curves["metric"].isin(list(metrics))]
     if keep is not None:
         data = data[data["trial"].isin(keep)]
     phases = sorted(int(p) for p in data["phase"].dropna().unique()) if phases is None else phases
     phases = list(phases) or [1]
-    colors = palette(curves["variant"])
-    fig, axes = plt.subplots(
-        len(metrics), len(phases), figsize=(5.2 * len(phases), 3.6 * len(metrics)), squeeze=False
+    data = _smoothed(data[data["phase"].isin(phases)], x, smooth)
+    bands = seed_bands(data, x)
+    names = {m: label(m) for m in metrics}
+    bands = bands.assign(
+        panel=[
+            names[m] + (f", phase {p}" if len(phases) > 1 else "")
+            for m, p in zip(bands["metric"], bands["phase"], strict=True)
+        ]
     )
-    for row, metric in enumerate(metrics):
-        for col, phase in enumerate(phases):
-            ax = axes[row][col]
-            d = data[(data["metric"].astype(str) == metric) & (data["phase"] == phase)]
-            d = _smoothed(d, x, smooth if metric.startswith("train/") else 1)
-            order = [v for v in colors if v in set(d["variant"].astype(str))]
-            if len(d):
-                sns.lineplot(
-                    data=d.assign(variant=d["variant"].astype(str)),
-                    x=x,
-                    y="value",
-                    hue="variant",
-                    hue_order=order,
-                    palette=colors,
-                    errorbar=errorbar,
-                    seed=0,
-                    ax=ax,
-                )
-            else:
-                ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes)
-            if metric.endswith("mlm_loss"):
-                _reference(ax, reference, phase)
-            xlabel = f"{label(x)} (phase {phase})" if x == "phase_step" else label(x)
-            ax.set(xlabel=xlabel, ylabel=label(metric), title=f"phase {phase}")
-    _one_legend(axes.flat, on=axes[0][-1])
+    panels = [
+        names[m] + (f", phase {p}" if len(phases) > 1 else "") for m in metrics for p in phases
+    ]
+    factors = toggle_factors(curves)
+    if not factors.empty:
+        bands, facets, colors = _grid_facets(bands, factors, panels)
+    else:
+        bands, facets, colors = _named_facets(bands, curves, metrics, phases)
+    g = _relplot(bands, x, facets, colors)
+    for (i, j, _), sub in g.facet_data():
+        if len(sub):
+            ax = g.facet_axis(i, j)
+            _panel_decor(ax, sub, x, facets, colors, reference, bands=errorbar is not None)
+    _titles(g, facets, names, x, phases)
     if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    return fig
+        g.figure.suptitle(title, fontweight="bold")
+    g.tight_layout()
+    return g.figure
 
 
 def _smoothed(d: pd.DataFrame, x: str, window: int) -> pd.DataFrame:
-    if window <= 1 or d.empty:
+    """A rolling mean of ``window`` steps over each trial's ``train/`` metrics (per phase)."""
+    train = d["metric"].astype(str).str.startswith("train/")
+    if window <= 1 or not train.any():
         return d
-    d = d.sort_values(["trial", x])
-    rolled = d.groupby("trial")["value"].transform(
-        lambda v: v.rolling(window, min_periods=1).mean()
+    d = d.sort_values(["trial", "metric", "phase", x])
+    train = d["metric"].astype(str).str.startswith("train/")
+    rolled = (
+        d.groupby(["trial", "metric", "phase"], observed=True)["value"]
+        .rolling(window, min_periods=1)
+        .mean()
+        .reset_index(level=[0, 1, 2], drop=True)
     )
-    return d.assign(value=rolled)
+    return d.assign(value=d["value"].where(~train, rolled))
+
+
+def _named_facets(
+    bands: pd.DataFrame, curves: pd.DataFrame, metrics: Sequence[str], phases: Sequence[int]
+) -> tuple[pd.DataFrame, dict[str, Any], dict[str, Any]]:
+    """One colour per variant; a row per metric, a column per phase."""
+    colors = palette(curves["variant"])
+    facets: dict[str, Any] = {"hue": "variant", "hue_order": [v for v in colors]}
+    bands = bands.assign(row=bands["metric"].map(label), col=bands["phase"].map("phase {}".format))
+    if len(metrics) > 1:
+        facets.update(row="row", row_order=[label(m) for m in metrics])
+    facets.update(col="col", col_order=[f"phase {p}" for p in phases])
+    return bands, facets, colors
+
+
+def _grid_facets(
+    bands: pd.DataFrame, factors: pd.DataFrame, panels: Sequence[str]
+) -> tuple[pd.DataFrame, dict[str, Any], dict[str, Any]]:
+    """Facets from the toggles (most values first): columns, colour, line style, rows."""
+    names = list(factors)
+    values = {c: [str(v) for v in factors[c].cat.categories] for c in names}
+    bands = bands.assign(**{c: bands["variant"].map(factors[c].astype(str)) for c in names})
+    roles = dict(zip(("col", "hue", "style", "row"), names, strict=False))
+    extra = names[4:]
+    if len(panels) > 1 and "row" in roles:
+        extra.insert(0, roles.pop("row"))  # the rows show the metrics
+    if extra:  # further toggles join the colour: one colour per combination
+        hue = " · ".join([roles["hue"], *extra])
+        bands[hue] = bands[[roles["hue"], *extra]].agg(" · ".join, axis=1)
+        joined = factors[[roles["hue"], *extra]].astype(str).agg(" · ".join, axis=1)
+        values[hue] = list(dict.fromkeys(joined))
+        roles["hue"] = hue
+    if len(panels) > 1:
+        roles["row"] = "panel"
+        values["panel"] = list(panels)
+        if len(values[roles["col"]]) > MAX_COLUMNS:  # many values: down the rows instead
+            roles["row"], roles["col"] = roles["col"], "panel"
+    facets: dict[str, Any] = {}
+    for role, column in roles.items():
+        facets[role] = column
+        facets[f"{role}_order"] = values[column]
+    if "row" not in roles and len(values[roles["col"]]) > WRAP:
+        facets["col_wrap"] = WRAP
+    hue_values = values[roles["hue"]]
+    ordered = all(_is_number(v) for v in hue_values)
+    colors = dict(zip(hue_values, _colors(len(hue_values), sequential=ordered), strict=True))
+    return bands, facets, colors
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _colors(n: int, sequential: bool = False) -> list[Any]:
+    """``n`` colours: a dark-to-light ramp for an ordered toggle (lr), else distinct hues
+    (seaborn's palette up to 10, ``husl`` beyond, which does not repeat)."""
+    if sequential and n > 2:
+        return sns.color_palette("viridis", n + 1)[:n]  # without the last, pale yellow
+    return sns.color_palette(n_colors=max(n, 1)) if n <= 10 else sns.color_palette("husl", n)
+
+
+def _relplot(bands: pd.DataFrame, x: str, facets: dict[str, Any], colors: dict[str, Any]) -> Any:
+    """seaborn's line relplot of the means, sized so panels and legend fit in MAX_WIDTH."""
+    n_col = len(facets.get("col_order") or [None])
+    n_col = min(n_col, facets.get("col_wrap") or n_col)
+    width = min(4.6, (MAX_WIDTH - _LEGEND_WIDTH) / n_col)
+    height = max(2.6, min(3.4, width * 0.72))
+    return sns.relplot(
+        data=bands,
+        x=x,
+        y="mean",
+        kind="line",
+        estimator=None,
+        errorbar=None,
+        palette=colors,
+        height=height,
+        aspect=width / height,
+        facet_kws={"sharey": "row" if "row" in facets else True, "legend_out": True},
+        **facets,
+    )
+
+
+def _panel_decor(
+    ax: Any,
+    sub: pd.DataFrame,
+    x: str,
+    facets: dict[str, Any],
+    colors: dict[str, Any],
+    reference: pd.DataFrame | None,
+    bands: bool,
+) -> None:
+    """The seed bands of one panel's lines and its reference line, within the means' range
+    (a two-seed t-interval of a diverging run would otherwise stretch the axis)."""
+    metric, phase = str(sub["metric"].iloc[0]), int(sub["phase"].iloc[0])
+    if metric.endswith("mlm_loss"):
+        _reference(ax, reference, phase)
+    ylim = ax.get_ylim()
+    if bands:
+        for _, line in sub.groupby("variant", sort=False, observed=True):
+            line = line.sort_values(x)
+            ax.fill_between(
+                line[x],
+                line["low"],
+                line["high"],
+                color=colors[line[facets["hue"]].iloc[0]],
+                alpha=0.18,
+                linewidth=0,
+            )
+    ax.set_ylim(ylim)
+
+
+def _titles(
+    g: Any, facets: dict[str, Any], names: dict[str, str], x: str, phases: Sequence[int]
+) -> None:
+    """Short titles (``lr = 0.006``, ``phase 1``) over the columns; a metric row's metric as its
+    y label, else the metric (the toggle of a row joins its panels' titles)."""
+    row, col = facets.get("row"), facets.get("col")
+
+    def named(var: str | None, value: str) -> str:
+        return value if var in ("row", "col", "panel") else f"{var} = {value}"
+
+    metric = next(iter(names.values()))
+    if row is None:
+        own = col in ("col", "panel")
+        g.set_titles(col_template="{col_name}" if own else "{col_var} = {col_name}")
+        g.set_ylabels(metric)
+    else:
+        top, first = facets["row_order"][0], facets["col_order"][0]
+        for (r, c), ax in g.axes_dict.items():
+            if row in ("row", "panel"):  # a metric per row
+                ax.set_title(named(col, c) if r == top else "")
+                ax.set_ylabel(r if c == first else "")
+            else:
+                ax.set_title(f"{named(row, r)}, {named(col, c)}")
+                ax.set_ylabel(metric if c == first else "")
+    xlabel = label(x)
+    if x == "phase_step" and len(phases) == 1:
+        xlabel = f"{xlabel} (phase {phases[0]})"
+    if len(g.axes.flat) > 2:  # once under the figure: a dozen copies collide side by side
+        g.set_xlabels("")
+        g.figure.supxlabel(xlabel)
+    else:
+        g.set_xlabels(xlabel)
+    for ax in g.axes.flat:  # long metric names on two lines, beside short panels
+        ax.set_ylabel(textwrap.fill(ax.get_ylabel(), 24))
 
 
 def _reference(ax: Any, reference: pd.DataFrame | None, phase: int) -> None:
@@ -182,8 +477,16 @@ def _one_legend(axes: Sequence[Any], on: Any) -> None:
             handles.setdefault(text, handle)
         if ax.get_legend() is not None:
             ax.get_legend().remove()
-    if handles:
-        on.legend(list(handles.values()), list(handles), title="variant", fontsize="small")
+    if handles:  # beside the figure's panels: 36 variants would cover the data inside them
+        on.figure.legend(
+            list(handles.values()),
+            list(handles),
+            title="variant",
+            fontsize="small",
+            loc="center left",
+            bbox_to_anchor=(1.0, 0.5),
+            ncols=1 + (len(handles) - 1) // 20,
+        )
 
 
 def wrap_variant_ticks(ax: Any) -> None:
@@ -194,53 +497,90 @@ def wrap_variant_ticks(ax: Any) -> None:
         ax.set_xticks(ax.get_xticks(), [n.replace(",", "\n") for n in labels], fontsize="small")
 
 
-def final_metric_plot(runs: pd.DataFrame, summary: pd.DataFrame, metric: str) -> Any:
-    """Each complete run's final ``metric`` (dots) and the mean with its 95% t-interval."""
+def final_metric_plot(
+    runs: pd.DataFrame, summary: pd.DataFrame, metric: str, *, baseline: str | None = None
+) -> Any:
+    """A row per variant (the experiment's order, so a grid's toggles stay grouped): left, each
+    complete run's final ``metric`` (dots) and the mean with its 95% t-interval (black); right,
+    the difference from ``baseline`` (default: the first variant) paired by seed with its
+    t-interval, as :func:`ablations.analysis.report.report_table` gives it. Variant names run
+    along the y axis, where they never collide."""
     colors = palette(runs["variant"])
     order = [v for v in colors if v in summary.index.astype(str)]
     done = runs[runs["status"] == Status.COMPLETE]
     done = done.assign(variant=lambda d: d["variant"].astype(str))
-    fig, ax = plt.subplots(figsize=(1.4 * max(len(order), 2) + 2.5, 3.8))
+    height = 1.6 + 0.3 * max(len(order), 2)
+    fig, (ax, dax) = plt.subplots(
+        1, 2, figsize=(11, height), sharey=True, gridspec_kw={"width_ratios": [3, 2]}
+    )
+    name = label(metric.removeprefix("final_").replace("_", "/", 1))
     if order:
-        sns.stripplot(
-            data=done, x="variant", y=metric, hue="variant", order=order, palette=colors, ax=ax
+        ys = np.arange(len(order))
+        where = dict(zip(order, ys, strict=True))
+        done = done[done["variant"].isin(order)]
+        jitter = np.random.default_rng(0).uniform(-0.15, 0.15, len(done))
+        ax.scatter(
+            done[metric],
+            done["variant"].map(where) + jitter,
+            c=[colors[v] for v in done["variant"]],
+            s=18,
+            alpha=0.8,
         )
         s = summary.copy()
         s.index = s.index.astype(str)
         s = s.loc[order]
-        xs = np.arange(len(order))
-        err = np.vstack([s["mean"] - s["ci_low"], s["ci_high"] - s["mean"]])
-        ax.errorbar(xs + 0.25, s["mean"], yerr=np.nan_to_num(err), fmt="o", color="k", capsize=4)
-        ax.plot([], [], "ko", label="mean, 95% t-interval")
-        ax.legend(fontsize="small")
-    name = label(metric.removeprefix("final_").replace("_", "/", 1))
-    ax.set(xlabel="variant", ylabel=f"final {name}", title="final value of each complete run")
-    wrap_variant_ticks(ax)
+        _ranges(ax, ys, s["mean"], s["ci_low"], s["ci_high"], "mean, 95% t-interval")
+        table = report_table(runs, baseline, metric)
+        t = table.loc[order]
+        dax.axvline(0, color="0.4", lw=1)
+        _ranges(dax, ys, t["delta"], t["delta_low"], t["delta_high"], "paired difference")
+        base = textwrap.fill(str(table.attrs["baseline"]).replace(",", ", "), 40)
+        dax.set_title(f"minus {base}\n(paired by seed)", fontsize="medium")
+        ax.set_yticks(ys, order, fontsize="small")
+        ax.set_ylim(len(order) - 0.5, -0.5)  # the first variant on top
+    ax.set(xlabel=f"final {name}", ylabel="")
+    ax.set_title(
+        "each complete run (dots);\nmean, 95% t-interval over seeds (black)", fontsize="medium"
+    )
+    dax.set(xlabel=f"difference in final {name}")
     fig.tight_layout()
     return fig
 
 
+def _ranges(
+    ax: Any, ys: np.ndarray, mean: pd.Series, low: pd.Series, high: pd.Series, text: str
+) -> None:
+    """Means (black dots) with their intervals as horizontal bars; a missing bound draws none."""
+    mean, low, high = (np.asarray(v, dtype=float) for v in (mean, low, high))
+    err = np.nan_to_num(np.vstack([mean - low, high - mean]))
+    ax.errorbar(mean, ys, xerr=err, fmt="o", color="k", capsize=3, ms=4, label=text)
+
+
 def divergence_plot(summary: pd.DataFrame) -> Any:
-    """Divergence rate per variant (diverged / finished runs), annotated with the counts."""
+    """Divergence rate per variant (diverged / finished runs), a horizontal bar each annotated
+    with the counts; variant names along the y axis."""
     s = summary.copy()
     s.index = s.index.astype(str)
     colors = palette(list(s.index))
-    fig, ax = plt.subplots(figsize=(1.4 * max(len(s), 2) + 2.5, 3.4))
+    fig, ax = plt.subplots(figsize=(8, 1.4 + 0.3 * max(len(s), 2)))
     if s.empty:
         ax.text(0.5, 0.5, "no runs", ha="center", va="center", transform=ax.transAxes)
         s = pd.DataFrame(columns=["divergence_rate", "complete", "diverged"])
-    bars = ax.bar(s.index, s["divergence_rate"].fillna(0), color=[colors[v] for v in s.index])
+    ys = np.arange(len(s))
+    bars = ax.barh(ys, s["divergence_rate"].fillna(0), color=[colors[v] for v in s.index])
     for bar, (_, row) in zip(bars, s.iterrows(), strict=True):
         finished = row["complete"] + row["diverged"]
         ax.annotate(
-            f"{row['diverged']:.0f}/{finished:.0f}",
-            (bar.get_x() + bar.get_width() / 2, bar.get_height()),
-            ha="center",
-            va="bottom",
+            f" {row['diverged']:.0f}/{finished:.0f}",
+            (bar.get_width(), bar.get_y() + bar.get_height() / 2),
+            ha="left",
+            va="center",
+            fontsize="small",
         )
-    ax.set(xlabel="variant", ylabel="divergence rate (diverged / finished)", ylim=(0, 1.1))
+    ax.set_yticks(ys, list(s.index), fontsize="small")
+    ax.set_ylim(len(s) - 0.5, -0.5)
+    ax.set(xlabel="divergence rate (diverged / finished)", xlim=(0, 1.15))
     ax.set_title("diverged runs per variant")
-    wrap_variant_ticks(ax)
     fig.tight_layout()
     return fig
 
@@ -321,7 +661,14 @@ def profile_plot(profile: pd.DataFrame, scores: pd.Series | None = None) -> Any:
         ylim=(-0.02, 1.05),
         title="performance profile",
     )
-    ax.legend(title="variant", fontsize="small")
+    n = len(ax.get_legend_handles_labels()[1])
+    ax.legend(  # beside the axes, never over the curves
+        title="variant",
+        fontsize="small",
+        loc="center left",
+        bbox_to_anchor=(1.02, 0.5),
+        ncols=1 + (n - 1) // 20 if n else 1,
+    )
     fig.tight_layout()
     return fig
 
@@ -331,7 +678,7 @@ def save(fig: Any, figures_dir: Path | str, name: str) -> Path:
     out = Path(figures_dir)
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"{name}.png"
-    fig.savefig(path, dpi=120, bbox_inches="tight")
+    fig.savefig(path, dpi=DPI, bbox_inches="tight")
     return path
 
 

@@ -24,11 +24,13 @@ Prose states findings by citing verdicts (:mod:`ablations.analysis.verdicts`) as
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import shlex
 import subprocess
 import sys
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -70,9 +72,18 @@ def output(command: str) -> str:
     return proc.stdout.rstrip("\n") + "\n"
 
 
+def outputs(commands: Sequence[str]) -> list[str]:
+    """:func:`output` of each command, run side by side on the machine's cores (each is its own
+    process, mostly importing and reading tables)."""
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        return list(pool.map(output, commands))
+
+
 def stale(path: Path) -> list[str]:
     """The commands whose block in ``path`` differs from their output now."""
-    return [b.command for b in blocks(path.read_text()) if output(b.command) != b.body]
+    found = blocks(path.read_text())
+    now = outputs([b.command for b in found])
+    return [b.command for b, new in zip(found, now, strict=True) if new != b.body]
 
 
 def given(texts: Sequence[str]) -> tuple[dict[str, str], list[str]]:
@@ -116,8 +127,8 @@ def update(path: Path) -> list[str]:
     """Rewrite every block with its command's output; returns the commands that changed."""
     text = path.read_text()
     changed, out, last = [], [], 0
-    for b in blocks(text):
-        new = output(b.command)
+    found = blocks(text)
+    for b, new in zip(found, outputs([b.command for b in found]), strict=True):
         if new != b.body:
             changed.append(b.command)
         out += [text[last : b.start], new]

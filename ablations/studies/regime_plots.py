@@ -10,6 +10,7 @@ from typing import Any
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from matplotlib.ticker import MaxNLocator
 
 from ablations.analysis import figures
 from ablations.studies.regime.effects import RESOLVED
@@ -84,6 +85,7 @@ def forest_plot(table: pd.DataFrame) -> Any:
         ax.axvline(0, color="black", lw=0.8)
         ax.axvspan(-RESOLVED, RESOLVED, color="grey", alpha=0.12)
         ax.set_yticks(y, sub["regime"])
+        ax.xaxis.set_major_locator(MaxNLocator(5))  # wide intervals: few ticks, none collide
         ax.set_title(claim, loc="left", fontsize="medium")
     axes[-1, 0].set_xlabel("Δ final validation MLM loss, intervention − recipe (nats, 95% CI)")
     fig.tight_layout()
@@ -147,13 +149,18 @@ def decay_plot(curves: pd.DataFrame) -> Any:
     """Validation MLM loss and lr over training for the decay-degree variants (mean over seeds)."""
     fig, (ax_loss, ax_lr) = plt.subplots(1, 2, figsize=(11, 4))
     df = curves.assign(variant=curves["variant"].astype(str))
+    lowest = np.inf
     for variant, g in df.groupby("variant", sort=True):
         val = g[g["metric"] == "val/mlm_loss"].groupby("step")["value"].mean()
         lr = g[g["metric"] == "optim/lr"].groupby("step")["value"].mean()
         ax_loss.plot(val.index, val.values, label=variant)
         ax_lr.plot(lr.index, lr.values, label=variant)
+        lowest = min(lowest, float(val.min()))
     ax_loss.set(xlabel="step", ylabel=figures.label("val/mlm_loss"))
-    ax_loss.set_ylim(top=float(df[df["metric"] == "val/mlm_loss"]["value"].quantile(0.3)))
+    # the end of training, where the degrees differ: from the lowest mean to the 30% quantile
+    top = float(df[df["metric"] == "val/mlm_loss"]["value"].quantile(0.3))
+    if np.isfinite(lowest) and lowest < top:
+        ax_loss.set_ylim(lowest - 0.05 * (top - lowest), top)
     ax_lr.set(xlabel="step", ylabel=figures.label("optim/lr"))
     ax_lr.legend(fontsize="small")
     fig.tight_layout()
