@@ -13,7 +13,12 @@ from .presets import PRESETS
 
 
 def listing() -> str:
-    lines = ["presets: lamb_variants.create(name, params, lr=..., **knob_overrides)", ""]
+    lines = [
+        "presets: lamb_variants.create(name, params, lr=..., **knob_overrides)",
+        "(§2.x: the section of the survey of LAMB implementations each preset was checked",
+        " against, shared/reference/lamb-implementations.md beside the repository)",
+        "",
+    ]
     width = max(len(n) for n in PRESETS)
     for name, preset in PRESETS.items():
         lines.append(f"  {name:<{width}}  {preset.reproduces}")

@@ -29,6 +29,7 @@ def _list() -> str:
 def test_list_names_every_preset_and_knob():
     text = _list()
     lines = text.splitlines()
+    assert "§2.x" in lines[1] and "lamb-implementations.md" in text  # what the labels point into
     for name, preset in lamb_variants.PRESETS.items():
         at = next(i for i, line in enumerate(lines) if line.split()[:1] == [name])
         assert preset.reproduces in lines[at]
