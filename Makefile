@@ -127,6 +127,7 @@ reproduce-scaling: setup ## run the batch-scaling study (sweeps/batch_scaling.ya
 
 reproduce-resolved: setup ## the batch-scaling rerun on an lr grid (sweeps/batch_resolved.yaml, ~5 h here; resumable) and replace reproduction/batch_resolved/ with it
 	$(PY) -m ablations sweep --file sweeps/batch_resolved.yaml --local --results $(RESOLVED_STAGING)
+	$(PY) -m ablations.analysis.figures run --results $(RESOLVED_STAGING) --out $(RESOLVED_STAGING)/figures
 	$(PY) -m ablations.analysis.reproduction publish $(RESOLVED_STAGING) reproduction/batch_resolved --rerun '`make reproduce-resolved`'
 
 slurm-up: ## start a local one-node SLURM cluster (installs slurm via apt as root); prints SLURM_CONF

@@ -48,12 +48,22 @@ def test_the_committed_study_has_every_batch_two_seeds_and_the_ranked_best_point
 
 
 @pytest.mark.slow
-def test_the_batch_scaling_notebook_draws_its_figures_from_the_committed_study(tmp_path):
+@pytest.mark.parametrize(
+    "hub, folder", [("batch_nvlamb", "batch_scaling"), ("resolved_nvlamb", "batch_resolved")]
+)
+def test_the_batch_scaling_notebook_draws_its_figures_from_each_committed_design(
+    tmp_path, hub, folder
+):
+    """Both designs of the question (the tuned one and the lr grid) are drawn by the one
+    notebook, each read through its own prefix; the runner plans it for either hub."""
     from ablations.analysis import notebooks as figures
 
+    committed = COMMITTED.parent / folder
+    jobs, _ = figures.plan(committed)
+    assert figures.Job("batch_scaling", hub) in jobs
     out = tmp_path / "figures"
-    figures.execute(figures.Job("batch_scaling", "batch_nvlamb"), COMMITTED, out)
-    names = {p.name for p in (out / "batch_nvlamb").glob("batch_scaling_*.png")}
+    figures.execute(figures.Job("batch_scaling", hub), committed, out)
+    names = {p.name for p in (out / hub).glob("batch_scaling_*.png")}
     assert {"batch_scaling_6.2.png", "batch_scaling_6.4.png", "batch_scaling_noise.png"} <= names
 
 

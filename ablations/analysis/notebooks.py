@@ -43,8 +43,11 @@ NOTEBOOKS = REPO / "notebooks"
 CLAIM_NOTEBOOKS = ("figure2_prenorm", "figure3_decay", "bias_correction")
 #: Notebooks that read several experiments of one folder, run once against the named one when
 #: it is present: ``regime_map`` (sweeps/regime_map.yaml) and ``batch_scaling``
-#: (sweeps/batch_scaling.yaml) read their siblings too.
-MAP_NOTEBOOKS = {"regime_map": "lr_sensitivity", "batch_scaling": "batch_nvlamb"}
+#: (sweeps/batch_scaling.yaml, and its rerun sweeps/batch_resolved.yaml) read their siblings too.
+MAP_NOTEBOOKS = {
+    "regime_map": ("lr_sensitivity",),
+    "batch_scaling": ("batch_nvlamb", "resolved_nvlamb"),
+}
 #: Notebooks run against every experiment present.
 EVERY_EXPERIMENT = ("compare_variants",)
 
@@ -83,7 +86,7 @@ def plan(results_dir: Path | str, only: Sequence[str] | None = None) -> tuple[li
             skipped.append(
                 f"{notebook}.ipynb: skipped, no experiment {notebook!r} in {results_dir}"
             )
-    jobs += [Job(nb, e) for nb, e in MAP_NOTEBOOKS.items() if e in wanted]
+    jobs += [Job(nb, e) for nb, hubs in MAP_NOTEBOOKS.items() for e in hubs if e in wanted]
     jobs += [Job(nb, e) for nb in EVERY_EXPERIMENT for e in wanted]
     return jobs, skipped
 
