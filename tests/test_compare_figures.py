@@ -1,6 +1,6 @@
 """The comparison figures at many variants, on the committed 36-variant experiment
 ``reproduction/regime_map/lr_sensitivity`` (a grid of 6 learning rates x 2 modes x 3 named
-variants, 2 seeds each): drawn in seconds, at most ``figures.MAX_WIDTH`` wide, faceted by the
+variants, 2 seeds each): drawn in seconds, at most ``style.MAX_WIDTH`` wide, faceted by the
 toggles, the legend off the data, the bands the harness's t-intervals; and the comparison
 command's ``--baseline``."""
 
@@ -22,7 +22,7 @@ import scipy.stats  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from ablations import results  # noqa: E402
-from ablations.analysis import compare, figures, stats  # noqa: E402
+from ablations.analysis import compare, facets, figures, stats, style  # noqa: E402
 from ablations.core.status import Status  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -37,14 +37,14 @@ def wide():
 
 def test_the_grid_is_read_from_the_toggle_columns(wide):
     _, curves, _ = wide
-    factors = figures.toggle_factors(curves)
+    factors = facets.toggle_factors(curves)
     assert list(factors) == ["lr", "named variant", "preset"]  # most values first
     assert list(factors["lr"].cat.categories) == LRS
     assert set(factors["named variant"]) == {"baseline", "no_prenorm", "no_bias_correction"}
     assert len(factors.drop_duplicates()) == 36  # the toggles tell every variant apart
     # two named variants: no grid, one colour per variant
     named = results.load_curves(REPO / "reproduction" / "figure2_prenorm")
-    assert figures.toggle_factors(named).empty
+    assert facets.toggle_factors(named).empty
 
 
 def test_the_36_variant_figure_is_fast_narrow_faceted_and_its_legend_off_the_data(wide, tmp_path):
@@ -57,7 +57,7 @@ def test_the_36_variant_figure_is_fast_narrow_faceted_and_its_legend_off_the_dat
     assert elapsed < 30, elapsed  # seaborn's bootstrap took minutes here
     with Image.open(path) as image:
         width = image.size[0]
-    assert width <= figures.MAX_WIDTH * figures.DPI
+    assert width <= style.MAX_WIDTH * style.DPI
     titles = sorted(ax.get_title() for ax in fig.axes if ax.get_title())
     assert titles == sorted(f"lr = {lr}" for lr in LRS)  # a column per lr, a row per metric
     assert len(fig.axes) == 12
@@ -76,7 +76,7 @@ def test_the_36_variant_figure_is_fast_narrow_faceted_and_its_legend_off_the_dat
 def test_the_band_is_the_t_interval_over_seeds(wide):
     runs, curves, _ = wide
     variant, step = "no_prenorm,preset=apex,lr=0.012", 300
-    bands = figures.seed_bands(curves[curves["metric"] == "val/mlm_loss"])
+    bands = facets.seed_bands(curves[curves["metric"] == "val/mlm_loss"])
     row = bands[(bands["variant"] == variant) & (bands["phase_step"] == step)].iloc[0]
     values = curves[
         (curves["variant"] == variant)
@@ -150,4 +150,4 @@ def test_the_final_metric_figure_puts_variants_on_the_y_axis_without_collisions(
     assert len(labels) == 36
     boxes = [t.get_window_extent(renderer) for t in labels]
     assert not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1 :])
-    assert fig.get_size_inches()[0] * figures.DPI <= figures.MAX_WIDTH * figures.DPI
+    assert fig.get_size_inches()[0] * style.DPI <= style.MAX_WIDTH * style.DPI

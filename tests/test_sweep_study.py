@@ -13,6 +13,7 @@ import sys
 import time
 import types
 from pathlib import Path
+from typing import Any
 
 import optuna
 import yaml
@@ -71,12 +72,16 @@ def _value(claim: Claim) -> float:
     return abs(math.log10(lr) + 2) + (claim.variant.endswith("1e-07")) * 0.1 + claim.seed * 1e-3
 
 
-def _worker(file: str, results: str, out: str) -> None:
-    """One claiming process: claim, 'train' briefly, tell, until the experiment is finished."""
+def _worker(file: str, results: str, out: str, start: Any = None) -> None:
+    """One claiming process: claim, 'train' briefly, tell, until the experiment is finished;
+    with ``start`` (a barrier), every process begins claiming at once (a loaded machine would
+    otherwise let the first one spawned finish the experiment before the last has imported)."""
     sweep = load_sweep(file)
     p = plan(sweep, "e")
     exp_dir = Path(results)
     study = studies.load(sweep, p, exp_dir)
+    if start is not None:
+        start.wait(timeout=120)
     mine = []
     while True:
         claim = claim_next(study, p, sweep, exp_dir)
@@ -95,10 +100,11 @@ def test_six_processes_claim_every_slot_exactly_once(tmp_path):
     sweep, p, exp_dir = _sweep(tmp_path, budget=8, seeds=3, variants=3)
     studies.prepare(sweep, p, exp_dir)
     ctx = multiprocessing.get_context("spawn")
+    start = ctx.Barrier(6)
     procs = [
         ctx.Process(
             target=_worker,
-            args=(str(tmp_path / "sweep.yaml"), str(exp_dir), str(tmp_path / f"w{i}.txt")),
+            args=(str(tmp_path / "sweep.yaml"), str(exp_dir), str(tmp_path / f"w{i}.txt"), start),
         )
         for i in range(6)
     ]

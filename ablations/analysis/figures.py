@@ -17,18 +17,26 @@ from __future__ import annotations
 import sys
 import textwrap
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-import scipy.stats
 import seaborn as sns
 
 from ablations.analysis import stats
+from ablations.analysis.facets import is_number, seed_bands, smoothed, toggle_factors
 from ablations.analysis.locations import REPO, experiments, figures_root, paths
 from ablations.analysis.report import report_table
+from ablations.analysis.style import (
+    MAX_WIDTH,
+    distinct_colors,
+    label,
+    palette,
+    save,
+    setup,
+    wrap_variant_ticks,
+)
 from ablations.core.status import Status
 
 __all__ = [
@@ -48,182 +56,16 @@ __all__ = [
     "wrap_variant_ticks",
 ]
 
-_LABELS = {
-    "train/loss": "training loss (MLM + NSP, nats)",
-    "train/mlm_loss": "training MLM loss (nats)",
-    "val/loss": "validation loss (MLM + NSP, nats)",
-    "val/mlm_loss": "validation MLM loss (nats)",
-    "val/nsp_loss": "validation NSP loss (nats)",
-    "val/mlm_acc": "validation MLM accuracy",
-    "optim/grad_norm": "global gradient norm",
-    "optim/lr": "learning rate",
-    "phase_step": "optimizer step",
-    "step": "optimizer step (run)",
-    "samples": "samples seen",
-    "wall_time": "training time (s)",
-}
-
-
-def setup() -> None:
-    """The shared seaborn theme (white grid, notebook context)."""
-    sns.set_theme(style="whitegrid", context="notebook")
-
-
-def label(name: str) -> str:
-    """An axis label for a metric or coordinate name."""
-    return _LABELS.get(name, name)
-
-
-def palette(variants: Sequence[str] | pd.Series) -> dict[str, Any]:
-    """One colour per variant, in the variants' (categorical) order: stable across figures."""
-    names = _order(variants)
-    return dict(zip(names, _colors(len(names)), strict=False))
-
-
-def _order(variants: Sequence[str] | pd.Series) -> list[str]:
-    if isinstance(variants, pd.Series) and isinstance(variants.dtype, pd.CategoricalDtype):
-        present = set(variants.dropna().astype(str))
-        return [str(c) for c in variants.cat.categories if str(c) in present]
-    return list(dict.fromkeys(str(v) for v in variants))
-
 
 def _trials(runs: pd.DataFrame | None, stage: str | None) -> set[int] | None:
     return None if runs is None else set(stats.select_runs(runs, stage)["trial"])
 
 
-#: The widest a figure may be (inches; :func:`save` writes :data:`DPI` pixels per inch): an
-#: experiment of many variants wraps its panels onto more rows instead of growing sideways.
-MAX_WIDTH = 16.0
-DPI = 120
 #: Most panel columns of a faceted figure; a wrapped one (a single metric) wraps at WRAP.
 MAX_COLUMNS = 6
 WRAP = 3
 #: Room beside the panels for the legend (inches), inside MAX_WIDTH.
 _LEGEND_WIDTH = 2.8
-#: The settings columns of curves and runs sit between these two
-#: (:func:`ablations.results.tables.curve_columns`, :func:`~ablations.results.tables.run_columns`).
-_FIRST, _AFTER = "variant", "seed"
-#: Columns a faceted frame uses itself: a toggle whose short name is one keeps its full path.
-_OWN = {"variant", "metric", "phase", "phase_step", "n", "mean", "low", "high", "panel", "row"}
-
-
-def toggle_factors(frame: pd.DataFrame) -> pd.DataFrame:
-    """The toggles that lay an experiment's variants out as a grid: one row per variant, one
-    ordered categorical column per toggle (values as text, sorted), the toggle with most values
-    first (ties in the table's order); empty for named variants, drawn a colour each.
-
-    A toggle is a settings column of ``frame`` (curves or runs) that is constant within a
-    variant, differs between variants, does not name each variant on its own, and is not
-    determined by another (of two equivalent columns the first stays). Toggles that are not
-    crossed with each other, as the named variants ``baseline``, ``no_prenorm``,
-    ``no_bias_correction`` set two of them, are one toggle: ``named variant`` with those names
-    (the part of the variant names before the grid's ``,key=value``) or the values joined. A
-    grid needs three or more variants and two toggles that together tell every one apart."""
-    cols = list(frame.columns)
-    if _FIRST not in cols or _AFTER not in cols:
-        return pd.DataFrame()
-    settings = cols[cols.index(_FIRST) + 1 : cols.index(_AFTER)]
-    raw = frame[[_FIRST, *settings]].drop_duplicates().astype({_FIRST: str})
-    if raw.duplicated(_FIRST).any():
-        return pd.DataFrame()  # a setting varies within a variant: tuned, not a toggle
-    raw = raw.set_index(_FIRST)
-    table = raw.astype(str)  # NaN and None compare as one value each
-    n = len(table)
-    candidates = [c for c in settings if 1 < table[c].nunique() < n]
-
-    def determines(a: str, b: str) -> bool:
-        return bool(table.groupby(a)[b].nunique().max() == 1)
-
-    kept = [
-        c
-        for i, c in enumerate(candidates)
-        if not any(
-            determines(o, c) and (not determines(c, o) or j < i)
-            for j, o in enumerate(candidates)
-            if o != c
-        )
-    ]
-    groups = _uncrossed(table, kept)
-    if n < 3 or len(groups) < 2 or len(table[kept].drop_duplicates()) != n:
-        return pd.DataFrame()
-    short = _short(kept)
-    out = {}
-    for group in groups:
-        if len(group) == 1:
-            name, order = short[group[0]], sorted(raw[group[0]].dropna().unique(), key=_sort_key)
-            out[name] = pd.Categorical(raw[group[0]].map(_text), [_text(v) for v in order])
-        else:
-            name, values = _joined(table[group], [short[c] for c in group])
-            out[name] = pd.Categorical(values, list(dict.fromkeys(values)))
-    factors = pd.DataFrame(out, index=table.index)
-    return factors[sorted(factors, key=lambda c: -len(factors[c].cat.categories))]
-
-
-def _uncrossed(table: pd.DataFrame, columns: list[str]) -> list[list[str]]:
-    """``columns`` grouped so that any two not fully crossed (some pair of their values never
-    occurs together) share a group."""
-    groups: list[list[str]] = []
-    for c in columns:
-        joined = [g for g in groups if any(not _crossed(table, c, o) for o in g)]
-        merged = [o for g in joined for o in g] + [c]
-        groups = [g for g in groups if g not in joined] + [merged]
-    return sorted(groups, key=lambda g: columns.index(g[0]))
-
-
-def _crossed(table: pd.DataFrame, a: str, b: str) -> bool:
-    pairs = len(table[[a, b]].drop_duplicates())
-    return pairs == table[a].nunique() * table[b].nunique()
-
-
-def _joined(table: pd.DataFrame, names: list[str]) -> tuple[str, list[str]]:
-    """One toggle from several uncrossed ones: the variants' own names where those tell the
-    combinations apart (``baseline,preset=apex`` -> ``baseline``), else the values joined."""
-    combos = table.astype(str).agg(" · ".join, axis=1)
-    heads = pd.Series([v.split(",", 1)[0] for v in table.index], index=table.index)
-    one_to_one = (heads.groupby(combos).nunique() == 1).all()
-    if one_to_one and (combos.groupby(heads).nunique() == 1).all():
-        return "named variant", list(heads)
-    return " · ".join(names), list(combos)
-
-
-def _sort_key(value: Any) -> tuple[int, Any]:
-    number = isinstance(value, int | float | np.number) and not isinstance(value, bool)
-    return (0, float(value)) if number else (1, str(value))
-
-
-def _text(value: Any) -> str:
-    return f"{value:g}" if isinstance(value, float | np.floating) else str(value)
-
-
-def _short(columns: Sequence[str]) -> dict[str, str]:
-    """A toggle column's name on a figure: its last dotted part (``optimizer.preset`` ->
-    ``preset``), the whole path where two would read the same or a frame column has it."""
-    short = {c: c.rsplit(".", 1)[-1] for c in columns}
-    names = list(short.values())
-    return {c: s if names.count(s) == 1 and s not in _OWN else c for c, s in short.items()}
-
-
-def seed_bands(
-    curves: pd.DataFrame, x: str = "phase_step", confidence: float = 0.95
-) -> pd.DataFrame:
-    """The mean over seeds and its Student-t interval at every (variant, metric, phase, step):
-    :func:`ablations.analysis.stats.t_interval`, vectorized over the whole table; never a
-    bootstrap. Columns: variant, metric, phase, phase_step, ``x``, n, mean, low, high (NaN
-    bounds where fewer than two seeds reached the step). Seeds are aligned on ``phase_step``;
-    another ``x`` (samples, wall time) is its mean over the seeds."""
-    keys = ["variant", "metric", "phase", "phase_step"]
-    d = curves.assign(variant=curves["variant"].astype(str), metric=curves["metric"].astype(str))
-    d = d[np.isfinite(d["value"])]  # a diverged step has no value to average
-    grouped = d.groupby(keys, sort=True, observed=True)
-    out = grouped["value"].agg(["count", "mean", "std"]).reset_index()
-    out = out.rename(columns={"count": "n"})
-    if x != "phase_step":
-        out[x] = grouped[x].mean().to_numpy()
-    n = out["n"].to_numpy(dtype=float)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        t = scipy.stats.t.ppf(0.5 + confidence / 2, np.where(n > 1, n - 1, np.nan))
-        half = t * out["std"].to_numpy() / np.sqrt(n)
-    return out.assign(low=out["mean"] - half, high=out["mean"] + half).drop(columns="std")
 
 
 def loss_panels(
@@ -267,7 +109,7 @@ def loss_panels(
         data = data[data["trial"].isin(keep)]
     phases = sorted(int(p) for p in data["phase"].dropna().unique()) if phases is None else phases
     phases = list(phases) or [1]
-    data = _smoothed(data[data["phase"].isin(phases)], x, smooth)
+    data = smoothed(data[data["phase"].isin(phases)], x, smooth)
     bands = seed_bands(data, x)
     names = {m: label(m) for m in metrics}
     bands = bands.assign(
@@ -294,22 +136,6 @@ def loss_panels(
         g.figure.suptitle(title, fontweight="bold")
     g.tight_layout()
     return g.figure
-
-
-def _smoothed(d: pd.DataFrame, x: str, window: int) -> pd.DataFrame:
-    """A rolling mean of ``window`` steps over each trial's ``train/`` metrics (per phase)."""
-    train = d["metric"].astype(str).str.startswith("train/")
-    if window <= 1 or not train.any():
-        return d
-    d = d.sort_values(["trial", "metric", "phase", x])
-    train = d["metric"].astype(str).str.startswith("train/")
-    rolled = (
-        d.groupby(["trial", "metric", "phase"], observed=True)["value"]
-        .rolling(window, min_periods=1)
-        .mean()
-        .reset_index(level=[0, 1, 2], drop=True)
-    )
-    return d.assign(value=d["value"].where(~train, rolled))
 
 
 def _named_facets(
@@ -354,25 +180,11 @@ def _grid_facets(
     if "row" not in roles and len(values[roles["col"]]) > WRAP:
         facets["col_wrap"] = WRAP
     hue_values = values[roles["hue"]]
-    ordered = all(_is_number(v) for v in hue_values)
-    colors = dict(zip(hue_values, _colors(len(hue_values), sequential=ordered), strict=True))
+    ordered = all(is_number(v) for v in hue_values)
+    colors = dict(
+        zip(hue_values, distinct_colors(len(hue_values), sequential=ordered), strict=True)
+    )
     return bands, facets, colors
-
-
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
-
-
-def _colors(n: int, sequential: bool = False) -> list[Any]:
-    """``n`` colours: a dark-to-light ramp for an ordered toggle (lr), else distinct hues
-    (seaborn's palette up to 10, ``husl`` beyond, which does not repeat)."""
-    if sequential and n > 2:
-        return sns.color_palette("viridis", n + 1)[:n]  # without the last, pale yellow
-    return sns.color_palette(n_colors=max(n, 1)) if n <= 10 else sns.color_palette("husl", n)
 
 
 def _relplot(bands: pd.DataFrame, x: str, facets: dict[str, Any], colors: dict[str, Any]) -> Any:
@@ -487,14 +299,6 @@ def _one_legend(axes: Sequence[Any], on: Any) -> None:
             bbox_to_anchor=(1.0, 0.5),
             ncols=1 + (len(handles) - 1) // 20,
         )
-
-
-def wrap_variant_ticks(ax: Any) -> None:
-    """Grid variant names (``prenorm=none,eps=1e-06``) one toggle per line, so that a dozen
-    variants stay readable side by side."""
-    labels = [t.get_text() for t in ax.get_xticklabels()]
-    if any("," in name for name in labels):
-        ax.set_xticks(ax.get_xticks(), [n.replace(",", "\n") for n in labels], fontsize="small")
 
 
 def final_metric_plot(
@@ -671,15 +475,6 @@ def profile_plot(profile: pd.DataFrame, scores: pd.Series | None = None) -> Any:
     )
     fig.tight_layout()
     return fig
-
-
-def save(fig: Any, figures_dir: Path | str, name: str) -> Path:
-    """Write ``fig`` as ``<figures_dir>/<name>.png`` (folder created) and return the path."""
-    out = Path(figures_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / f"{name}.png"
-    fig.savefig(path, dpi=DPI, bbox_inches="tight")
-    return path
 
 
 if __name__ == "__main__":

@@ -4,19 +4,19 @@
   one-line errors naming the key path) and dotted-path setting; the sweep file uses it too.
 - :mod:`~ablations.config.run`: :class:`RunConfig` and its sections, and
   :func:`with_overrides`, the one way a config is changed by path.
+- :mod:`~ablations.config.groups`: ``optimizer.groups``, the knobs and lr multiplier of each of
+  NVIDIA's two parameter groups.
 
 What a config *resolves to* (every optimizer knob per parameter group, λ, tensors, data) is
 :mod:`ablations.run.resolved`.
 """
 
 from ablations.config.build import build, check, check_key, plain
+from ablations.config.groups import GROUP_NAMES, LR_SCALE_BIAS_CORRECTION, GroupOverrides
 from ablations.config.run import (
     FACTORY_WEIGHT_DECAY,
-    GROUP_NAMES,
-    LR_SCALE_BIAS_CORRECTION,
     MODEL_SIZES,
     DataConfig,
-    GroupOverrides,
     LogConfig,
     ModelConfig,
     OptimizerConfig,
