@@ -112,15 +112,14 @@ def loss_panels(
     data = smoothed(data[data["phase"].isin(phases)], x, smooth)
     bands = seed_bands(data, x)
     names = {m: label(m) for m in metrics}
-    bands = bands.assign(
-        panel=[
-            names[m] + (f", phase {p}" if len(phases) > 1 else "")
-            for m, p in zip(bands["metric"], bands["phase"], strict=True)
-        ]
-    )
-    panels = [
-        names[m] + (f", phase {p}" if len(phases) > 1 else "") for m in metrics for p in phases
-    ]
+    panel = {
+        (m, p): names[m] + (f", phase {p}" if len(phases) > 1 else "")
+        for m in metrics
+        for p in phases
+    }
+    keys = zip(bands["metric"], bands["phase"], strict=True)
+    bands = bands.assign(panel=[panel[key] for key in keys])
+    panels = list(panel.values())
     factors = toggle_factors(curves)
     if not factors.empty:
         bands, facets, colors = _grid_facets(bands, factors, panels)
@@ -143,7 +142,7 @@ def _named_facets(
 ) -> tuple[pd.DataFrame, dict[str, Any], dict[str, Any]]:
     """One colour per variant; a row per metric, a column per phase."""
     colors = palette(curves["variant"])
-    facets: dict[str, Any] = {"hue": "variant", "hue_order": [v for v in colors]}
+    facets: dict[str, Any] = {"hue": "variant", "hue_order": list(colors)}
     bands = bands.assign(row=bands["metric"].map(label), col=bands["phase"].map("phase {}".format))
     if len(metrics) > 1:
         facets.update(row="row", row_order=[label(m) for m in metrics])

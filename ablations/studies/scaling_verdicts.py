@@ -24,6 +24,7 @@ missed it is left out of that optimizer's fits, and the evidence says so.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -44,11 +45,8 @@ PAIRS = (("nvlamb", "adamw"), ("apex", "adamw"))
 def mean_steps(study: Study, optimizer: str, target: float) -> pd.Series:
     """Batch -> mean steps to ``target`` over the seeds that reached it, for batches where
     every seed did (an unreached seed makes the mean a lower bound)."""
-    g = study.seeds[study.seeds["optimizer"] == optimizer]
-    column = target_column("steps", target)
-    all_reached = g.groupby(BATCH)[column].apply(lambda s: bool(s.notna().all()))
-    means = g.groupby(BATCH)[column].mean()
-    return means[all_reached].sort_index()
+    steps = _seed_steps(study, optimizer, target)
+    return pd.Series({batch: s.mean() for batch, s in steps.items()}, dtype=float)
 
 
 def relative_fit_b_noise(batches: np.ndarray, steps: np.ndarray) -> float:
@@ -210,8 +208,6 @@ def verdicts(study: Study, target: float | None = None, name: str = "scaling") -
         claim = f"{lamb} keeps linear scaling to a larger batch than {adam} (You et al. 2019)"
         v = ordering(id, claim, fits(study, (lamb, adam), target), [lamb, adam])
         mine = [e for e in edges if e.startswith((f"{lamb} ", f"{adam} "))]
-        if not mine:
-            v = _with_seeds(study, v, (lamb, adam), target)
         if mine:
             v = Verdict(
                 id,
@@ -220,6 +216,8 @@ def verdicts(study: Study, target: float | None = None, name: str = "scaling") -
                 f"best tuning point at a range edge: {'; '.join(mine)}; the fits: {v.evidence}",
                 extend="lr past each edge named",
             )
+        else:
+            v = _with_seeds(study, v, (lamb, adam), target)
         out.append(v)
     return out
 
@@ -238,14 +236,14 @@ def _with_seeds(study: Study, v: Verdict, pair: tuple[str, str], target: float) 
     evidence = f"{v.evidence}; {'; '.join(notes)}"
     holds_zero = [n for n, (_, lo, hi) in intervals.items() if not (lo > 0 or hi < 0)]
     if v.answer in (Answer.SUPPORTED, Answer.REFUTED) and holds_zero:
-        return Verdict(
-            v.id,
-            v.claim,
-            Answer.UNRESOLVED,
-            f"{evidence}; the seeds do not resolve the {' and '.join(holds_zero)} difference",
+        return dataclasses.replace(
+            v,
+            answer=Answer.UNRESOLVED,
+            evidence=f"{evidence}; the seeds do not resolve the {' and '.join(holds_zero)} "
+            "difference",
             extend="more seeds at each batch's best lr",
         )
-    return Verdict(v.id, v.claim, v.answer, evidence, v.mde, v.extend)
+    return dataclasses.replace(v, evidence=evidence)
 
 
 def verdict_table(study: Study, target: float | None = None, name: str = "scaling") -> pd.DataFrame:
