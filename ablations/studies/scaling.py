@@ -166,7 +166,10 @@ def load(results_dir: Path | str, prefix: str = PREFIX) -> Study:
         keep = c["metric"].isin(["val/mlm_loss", *NOISE_METRICS])
         curves.append(c[keep].assign(optimizer=name))
     if not runs:
-        raise ValueError(f"{base}: no {prefix}* experiment with runs (sweeps/batch_scaling.yaml)")
+        raise ValueError(
+            f"{base}: no {prefix}* experiment with runs "
+            "(sweeps/batch_scaling.yaml: batch_*; sweeps/batch_resolved.yaml: resolved_*)"
+        )
     if len(targets) != 1:
         raise ValueError(f"{base}: the {prefix}* experiments declare different targets {targets}")
     allr = pd.concat(runs, ignore_index=True)
